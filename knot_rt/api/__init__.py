@@ -1,0 +1,16 @@
+"""HTTP routes, one blueprint per section of the spec."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+from . import announcements, app_labels, consents, faq, login, users
+
+BLUEPRINTS: list[Blueprint] = [
+    app_labels.bp,
+    announcements.bp,
+    consents.bp,
+    faq.bp,
+    login.bp,
+    users.bp,
+]

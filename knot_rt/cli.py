@@ -1,0 +1,160 @@
+"""``knot-rt``: serve, demo data, OpenAPI, accounts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+
+import trio
+
+from .config import Settings
+from .runner import open_database, run_with_loop, until_signal
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    for name in ("host", "port", "station_port", "database_url"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if overrides:
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+        if "port" in overrides or "host" in overrides:
+            settings = replace(settings, public_url=f"http://{settings.host}:{settings.port}")
+    return settings.with_secret()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .context import Services
+    from .demo import DEMO_ACCOUNTS, load_demo
+    from .server import run_server
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        async with open_database(settings) as db:
+            if args.demo:
+                await load_demo(db)
+            svc = Services.build(settings, db)
+            shutdown = trio.Event()
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(lambda task_status: run_server(
+                    svc, shutdown=shutdown, task_status=task_status))
+                for bind in binds:
+                    print(f"knot_rt API:      {bind}/api/application/", flush=True)
+                    print(f"OpenAPI document: {bind}/openapi.json  (docs: {bind}/docs)", flush=True)
+                if args.demo:
+                    for email, password, what in DEMO_ACCOUNTS:
+                        print(f"demo account:     {email} / {password}  ({what})", flush=True)
+                await until_signal(shutdown)
+
+    run_with_loop(main)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import load_demo
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        async with open_database(settings) as db:
+            summary = await load_demo(db)
+            print(json.dumps(summary))
+
+    run_with_loop(main)
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from .web.app import create_app
+
+    app = create_app(None)
+
+    async def main() -> str:
+        async with app.test_app():
+            client = app.test_client()
+            response = await client.get("/openapi.json")
+            return await response.get_data(as_text=True)
+
+    document = trio.run(main)
+    print(json.dumps(json.loads(document), indent=2))
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from .services.accounts import create_confirmed_user
+    from .services.passwords import Passwords
+
+    settings = _settings(args)
+    perms: list[tuple[str, bool]] = []
+    for item in args.perm or []:
+        key, _, mode = item.partition(":")
+        if not key or mode not in ("", "write", "read"):
+            print(f"--perm takes KEY or KEY:write, not {item!r}", file=sys.stderr)
+            return 2
+        perms.append((key, mode == "write"))
+
+    async def main() -> int:
+        async with open_database(settings) as db:
+            password_hash = await Passwords().hash(args.password)
+            return await db.transaction(
+                lambda conn: create_confirmed_user(
+                    conn, args.email, password_hash, perms=perms, networks=args.network or []
+                )
+            )
+
+    user_id = run_with_loop(main)
+    print(json.dumps({"user_id": user_id, "email": args.email.lower()}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="knot-rt", description="knot_rt: the Knot application API")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="PostgreSQL URL (env DATABASE_URL); default: embedded cluster")
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--host", help="address to bind (env KNOT_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (env PORT, default 8000)")
+    serve.add_argument("--station-port", type=int, help="station gateway port (env KNOT_STATION_PORT, default 8001)")
+    serve.add_argument("--demo", action="store_true", help="load the demo data first")
+    db_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="load the demo data (idempotent)")
+    db_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document")
+    openapi.set_defaults(func=cmd_openapi)
+
+    user = sub.add_parser("user", help="manage accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a confirmed account")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--perm", action="append", metavar="KEY[:write]", help="permission (repeatable)")
+    create.add_argument("--network", action="append", type=int, metavar="ID", help="network of the permissions")
+    db_options(create)
+    create.set_defaults(func=cmd_user_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Service configuration from options and environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """`limits` rate strings, per key kind."""
+
+    login_per_address: str = "10/minute"
+    login_per_client: str = "60/minute"
+    second_factor_per_user: str = "5/minute"
+    second_factor_per_client: str = "30/minute"
+    password_reset_per_address: str = "3/hour"
+    password_reset_per_client: str = "20/hour"
+    confirmation_per_address: str = "3/hour"
+    confirmation_per_client: str = "20/hour"
+    register_per_client: str = "20/hour"
+
+
+@dataclass(frozen=True)
+class SocialConfig:
+    apple_jwks_url: str | None = None
+    apple_audience: str | None = None
+    apple_issuer: str = "https://appleid.apple.com"
+    google_jwks_url: str | None = None
+    google_audience: str | None = None
+    google_issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
+    facebook_graph_url: str | None = None
+    facebook_app_id: str | None = None
+    facebook_app_secret: str | None = None
+    jwks_cache_seconds: int = 3600
+
+    @classmethod
+    def from_env(cls) -> SocialConfig:
+        env = os.environ.get
+        return cls(
+            apple_jwks_url=env("KNOT_APPLE_JWKS_URL"),
+            apple_audience=env("KNOT_APPLE_AUDIENCE"),
+            apple_issuer=env("KNOT_APPLE_ISSUER", "https://appleid.apple.com"),
+            google_jwks_url=env("KNOT_GOOGLE_JWKS_URL"),
+            google_audience=env("KNOT_GOOGLE_AUDIENCE"),
+            google_issuers=tuple(
+                env("KNOT_GOOGLE_ISSUERS", "https://accounts.google.com,accounts.google.com").split(",")
+            ),
+            facebook_graph_url=env("KNOT_FACEBOOK_GRAPH_URL"),
+            facebook_app_id=env("KNOT_FACEBOOK_APP_ID"),
+            facebook_app_secret=env("KNOT_FACEBOOK_APP_SECRET"),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    station_port: int = 8001
+    database_url: str | None = None
+    smtp_url: str | None = None
+    secret_key: str = ""
+    data_dir: Path = Path(".knot-data")
+    public_url: str = "http://127.0.0.1:8000"
+    mail_from: str = "Knot <no-reply@knot.local>"
+    access_token_seconds: int = 3600
+    refresh_token_days: int = 60
+    email_token_hours: int = 48
+    max_body_bytes: int = 1_048_576
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    social: SocialConfig = field(default_factory=SocialConfig)
+    mail_retry_seconds: float = 5.0
+    mail_max_attempts: int = 8
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ.get
+        settings = cls(
+            host=env("KNOT_HOST", "127.0.0.1"),
+            port=_env_int("PORT", 8000),
+            station_port=_env_int("KNOT_STATION_PORT", 8001),
+            database_url=env("DATABASE_URL") or None,
+            smtp_url=env("SMTP_URL") or None,
+            secret_key=env("KNOT_SECRET_KEY", ""),
+            data_dir=Path(env("KNOT_DATA_DIR", ".knot-data")),
+            public_url=env("KNOT_PUBLIC_URL", ""),
+            mail_from=env("KNOT_MAIL_FROM", "Knot <no-reply@knot.local>"),
+            social=SocialConfig.from_env(),
+        )
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+        if not settings.public_url:
+            settings = replace(settings, public_url=f"http://{settings.host}:{settings.port}")
+        return settings
+
+    def with_secret(self) -> Settings:
+        """Fill in the secret key: kept in the data folder so tokens survive a restart."""
+        if self.secret_key:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            key = path.read_text().strip()
+        else:
+            key = secrets.token_urlsafe(48)
+            path.touch(mode=0o600)
+            path.write_text(key)
+        return replace(self, secret_key=key)

@@ -1,0 +1,50 @@
+"""The service's parts, built once at start and reached from handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from .config import Settings
+from .db import Database
+from .services.mail import MailSender
+from .services.passwords import Passwords
+from .services.ratelimit import RateLimiter
+from .services.secrets import SecretBox
+from .services.social import SocialVerifier
+from .services.tokens import TokenSigner
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    signer: TokenSigner
+    passwords: Passwords
+    limiter: RateLimiter
+    box: SecretBox
+    mail: MailSender
+    social: SocialVerifier
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
+        return cls(
+            settings=settings,
+            db=db,
+            signer=TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds),
+            passwords=passwords or Passwords(),
+            limiter=RateLimiter(),
+            box=SecretBox(settings.secret_key),
+            mail=MailSender(
+                db, settings.smtp_url, settings.mail_from,
+                retry_seconds=settings.mail_retry_seconds, max_attempts=settings.mail_max_attempts,
+            ),
+            social=SocialVerifier(settings.social),
+        )
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["knot"]
+    return found

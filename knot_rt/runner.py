@@ -1,0 +1,59 @@
+"""The process runner: database, trio-asyncio loop, the server, clean shutdown on signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import trio
+import trio_asyncio
+
+from .config import Settings
+from .db import Database, migrate
+from .pgcluster import PgCluster
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """``DATABASE_URL``, or a private PostgreSQL cluster in the data folder for the block's lifetime."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    cluster = PgCluster(settings.data_dir)
+    url = await trio.to_thread.run_sync(cluster.start)
+    try:
+        yield url
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(cluster.stop)
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """A migrated database pool, inside an open trio-asyncio loop."""
+    async with database_url(settings) as url:
+        db = await Database.connect(url)
+        try:
+            await migrate(db)
+            yield db
+        finally:
+            await db.close()
+
+
+def run_with_loop(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a Trio main with the trio-asyncio loop open around it (asyncpg needs it)."""
+    return trio_asyncio.run(main)
+
+
+async def until_signal(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            shutdown.set()
+            return

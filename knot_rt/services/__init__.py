@@ -1,0 +1,1 @@
+"""Domain services: accounts, sessions, mail, second factor, social login, permissions."""

@@ -1,0 +1,58 @@
+"""The Quart application: one blueprint per section of the spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response, jsonify
+from quart_schema import Info, QuartSchema, hide
+from quart_schema.openapi import OpenAPIProvider
+from quart_trio import QuartTrio
+
+from protocols.errors import error_table
+
+from .. import __version__
+from ..api import BLUEPRINTS
+from ..context import Services
+from .errors import install_error_handlers
+
+DESCRIPTION = """Knot application API served by knot_rt.
+
+Every JSON response has an integer `code` (0 is success). Errors carry a `message`
+and the matching HTTP status; `x-error-codes` lists every code."""
+
+
+class KnotOpenAPIProvider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        document["x-error-codes"] = error_table()
+        return document
+
+
+def create_app(svc: Services | None = None) -> Quart:
+    """Build the app; ``svc`` may be None to only read the OpenAPI document."""
+    app = QuartTrio("knot_rt")
+    app.config["MAX_CONTENT_LENGTH"] = svc.settings.max_body_bytes if svc else 1_048_576
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if svc is not None:
+        app.extensions["knot"] = svc
+    QuartSchema(
+        app,
+        info=Info(title="Knot application API (knot_rt)", version=__version__, description=DESCRIPTION),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
+        openapi_provider_class=KnotOpenAPIProvider,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path="/docs",
+    )
+    install_error_handlers(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+
+    @app.get("/health")
+    @hide
+    async def health() -> Response:
+        return jsonify({"code": 0, "status": "ok"})
+
+    return app

@@ -1,0 +1,1 @@
+"""Wire formats as pure data: no I/O, imports nothing else of the project."""

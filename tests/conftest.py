@@ -1,0 +1,155 @@
+"""Test harness: a real PostgreSQL, the real server on port 0, a real SMTP sink.
+
+PostgreSQL: ``DATABASE_URL`` when set, else a private cluster started for the
+session. Migrations are applied once to a template database; every test gets
+a fresh database copied from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import trio
+import trio_asyncio
+
+from knot_rt.config import RateLimits, Settings
+from knot_rt.context import Services
+from knot_rt.db import Database, apply_migrations
+from knot_rt.pgcluster import PgCluster
+from knot_rt.server import run_server
+from knot_rt.services.passwords import Passwords
+from tests.support import Harness, SmtpSink
+
+TEMPLATE = "knot_test_template"
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix="knot-test-pg-"))
+    os.chmod(folder, 0o755)
+    cluster = PgCluster(folder)
+    url = cluster.start()
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_server_url: str) -> str:
+    async def build() -> None:
+        admin = await asyncpg.connect(pg_server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+            await admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(_with_database(pg_server_url, TEMPLATE))
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    return _with_database(pg_server_url, TEMPLATE)
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_url: str) -> Iterator[str]:
+    name = f"knot_test_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(pg_server_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        finally:
+            await admin.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(pg_server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield _with_database(pg_server_url, name)
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def rate_limits() -> RateLimits:
+    """Override in a test module to tighten limits."""
+    return RateLimits()
+
+
+@pytest.fixture
+def settings(database_url: str, smtp_sink: SmtpSink, rate_limits: RateLimits, tmp_path: Path) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        station_port=0,
+        database_url=database_url,
+        smtp_url=smtp_sink.url,
+        secret_key="test-secret-" + uuid.uuid4().hex,
+        data_dir=tmp_path / "data",
+        public_url="http://knot.test",
+        rate_limits=rate_limits,
+        mail_retry_seconds=0.2,
+    )
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    async with trio_asyncio.open_loop():
+        async with _running(settings) as harness:
+            yield harness
+
+
+@asynccontextmanager
+async def _running(settings: Settings) -> AsyncIterator[Harness]:
+    db = await Database.connect(settings.database_url or "", min_size=1, max_size=5)
+    try:
+        svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(lambda task_status: run_server(
+                svc, shutdown=shutdown, task_status=task_status))
+            async with httpx.AsyncClient(base_url=binds[0], timeout=30) as client:
+                yield Harness(svc=svc, db=db, base_url=binds[0], client=client)
+            shutdown.set()
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def client(harness: Harness) -> httpx.AsyncClient:
+    return harness.client

@@ -1,0 +1,155 @@
+"""Shared test helpers: the running service, a real SMTP sink, account helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import trio
+from aiosmtpd.controller import Controller
+
+from knot_rt.context import Services
+from knot_rt.db import Database
+from knot_rt.services.accounts import insert_user
+from knot_rt.services.permissions import grant
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 OK"
+
+
+class SmtpSink:
+    """A real SMTP server on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self._collector = _Collector()
+        # A plain selector loop of its own: the trio-asyncio policy must not serve the sink's thread.
+        self._controller = Controller(
+            self._collector, hostname="127.0.0.1", port=_free_port(), loop=asyncio.SelectorEventLoop()
+        )
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self._controller.port}"
+
+    def messages(self, to: str | None = None) -> list[EmailMessage]:
+        with self._collector.lock:
+            found = list(self._collector.messages)
+        if to is not None:
+            found = [m for m in found if to.lower() in str(m["To"]).lower()]
+        return found
+
+    async def wait_for(self, to: str, count: int = 1, timeout: float = 10.0) -> list[EmailMessage]:  # noqa: ASYNC109
+        """Wait until ``count`` mails to ``to`` arrived; return them in order."""
+        with trio.move_on_after(timeout):
+            while len(self.messages(to)) < count:  # noqa: ASYNC110 - the sink runs in its own thread
+                await trio.sleep(0.02)
+        found = self.messages(to)
+        assert len(found) >= count, f"expected {count} mail(s) to {to}, got {len(found)}"
+        return found
+
+
+def body_of(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def token_in(message: EmailMessage, length: int = 10) -> str:
+    """The 10-character token of a mail: the value of its ``token=`` link parameter."""
+    match = re.search(rf"token=([A-Za-z0-9]{{{length}}})\b", body_of(message))
+    assert match, f"no token in mail: {body_of(message)!r}"
+    return match.group(1)
+
+
+@dataclass
+class Harness:
+    svc: Services
+    db: Database
+    base_url: str
+    client: httpx.AsyncClient
+    _password_hashes: dict[str, str] = field(default_factory=dict)
+
+    async def create_user(
+        self,
+        email_addr: str,
+        password: str = "correct horse battery",
+        *,
+        confirmed: bool = True,
+        perms: list[tuple[str, bool]] | None = None,
+        networks: list[int] | None = None,
+        clusters: list[int] | None = None,
+        organizations: list[int] | None = None,
+        app_label: int | None = None,
+    ) -> int:
+        password_hash = await self.svc.passwords.hash(password)
+
+        async def work(conn: Any) -> int:
+            user_id = await insert_user(conn, email_addr, password_hash, confirmed=confirmed, app_label=app_label)
+            for key, write in perms or []:
+                await grant(conn, user_id, key, write=write, networks=networks or [], clusters=clusters or [],
+                            organizations=organizations or [])
+            return user_id
+
+        return await self.db.transaction(work)
+
+    async def create_app_label(
+        self, name: str = "knot", label_name: str = "Knot", *, android: str | None = "https://play.example/knot",
+        ios: str | None = "https://apps.example/knot", organization: int | None = None,
+    ) -> int:
+        label_id: int = await self.db.fetchval(
+            """INSERT INTO app_labels (name, label_name, organization_id, android_store_url, ios_store_url)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+            name, label_name, organization, android, ios,
+        )
+        return label_id
+
+    async def create_network(self, name: str = "Strasbourg", *, organization: int | None = None) -> int:
+        network_id: int = await self.db.fetchval(
+            "INSERT INTO networks (name, organization_id) VALUES ($1, $2) RETURNING id", name, organization
+        )
+        return network_id
+
+    async def login(
+        self, email_addr: str, password: str = "correct horse battery", *, app_label: str = "knot",
+        scope: str = "app", device_id: str | None = "device-1",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"email": email_addr, "password": password, "scope": scope, "app_label": app_label}
+        if device_id is not None:
+            body["device"] = {"id": device_id, "os": "Android", "model": "Pixel", "app_version": "1.0"}
+        response = await self.client.post("/api/application/login", json=body)
+        result: dict[str, Any] = response.json()
+        assert response.status_code == 200, result
+        return result
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
