@@ -1,0 +1,43 @@
+"""The actor runtime (mailbox, tell/ask, supervisors, registry) and the live actors.
+
+Imports only the standard library, Trio and ``protocols``; every actor gets its
+I/O handed in as small interfaces, so it runs in a test without a server.
+"""
+
+from actors.errors import (
+    ActorCrashed,
+    ActorError,
+    ActorStopped,
+    AskTimeout,
+    ChildStartFailed,
+    DuplicateChild,
+    MailboxFull,
+    RestartIntensityExceeded,
+    SupervisorNotRunning,
+)
+from actors.metrics import ActorMetrics, RestartEvent
+from actors.registry import ActorKind, Registry
+from actors.runtime import Actor, ActorRef
+from actors.supervisor import ActorSpec, RestartIntensity, Supervisor, SupervisorSpec
+
+__all__ = [
+    "Actor",
+    "ActorCrashed",
+    "ActorError",
+    "ActorKind",
+    "ActorMetrics",
+    "ActorRef",
+    "ActorSpec",
+    "ActorStopped",
+    "AskTimeout",
+    "ChildStartFailed",
+    "DuplicateChild",
+    "MailboxFull",
+    "Registry",
+    "RestartEvent",
+    "RestartIntensity",
+    "RestartIntensityExceeded",
+    "Supervisor",
+    "SupervisorNotRunning",
+    "SupervisorSpec",
+]

@@ -7,11 +7,13 @@ import json
 import logging
 import sys
 from dataclasses import replace
+from typing import Any
 
 import trio
 
 from .config import Settings
-from .runner import open_database, run_with_loop, until_signal
+from .errors import ApiError
+from .runner import open_database, run_with_loop, stop_on_signal
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -36,21 +38,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def main() -> None:
-        async with open_database(settings) as db:
+        async with stop_on_signal() as stopper, open_database(settings) as db:
             if args.demo:
                 await load_demo(db)
             svc = Services.build(settings, db)
-            shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(lambda task_status: run_server(
-                    svc, shutdown=shutdown, task_status=task_status))
-                for bind in binds:
+                bound = await nursery.start(lambda task_status: run_server(
+                    svc, shutdown=stopper.shutdown, task_status=task_status))
+                stopper.serving()
+                for bind in bound.http:
                     print(f"knot_rt API:      {bind}/api/application/", flush=True)
                     print(f"OpenAPI document: {bind}/openapi.json  (docs: {bind}/docs)", flush=True)
+                print(f"station gateway:  {bound.station_url(settings.host)}", flush=True)
                 if args.demo:
                     for email, password, what in DEMO_ACCOUNTS:
                         print(f"demo account:     {email} / {password}  ({what})", flush=True)
-                await until_signal(shutdown)
 
     run_with_loop(main)
     return 0
@@ -87,7 +89,10 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from .services.accounts import create_confirmed_user
+    import asyncpg
+
+    from .errors import ApiError
+    from .services.accounts import create_confirmed_user, normalize_email
     from .services.passwords import Passwords
 
     settings = _settings(args)
@@ -99,18 +104,82 @@ def cmd_user_create(args: argparse.Namespace) -> int:
             return 2
         perms.append((key, mode == "write"))
 
-    async def main() -> int:
+    async def main() -> dict[str, Any]:
         async with open_database(settings) as db:
             password_hash = await Passwords().hash(args.password)
-            return await db.transaction(
-                lambda conn: create_confirmed_user(
-                    conn, args.email, password_hash, perms=perms, networks=args.network or []
+            try:
+                user_id = await db.transaction(
+                    lambda conn: create_confirmed_user(
+                        conn, args.email, password_hash, perms=perms, networks=args.network or []
+                    )
                 )
-            )
+            except ApiError as exc:
+                return {"error": exc.message}
+            except asyncpg.ForeignKeyViolationError:
+                return {"error": f"unknown network id in {args.network}"}
+            return {"user_id": user_id, "email": normalize_email(args.email)}
 
-    user_id = run_with_loop(main)
-    print(json.dumps({"user_id": user_id, "email": args.email.lower()}))
+    result = run_with_loop(main)
+    if "error" in result:
+        print(f"knot-rt user create: {result['error']}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
     return 0
+
+
+def cmd_station_create(args: argparse.Namespace) -> int:
+    from .stations.admin import create_station
+
+    settings = _settings(args)
+    if not 1 <= args.spots <= 32 or args.count < 1:
+        print("--spots takes 1 to 32 and --count at least 1", file=sys.stderr)
+        return 2
+
+    async def main() -> list[dict[str, object]]:
+        async with open_database(settings) as db:
+            created = []
+            for _ in range(args.count):
+                station = await db.transaction(lambda conn: create_station(conn, args.cluster, args.spots))
+                created.append({"station_id": station.station_id, "secret": station.secret,
+                                "spots": station.spot_ids})
+            return created
+
+    try:
+        created = run_with_loop(main)
+    except ApiError as error:
+        print(f"knot-rt station create: {error.message}", file=sys.stderr)
+        return 1
+    for station in created:
+        print(json.dumps(station))
+    if args.stations_file:
+        with open(args.stations_file, "a", encoding="utf-8") as out:
+            for station in created:
+                out.write(f"{station['station_id']}:{station['secret']}\n")
+    return 0
+
+
+def cmd_station_secret(args: argparse.Namespace) -> int:
+    from .stations.admin import rotate_station_secret
+
+    settings = _settings(args)
+
+    async def main() -> str:
+        async with open_database(settings) as db:
+            return await db.transaction(lambda conn: rotate_station_secret(conn, args.station_id))
+
+    try:
+        secret = run_with_loop(main)
+    except ApiError as error:
+        print(f"knot-rt station secret: {error.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"station_id": args.station_id, "secret": secret}))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import run_from_args
+
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--network", action="append", type=int, metavar="ID", help="network of the permissions")
     db_options(create)
     create.set_defaults(func=cmd_user_create)
+    station = sub.add_parser("station", help="manage stations")
+    station_sub = station.add_subparsers(dest="station_command", required=True)
+    create_station = station_sub.add_parser("create", help="create a station; prints its id and secret")
+    create_station.add_argument("--cluster", type=int, required=True, metavar="ID")
+    create_station.add_argument("--spots", type=int, required=True, metavar="N", help="1 to 32")
+    create_station.add_argument("--count", type=int, default=1, help="how many stations (default 1)")
+    create_station.add_argument("--stations-file", metavar="F", help="also append ID:SECRET lines to F")
+    db_options(create_station)
+    create_station.set_defaults(func=cmd_station_create)
+    secret = station_sub.add_parser("secret", help="rotate a station's secret; prints the new one")
+    secret.add_argument("station_id", type=int)
+    db_options(secret)
+    secret.set_defaults(func=cmd_station_secret)
+
+    from .simulator import add_arguments as simulate_arguments
+
+    simulate = sub.add_parser("simulate", help="simulate stations over real sockets until Ctrl-C")
+    simulate_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -76,6 +76,11 @@ class Settings:
     max_body_bytes: int = 1_048_576
     rate_limits: RateLimits = field(default_factory=RateLimits)
     social: SocialConfig = field(default_factory=SocialConfig)
+    station_heartbeat_seconds: int = 1800
+    station_ping_seconds: float = 30.0
+    station_call_timeout: float = 10.0
+    feed_queue_capacity: int = 256
+    feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0
     mail_max_attempts: int = 8
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from quart import current_app
 
+from .bus import FeedBus, FeedHub
 from .config import Settings
 from .db import Database
 from .services.mail import MailSender
@@ -14,6 +16,7 @@ from .services.ratelimit import RateLimiter
 from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
+from .stations.service import StationService
 
 
 @dataclass
@@ -26,10 +29,16 @@ class Services:
     box: SecretBox
     mail: MailSender
     social: SocialVerifier
+    bus: FeedBus
+    hub: FeedHub
+    stations: StationService
     counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
+        bus = FeedBus(
+            db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
+        )
         return cls(
             settings=settings,
             db=db,
@@ -42,6 +51,12 @@ class Services:
                 retry_seconds=settings.mail_retry_seconds, max_attempts=settings.mail_max_attempts,
             ),
             social=SocialVerifier(settings.social),
+            bus=bus,
+            hub=FeedHub(),
+            stations=StationService(
+                db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
+                call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
+            ),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,108 @@ CONSENT_TYPES = [
     ("emails.promotional", {"en": "Promotional emails", "fr": "E-mails promotionnels",
                             "de": "Werbe-E-Mails"}, False, 2),
 ]
+
+ANNOUNCEMENT = {"en": "Welcome to Knot in Strasbourg!", "fr": "Bienvenue sur Knot à Strasbourg !",
+                "de": "Willkommen bei Knot in Straßburg!"}
+
+
+@dataclass(frozen=True)
+class FaqText:
+    key: str
+    texts: dict[str, str]
+    type: str = "text"
+    bold: bool = False
+    margin: str | None = None
+    text_color: str | None = None
+    bullet_color: str | None = None
+    replacements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FaqSection:
+    key: str
+    names: dict[str, str]
+    contents: tuple[FaqText, ...] = ()
+    is_spacer: bool = False
+    replacements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FaqTopic:
+    key: str
+    names: dict[str, str]
+    sections: tuple[FaqSection, ...]
+    demo_label_only: bool = False
+
+
+APP = ("app-label",)
+
+FAQ: tuple[FaqTopic, ...] = (
+    FaqTopic("start", {"en": "Getting started", "fr": "Premiers pas", "de": "Erste Schritte"}, (
+        FaqSection("start.account", {"en": "Creating your {app-label} account", "fr": "Créer votre compte {app-label}",
+                                     "de": "Ihr {app-label}-Konto anlegen"}, (
+            FaqText("start.account.1", {
+                "en": "Download {app-label}, then sign up with your email address.",
+                "fr": "Téléchargez {app-label}, puis inscrivez-vous avec votre adresse e-mail.",
+                "de": "Laden Sie {app-label} herunter und registrieren Sie sich mit Ihrer E-Mail-Adresse.",
+            }, replacements=APP),
+            FaqText("start.account.2", {
+                "en": "Confirm your address with the link we send you.",
+                "fr": "Confirmez votre adresse avec le lien que nous vous envoyons.",
+                "de": "Bestätigen Sie Ihre Adresse über den Link, den wir Ihnen senden.",
+            }, type="bullet", bullet_color="primary"),
+        ), replacements=APP),
+        FaqSection("start.spacer", {"en": ""}, is_spacer=True),
+        FaqSection("start.stations", {"en": "Where are the stations?", "fr": "Où sont les stations ?",
+                                      "de": "Wo sind die Stationen?"}, (
+            FaqText("start.stations.1", {
+                "en": "The map shows every station and how many scooters are docked there.",
+                "fr": "La carte montre chaque station et le nombre de trottinettes qui y sont garées.",
+                "de": "Die Karte zeigt jede Station und wie viele Roller dort angedockt sind.",
+            }),
+        )),
+    )),
+    FaqTopic("renting", {"en": "Renting a scooter", "fr": "Louer une trottinette", "de": "Einen Roller mieten"}, (
+        FaqSection("renting.unlock", {"en": "Unlocking", "fr": "Déverrouiller", "de": "Entsperren"}, (
+            FaqText("renting.unlock.1", {
+                "en": "Scan the code on the scooter, or choose its spot in {app-label}.",
+                "fr": "Scannez le code sur la trottinette, ou choisissez sa place dans {app-label}.",
+                "de": "Scannen Sie den Code am Roller oder wählen Sie seinen Platz in {app-label}.",
+            }, replacements=APP),
+            FaqText("renting.unlock.2", {
+                "en": "The spot releases the scooter within a few seconds.",
+                "fr": "La place libère la trottinette en quelques secondes.",
+                "de": "Der Platz gibt den Roller in wenigen Sekunden frei.",
+            }, bold=True, margin="8 0 0 0", text_color="secondary"),
+        )),
+        FaqSection("renting.return", {"en": "Returning", "fr": "Restituer", "de": "Zurückgeben"}, (
+            FaqText("renting.return.1", {
+                "en": "Push the scooter into any free spot of a station: the rent ends when it locks.",
+                "fr": "Poussez la trottinette dans une place libre : la location se termine au verrouillage.",
+                "de": "Schieben Sie den Roller in einen freien Platz: die Miete endet, sobald er verriegelt.",
+            }),
+        )),
+    )),
+    FaqTopic("payment", {"en": "Payment", "fr": "Paiement", "de": "Bezahlung"}, (
+        FaqSection("payment.guarantee", {"en": "Bank guarantee", "fr": "Garantie bancaire",
+                                         "de": "Bankgarantie"}, (
+            FaqText("payment.guarantee.1", {
+                "en": "A guarantee is held on your card during a rent and released afterwards.",
+                "fr": "Une garantie est bloquée sur votre carte pendant la location, puis libérée.",
+                "de": "Während der Miete wird eine Garantie auf Ihrer Karte reserviert und danach freigegeben.",
+            }),
+        )),
+    )),
+    FaqTopic("knot-club", {"en": "Knot club", "fr": "Le club Knot", "de": "Der Knot-Club"}, (
+        FaqSection("knot-club.perks", {"en": "Perks", "fr": "Avantages", "de": "Vorteile"}, (
+            FaqText("knot-club.perks.1", {
+                "en": "Members of {app-label} get their first unlock of the month free.",
+                "fr": "Les membres de {app-label} ont leur premier déverrouillage du mois offert.",
+                "de": "Mitglieder von {app-label} entsperren das erste Mal im Monat kostenlos.",
+            }, type="bullet", bullet_color="secondary", replacements=APP),
+        ), replacements=APP),
+    ), demo_label_only=True),
+)
 
 
 async def _ensure_organization(conn: asyncpg.Connection) -> int:
@@ -75,11 +178,57 @@ async def _ensure_content(conn: asyncpg.Connection, label: int) -> None:
         CONSENT_TYPES,
     )
     if not await conn.fetchval("SELECT count(*) FROM announcements"):
-        await conn.execute(
-            "INSERT INTO announcements (app_label_id, texts) VALUES ($1, $2)",
-            label,
-            {"en": "Welcome to Knot in Strasbourg!", "fr": "Bienvenue sur Knot à Strasbourg !"},
-        )
+        await conn.execute("INSERT INTO announcements (app_label_id, texts) VALUES ($1, $2)", label, ANNOUNCEMENT)
+    await _ensure_faq(conn, label)
+
+
+FaqRows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _faq_rows(label: int) -> FaqRows:
+    """Rows of the three FAQ tables; the order of the tuples gives ``sort_order``."""
+    topics: list[tuple[Any, ...]] = []
+    sections: list[tuple[Any, ...]] = []
+    texts: list[tuple[Any, ...]] = []
+    for topic_order, topic in enumerate(FAQ, start=1):
+        topics.append((topic.key, label if topic.demo_label_only else None, topic_order, topic.names))
+        for section_order, section in enumerate(topic.sections, start=1):
+            sections.append((section.key, topic.key, section_order, section.is_spacer, list(section.replacements),
+                             section.names))
+            texts += [
+                (text.key, section.key, text_order, text.type, text.bold, text.margin, text.text_color,
+                 text.bullet_color, list(text.replacements), text.texts)
+                for text_order, text in enumerate(section.contents, start=1)
+            ]
+    return topics, sections, texts
+
+
+async def _ensure_faq(conn: asyncpg.Connection, label: int) -> None:
+    """Upsert the FAQ by key."""
+    topics, sections, texts = _faq_rows(label)
+    await conn.executemany(
+        """INSERT INTO faq_categories (key, app_label_id, sort_order, names) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (key) DO UPDATE SET app_label_id = EXCLUDED.app_label_id,
+               sort_order = EXCLUDED.sort_order, names = EXCLUDED.names""",
+        topics,
+    )
+    await conn.executemany(
+        """INSERT INTO faq_sub_categories (key, category_key, sort_order, is_spacer, replacements, names)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (key) DO UPDATE SET category_key = EXCLUDED.category_key, sort_order = EXCLUDED.sort_order,
+               is_spacer = EXCLUDED.is_spacer, replacements = EXCLUDED.replacements, names = EXCLUDED.names""",
+        sections,
+    )
+    await conn.executemany(
+        """INSERT INTO faq_contents (key, sub_category_key, sort_order, type, bold, margin, text_color,
+                                     bullet_color, replacements, contents)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT (key) DO UPDATE SET sub_category_key = EXCLUDED.sub_category_key,
+               sort_order = EXCLUDED.sort_order, type = EXCLUDED.type, bold = EXCLUDED.bold,
+               margin = EXCLUDED.margin, text_color = EXCLUDED.text_color, bullet_color = EXCLUDED.bullet_color,
+               replacements = EXCLUDED.replacements, contents = EXCLUDED.contents""",
+        texts,
+    )
 
 
 async def load_demo(db: Database) -> dict[str, Any]:

@@ -51,9 +51,41 @@ def run_with_loop(main: Callable[[], Awaitable[T]]) -> T:
     return trio_asyncio.run(main)
 
 
-async def until_signal(shutdown: trio.Event) -> None:
+class Stopper:
+    """What SIGINT/SIGTERM do, for the whole life of the process.
+
+    Before ``serving()`` a signal cancels the start-up, so that whatever was started
+    (an embedded PostgreSQL) is stopped by its own clean-up. Once serving, the first
+    signal sets ``shutdown`` for a graceful stop; a second one cancels the rest.
+    """
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.shutdown = trio.Event()
+        self._scope = scope
+        self._serving = False
+
+    def serving(self) -> None:
+        self._serving = True
+
+    def stop(self) -> None:
+        if self._serving and not self.shutdown.is_set():
+            self.shutdown.set()
+        else:
+            self._scope.cancel()
+
+
+@asynccontextmanager
+async def stop_on_signal() -> AsyncIterator[Stopper]:
+    """Handle SIGINT/SIGTERM from now on: the block is stopped as ``Stopper`` says."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            shutdown.set()
-            return
+        async with trio.open_nursery() as nursery:
+            stopper = Stopper(nursery.cancel_scope)
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                    stopper.stop()
+
+            nursery.start_soon(watch)
+            yield stopper
+            nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -25,24 +26,45 @@ def hypercorn_config(host: str, port: int) -> Config:
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """Where the server listens."""
+
+    http: list[str]
+    station_port: int
+
+    @property
+    def base_url(self) -> str:
+        return self.http[0]
+
+    def station_url(self, host: str = "127.0.0.1") -> str:
+        return f"ws://{host}:{self.station_port}/api/stations/ws"
+
+
 async def run_server(
     svc: Services,
     *,
     shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled or until ``shutdown`` is set; reports the bound URLs."""
+    """Serve until cancelled or until ``shutdown`` is set; reports where it listens.
+
+    Stop order: HTTP first (hypercorn drains its connections), then the station
+    gateway and the actors (reverse start order), then the background tasks.
+    """
     app = create_app(svc)
     if shutdown is None:
         shutdown = trio.Event()
     config = hypercorn_config(svc.settings.host, svc.settings.port)
     async with trio.open_nursery() as background:
         background.start_soon(svc.mail.run)
-        async with trio.open_nursery() as http:
-            binds: list[str] = await http.start(
-                partial(serve, app, config, shutdown_trigger=shutdown.wait)
-            )
-            log.info("serving HTTP on %s", ", ".join(binds))
-            task_status.started(binds)
-        # hypercorn has closed its connections: stop the background tasks.
+        background.start_soon(svc.bus.run_pruner)
+        async with trio.open_nursery() as live:
+            station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
+            async with trio.open_nursery() as http:
+                binds: list[str] = await http.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+                log.info("serving HTTP on %s", ", ".join(binds))
+                task_status.started(Bound(binds, station_port))
+            # hypercorn has closed its connections: stop the gateway and the actors.
+            live.cancel_scope.cancel()
         background.cancel_scope.cancel()

@@ -45,6 +45,7 @@ class ErrorCode(IntEnum):
     DEVICE_TIMEOUT = 40
     DEVICE_REJECTED = 41
     DEVICE_OFFLINE = 50
+    INVALID_2FA_SETUP = 60
     TWO_FACTOR_REQUIRED = 146
 
 
@@ -88,6 +89,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.DEVICE_TIMEOUT: ErrorInfo(504, "The device did not answer in time"),
     ErrorCode.DEVICE_REJECTED: ErrorInfo(409, "The device rejected the command"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
+    ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),
     ErrorCode.TWO_FACTOR_REQUIRED: ErrorInfo(401, "Second factor required"),
 }
 

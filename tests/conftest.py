@@ -141,10 +141,11 @@ async def _running(settings: Settings) -> AsyncIterator[Harness]:
         svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(lambda task_status: run_server(
+            bound = await nursery.start(lambda task_status: run_server(
                 svc, shutdown=shutdown, task_status=task_status))
-            async with httpx.AsyncClient(base_url=binds[0], timeout=30) as client:
-                yield Harness(svc=svc, db=db, base_url=binds[0], client=client)
+            async with httpx.AsyncClient(base_url=bound.base_url, timeout=30) as client:
+                yield Harness(svc=svc, db=db, base_url=bound.base_url, client=client,
+                              station_url=bound.station_url())
             shutdown.set()
     finally:
         await db.close()

@@ -20,6 +20,7 @@ from knot_rt.context import Services
 from knot_rt.db import Database
 from knot_rt.services.accounts import insert_user
 from knot_rt.services.permissions import grant
+from knot_rt.services.sessions import Device, open_session
 
 
 def _free_port() -> int:
@@ -43,11 +44,11 @@ class _Collector:
 class SmtpSink:
     """A real SMTP server on loopback that keeps what it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self._collector = _Collector()
         # A plain selector loop of its own: the trio-asyncio policy must not serve the sink's thread.
         self._controller = Controller(
-            self._collector, hostname="127.0.0.1", port=_free_port(), loop=asyncio.SelectorEventLoop()
+            self._collector, hostname="127.0.0.1", port=port or _free_port(), loop=asyncio.SelectorEventLoop()
         )
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ class Harness:
     db: Database
     base_url: str
     client: httpx.AsyncClient
+    station_url: str = ""
     _password_hashes: dict[str, str] = field(default_factory=dict)
 
     async def create_user(
@@ -153,3 +155,17 @@ class Harness:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def open_test_session(harness: Harness, user_id: int, device_id: str = "device-1") -> str:
+    """An access token of a new session, opened by the service's session code (not the login route)."""
+    svc = harness.svc
+
+    async def work(conn: Any) -> dict[str, Any]:
+        return await open_session(
+            conn, svc.signer, user_id, scope="app", device=Device(id=device_id), app_label_id=None,
+            refresh_days=svc.settings.refresh_token_days,
+        )
+
+    session = await harness.db.transaction(work)
+    return str(session["token"])

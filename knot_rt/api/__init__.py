@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import announcements, app_labels, consents, faq, login, users
+from . import announcements, app_labels, consents, faq, login, stations, users
 
 BLUEPRINTS: list[Blueprint] = [
     app_labels.bp,
@@ -12,5 +12,6 @@ BLUEPRINTS: list[Blueprint] = [
     consents.bp,
     faq.bp,
     login.bp,
+    stations.bp,
     users.bp,
 ]

@@ -1,7 +1,378 @@
-"""Login, tokens, second factor, social login and logout."""
+"""Login, tokens, second factor, social login and logout.
+
+Every login route ends the same way (``admit``): an unconfirmed address answers
+code 7 with a token that only resends the confirmation; the dashboard scope
+needs at least one permission (13); an account with 2FA answers code 146 with a
+five-minute token for ``/login/2fa``; otherwise a session opens.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+from pydantic import BaseModel, EmailStr, StringConstraints, ValidationError
+from quart import Blueprint, request
+from quart_schema import (
+    RequestSchemaValidationError,
+    document_request,
+    document_response,
+    security_scheme,
+    tag,
+    validate_request,
+    validate_response,
+)
+
+from protocols.errors import ErrorCode
+
+from ..context import services
+from ..errors import ApiError
+from ..services import totp
+from ..services.accounts import app_label_id, find_user_by_email
+from ..services.permissions import load_permissions
+from ..services.sessions import Device, open_session, revoke_sessions, rotate_refresh_token, update_device
+from ..services.social import SocialIdentity, account_for
+from ..services.tokens import PURPOSE_CONFIRM, PURPOSE_MFA
+from ..web.auth import (
+    BEARER,
+    bearer_token,
+    caller_permissions,
+    client_address,
+    current_caller,
+    purpose_claims,
+    require_purpose,
+    require_user,
+)
+from .models import AppLabelName, Body, Lang, LoginDevice, LoginResponse, Ok, PermissionOut, Scope
 
 bp = Blueprint("login", __name__, url_prefix="/api/application")
+
+TAGS = ["Login"]
+CONFIRM_TOKEN_SECONDS = 24 * 3600
+MFA_TOKEN_SECONDS = 5 * 60
+
+Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
+OtpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=50)]
+OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+
+
+class LoginBody(Body):
+    email: EmailStr
+    password: Password
+    scope: Scope = "app"
+    device: LoginDevice | None = None
+    app_label: AppLabelName
+
+
+class SocialLoginBody(Body):
+    token: OpaqueToken
+    scope: Scope = "app"
+    device: LoginDevice | None = None
+    app_label: AppLabelName
+    lang: Lang = "en"
+
+
+class DeviceBody(Body):
+    device: LoginDevice | None = None
+
+
+class SecondFactorBody(Body):
+    mfa_token: OtpCode
+    device: LoginDevice | None = None
+
+
+class TwoFactorVerifyBody(Body):
+    token: OpaqueToken
+    mfa_token: OtpCode
+
+
+class LogoutBody(Body):
+    device_id: DeviceId | None = None
+
+
+class LoginRefusal(BaseModel):
+    """A refused login; ``token`` comes with code 7 (resend the confirmation) and 146 (second factor)."""
+
+    code: int
+    message: str
+    token: str | None = None
+
+
+class PermissionsResponse(BaseModel):
+    code: int = 0
+    permissions: list[PermissionOut]
+
+
+class RefreshResponse(BaseModel):
+    code: int = 0
+    access_token: str
+    refresh_token: str
+
+
+class TwoFactorKey(BaseModel):
+    code: int = 0
+    key: str
+    key_url: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginIntent:
+    """What a login asks for, carried from its first step to its session."""
+
+    scope: str
+    app_label_id: int | None
+    device: Device
+
+
+def device_of(given: LoginDevice | None) -> Device:
+    return Device() if given is None else Device(**given.model_dump())
+
+
+def answers_login(func: Callable[..., Awaitable[LoginResponse]]) -> Callable[..., Awaitable[LoginResponse]]:
+    """What every login route answers: a session, or a refusal (documented)."""
+    for status in (401, 403):
+        func = document_response(LoginRefusal, status)(func)
+    validated: Callable[..., Awaitable[LoginResponse]] = validate_response(LoginResponse)(func)
+    return validated
+
+
+def optional_body(model: type[M]) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """Like ``validate_request``, but an empty body stands for ``{}``."""
+
+    def decorator(func: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            raw = await request.get_data(as_text=True)
+            payload = await request.get_json(force=True) if raw.strip() else {}
+            try:
+                data = model.model_validate(payload)
+            except ValidationError as exc:
+                raise RequestSchemaValidationError(exc) from exc
+            return await func(*args, data=data, **kwargs)
+
+        documented: Callable[..., Awaitable[R]] = document_request(model)(wrapper)
+        return documented
+
+    return decorator
+
+
+# -- admission: what a login with proven credentials gets ------------------------------------------
+
+
+async def _require_scope(conn: asyncpg.Connection, user_id: int, scope: str) -> None:
+    if scope == "dashboard" and not await load_permissions(conn, user_id):
+        raise ApiError(ErrorCode.NOT_ALLOWED, "this account has no access to the dashboard")
+
+
+async def _open_session(conn: asyncpg.Connection, user_id: int, intent: LoginIntent) -> LoginResponse:
+    await _require_scope(conn, user_id, intent.scope)
+    svc = services()
+    session = await open_session(
+        conn, svc.signer, user_id, scope=intent.scope, device=intent.device,
+        app_label_id=intent.app_label_id, refresh_days=svc.settings.refresh_token_days,
+    )
+    return LoginResponse.model_validate(session)
+
+
+async def _admit(conn: asyncpg.Connection, user: asyncpg.Record, intent: LoginIntent) -> LoginResponse:
+    signer = services().signer
+    user_id = int(user["id"])
+    if user["email_confirmed_at"] is None:
+        token = signer.purpose_token(PURPOSE_CONFIRM, user_id, CONFIRM_TOKEN_SECONDS)
+        raise ApiError(ErrorCode.EMAIL_NOT_CONFIRMED, token=token)
+    if user["totp_secret"] is not None:
+        await _require_scope(conn, user_id, intent.scope)
+        token = signer.purpose_token(
+            PURPOSE_MFA, user_id, MFA_TOKEN_SECONDS,
+            scope=intent.scope, app_label_id=intent.app_label_id, totp_step=int(user["totp_last_step"]),
+        )
+        raise ApiError(ErrorCode.TWO_FACTOR_REQUIRED, token=token)
+    return await _open_session(conn, user_id, intent)
+
+
+async def admit(user: asyncpg.Record, intent: LoginIntent) -> LoginResponse:
+    return await services().db.transaction(lambda conn: _admit(conn, user, intent))
+
+
+# -- email and password ----------------------------------------------------------------------------
+
+
+async def _label_and_user(
+    conn: asyncpg.Connection, label: str, email: str
+) -> tuple[int | None, asyncpg.Record | None]:
+    return await app_label_id(conn, label), await find_user_by_email(conn, email)
+
+
+@bp.post("/login")
+@tag(TAGS)
+@validate_request(LoginBody)
+@answers_login
+async def login(data: LoginBody) -> LoginResponse:
+    """Log in a user with their Knot account."""
+    svc = services()
+    limits = svc.settings.rate_limits
+    svc.limiter.check(
+        (limits.login_per_address, "login:address", data.email),
+        (limits.login_per_client, "login:client", client_address()),
+    )
+    label_id, user = await svc.db.run(lambda conn: _label_and_user(conn, data.app_label, data.email))
+    password_ok = await svc.passwords.verify(None if user is None else user["password_hash"], data.password)
+    if user is None or not password_ok:
+        raise ApiError(ErrorCode.WRONG_CREDENTIALS)
+    return await admit(user, LoginIntent(data.scope, label_id, device_of(data.device)))
+
+
+# -- Apple, Google, Facebook -----------------------------------------------------------------------
+
+
+async def social_login(identity: SocialIdentity, data: SocialLoginBody) -> LoginResponse:
+    async def account(conn: asyncpg.Connection) -> tuple[int | None, asyncpg.Record]:
+        label_id = await app_label_id(conn, data.app_label)
+        return label_id, await account_for(conn, identity, lang=data.lang, app_label_id=label_id)
+
+    label_id, user = await services().db.transaction(account)
+    return await admit(user, LoginIntent(data.scope, label_id, device_of(data.device)))
+
+
+@bp.post("/login/apple")
+@tag(TAGS)
+@validate_request(SocialLoginBody)
+@answers_login
+async def login_apple(data: SocialLoginBody) -> LoginResponse:
+    """Log in with an Apple account (Apple's ID token)."""
+    return await social_login(await services().social.apple(data.token), data)
+
+
+@bp.post("/login/google")
+@tag(TAGS)
+@validate_request(SocialLoginBody)
+@answers_login
+async def login_google(data: SocialLoginBody) -> LoginResponse:
+    """Log in with a Google account (Google's ID token)."""
+    return await social_login(await services().social.google(data.token), data)
+
+
+@bp.post("/login/facebook")
+@tag(TAGS)
+@validate_request(SocialLoginBody)
+@answers_login
+async def login_facebook(data: SocialLoginBody) -> LoginResponse:
+    """Log in with a Facebook account (Facebook's access token)."""
+    return await social_login(await services().social.facebook(data.token), data)
+
+
+# -- second factor ---------------------------------------------------------------------------------
+
+
+@bp.post("/login/2fa")
+@tag(TAGS)
+@require_purpose(PURPOSE_MFA)
+@validate_request(SecondFactorBody)
+@answers_login
+async def second_factor(data: SecondFactorBody) -> LoginResponse:
+    """Second factor of a login that answered code 146; its token is the Bearer."""
+    svc = services()
+    claims = purpose_claims()
+    user_id = int(claims["user_id"])
+    limits = svc.settings.rate_limits
+    svc.limiter.check(
+        (limits.second_factor_per_user, "2fa:user", str(user_id)),
+        (limits.second_factor_per_client, "2fa:client", client_address()),
+    )
+    intent = LoginIntent(str(claims["scope"]), claims.get("app_label_id"), device_of(data.device))
+
+    async def work(conn: asyncpg.Connection) -> LoginResponse:
+        accepted = await totp.accept_login_code(
+            conn, svc.box, user_id, data.mfa_token, last_step_seen=int(claims["totp_step"])
+        )
+        if not accepted:
+            raise ApiError(ErrorCode.INVALID_2FA_CODE)
+        return await _open_session(conn, user_id, intent)
+
+    return await svc.db.transaction(work)
+
+
+@bp.post("/login/2fa/generate")
+@tag(TAGS)
+@require_user
+@validate_response(TwoFactorKey)
+async def begin_two_factor() -> TwoFactorKey:
+    """Begin enabling 2FA: a key for an OTP app, and the token for ``/login/2fa/verify``."""
+    svc = services()
+    user_id = current_caller().user_id
+    setup = await svc.db.transaction(lambda conn: totp.begin_setup(conn, svc.box, user_id))
+    return TwoFactorKey(key=setup.key, key_url=setup.key_url, token=setup.token)
+
+
+@bp.post("/login/2fa/verify")
+@tag(TAGS)
+@require_user
+@validate_request(TwoFactorVerifyBody)
+@validate_response(Ok)
+async def finish_two_factor(data: TwoFactorVerifyBody) -> Ok:
+    """Finish enabling 2FA with one code from the OTP app."""
+    svc = services()
+    user_id = current_caller().user_id
+    await svc.db.transaction(lambda conn: totp.finish_setup(conn, svc.box, user_id, data.token, data.mfa_token))
+    return Ok()
+
+
+# -- tokens and sessions ---------------------------------------------------------------------------
+
+
+@bp.post("/login/check")
+@tag(TAGS)
+@require_user
+@optional_body(DeviceBody)
+@validate_response(PermissionsResponse)
+async def check_token(data: DeviceBody) -> PermissionsResponse:
+    """Check the access token and get the user's permissions; ``device`` updates the session's device."""
+    if data.device is not None:
+        session_id, device = current_caller().session_id, device_of(data.device)
+        await services().db.run(lambda conn: update_device(conn, session_id, device))
+    permissions = await caller_permissions()
+    return PermissionsResponse.model_validate({"permissions": permissions.as_json()})
+
+
+@bp.post("/login/refresh")
+@tag(TAGS)
+@security_scheme(BEARER)
+@validate_response(RefreshResponse)
+async def refresh() -> RefreshResponse:
+    """New access and refresh tokens; the refresh token is the Bearer and is spent.
+
+    A refresh token used twice revokes its whole session (code 14).
+    """
+    svc = services()
+    presented = bearer_token()
+    rotated = await svc.db.transaction(
+        lambda conn: rotate_refresh_token(conn, svc.signer, presented, refresh_days=svc.settings.refresh_token_days)
+    )
+    if isinstance(rotated, uuid.UUID):
+        svc.hub.sessions_revoked([rotated])
+        raise ApiError(ErrorCode.REFRESH_TOKEN_REUSED)
+    access_token, refresh_token = rotated
+    return RefreshResponse(access_token=access_token, refresh_token=refresh_token)
+
+
+@bp.post("/logout")
+@tag(TAGS)
+@require_user
+@optional_body(LogoutBody)
+@validate_response(Ok)
+async def logout(data: LogoutBody) -> Ok:
+    """Log out one device (``device_id``) or, without it, every device of the user."""
+    svc = services()
+    user_id = current_caller().user_id
+    revoked = await svc.db.run(lambda conn: revoke_sessions(conn, user_id, data.device_id))
+    svc.hub.sessions_revoked(revoked)  # their feed sockets close too
+    return Ok()

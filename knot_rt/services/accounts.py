@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from protocols.errors import ErrorCode
@@ -64,3 +66,65 @@ async def create_confirmed_user(
     for key, write in perms:
         await grant(conn, user_id, key, write=write, networks=networks)
     return user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user as the account routes and mails see it, with its app label."""
+
+    user_id: int
+    email: str
+    lang: str
+    email_confirmed: bool
+    two_factor_enabled: bool
+    app_label: str | None
+    label_name: str | None
+    android_store_url: str | None
+    ios_store_url: str | None
+
+
+_ACCOUNT_SQL = """
+    SELECT u.id AS user_id, u.email, u.lang, u.email_confirmed_at IS NOT NULL AS email_confirmed,
+           u.totp_secret IS NOT NULL AS two_factor_enabled, l.name AS app_label, l.label_name,
+           l.android_store_url, l.ios_store_url
+    FROM users u LEFT JOIN app_labels l ON l.id = u.app_label_id
+"""
+
+
+async def load_account(conn: asyncpg.Connection, user_id: int) -> Account | None:
+    row = await conn.fetchrow(_ACCOUNT_SQL + " WHERE u.id = $1", user_id)
+    return None if row is None else Account(**dict(row))
+
+
+async def account_by_email(conn: asyncpg.Connection, email: str) -> Account | None:
+    row = await conn.fetchrow(_ACCOUNT_SQL + " WHERE lower(u.email) = $1", normalize_email(email))
+    return None if row is None else Account(**dict(row))
+
+
+async def organization_name(conn: asyncpg.Connection, email: str) -> str | None:
+    """The organisation whose ``email_domain`` is the address's domain, if any."""
+    domain = normalize_email(email).rpartition("@")[2]
+    name: str | None = await conn.fetchval(
+        "SELECT name FROM organizations WHERE lower(email_domain) = $1", domain
+    )
+    return name
+
+
+async def mark_email_confirmed(conn: asyncpg.Connection, user_id: int) -> None:
+    await conn.execute(
+        "UPDATE users SET email_confirmed_at = COALESCE(email_confirmed_at, now()) WHERE id = $1", user_id
+    )
+
+
+async def change_email(conn: asyncpg.Connection, user_id: int, email: str) -> None:
+    """Give the account a new address, confirmed (the user proved they read it)."""
+    try:
+        await conn.execute(
+            "UPDATE users SET email = $2, email_confirmed_at = now() WHERE id = $1", user_id, normalize_email(email)
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise ApiError(ErrorCode.EMAIL_ALREADY_USED) from exc
+
+
+async def set_password_hash(conn: asyncpg.Connection, user_id: int, password_hash: str) -> None:
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)

@@ -94,11 +94,15 @@ class MailSender:
             with trio.move_on_after(self._poll):
                 await self._wake.wait()
             self._wake = trio.Event()
-            if self._target is None:
-                await self._log_unsent()
-                continue
-            while await self._send_batch():
-                pass
+            try:
+                if self._target is None:
+                    await self._log_unsent()
+                    continue
+                while await self._send_batch():
+                    pass
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The database is away for a moment: the mail waits in the outbox.
+                log.warning("mail: outbox not reachable (%s); retrying", exc)
 
     async def _log_unsent(self) -> None:
         rows = await self._db.fetch(
@@ -119,22 +123,37 @@ class MailSender:
             self._max_attempts,
         )
         for row in rows:
-            message = EmailMessage()
-            message["From"] = self._from
-            message["To"] = row["to_addr"]
-            message["Subject"] = row["subject"]
-            message.set_content(row["body"])
-            assert self._target is not None
-            try:
-                await trio.to_thread.run_sync(self._target.send, message)
-            except (OSError, smtplib.SMTPException) as exc:
-                delay = timedelta(seconds=self._retry * 2 ** (row["attempts"] - 1))
-                log.warning("mail %s to %s failed (attempt %s): %s", row["id"], row["to_addr"], row["attempts"], exc)
-                await self._db.execute(
-                    "UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3 WHERE id = $1",
-                    row["id"], delay, str(exc)[:500],
-                )
-                continue
-            await self._db.execute("UPDATE outbox SET sent_at = now(), last_error = NULL WHERE id = $1", row["id"])
-            self.sent += 1
+            await self._deliver(row)
         return len(rows)
+
+    def _message(self, row: asyncpg.Record) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._from
+        message["To"] = row["to_addr"]
+        message["Subject"] = row["subject"]
+        message.set_content(row["body"])
+        return message
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        assert self._target is not None
+        try:
+            message = self._message(row)
+        except ValueError as exc:  # e.g. a line break in a header: no retry can help
+            log.error("mail %s to %s cannot be written, given up: %s", row["id"], row["to_addr"], exc)
+            await self._db.execute(
+                "UPDATE outbox SET attempts = $2, last_error = $3 WHERE id = $1",
+                row["id"], self._max_attempts, str(exc)[:500],
+            )
+            return
+        try:
+            await trio.to_thread.run_sync(self._target.send, message)
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
+            delay = timedelta(seconds=self._retry * 2 ** (row["attempts"] - 1))
+            log.warning("mail %s to %s failed (attempt %s): %s", row["id"], row["to_addr"], row["attempts"], exc)
+            await self._db.execute(
+                "UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3 WHERE id = $1",
+                row["id"], delay, str(exc)[:500],
+            )
+            return
+        await self._db.execute("UPDATE outbox SET sent_at = now(), last_error = NULL WHERE id = $1", row["id"])
+        self.sent += 1

@@ -76,8 +76,8 @@ async def active_session_user(conn: asyncpg.Connection, session_id: uuid.UUID) -
 
 async def rotate_refresh_token(
     conn: asyncpg.Connection, signer: TokenSigner, presented: str, *, refresh_days: int
-) -> tuple[str, str] | None:
-    """(access token, next refresh token); None when the token was reused and its family revoked.
+) -> tuple[str, str] | uuid.UUID:
+    """(access token, next refresh token); or, for a token used before, the id of its session, now revoked.
 
     Must run inside a transaction: the token row is locked while it is rotated.
     """
@@ -93,7 +93,8 @@ async def rotate_refresh_token(
         await conn.execute(
             "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", row["session_id"]
         )
-        return None
+        revoked: uuid.UUID = row["session_id"]
+        return revoked
     await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash(presented))
     await conn.execute("UPDATE sessions SET last_seen_at = now() WHERE id = $1", row["session_id"])
     refresh = await _new_refresh_token(conn, row["session_id"], refresh_days)
@@ -114,3 +115,14 @@ async def revoke_sessions(conn: asyncpg.Connection, user_id: int, device_id: str
             user_id, device_id,
         )
     return [r["id"] for r in rows]
+
+
+async def update_device(conn: asyncpg.Connection, session_id: uuid.UUID, device: Device) -> None:
+    """Record what a session's device now reports; fields it leaves out keep their value."""
+    await conn.execute(
+        """UPDATE sessions SET device_id = COALESCE($2, device_id), device_os = COALESCE($3, device_os),
+                  device_model = COALESCE($4, device_model), app_version = COALESCE($5, app_version),
+                  last_seen_at = now()
+           WHERE id = $1""",
+        session_id, device.id, device.os, device.model, device.app_version,
+    )

@@ -15,6 +15,7 @@ from .. import __version__
 from ..api import BLUEPRINTS
 from ..context import Services
 from .errors import install_error_handlers
+from .feed import bp as feed_bp
 
 DESCRIPTION = """Knot application API served by knot_rt.
 
@@ -49,6 +50,7 @@ def create_app(svc: Services | None = None) -> Quart:
     install_error_handlers(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.register_blueprint(feed_bp)
 
     @app.get("/health")
     @hide

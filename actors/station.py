@@ -1,0 +1,486 @@
+"""The station actor: one per station, holding its live state.
+
+It receives the station's CALLs from the gateway (one at a time, in order),
+records each event durably before answering, answers a repeated CALL id with the
+same RESULT without applying it again, and sends the backend's commands
+(``unlock``, ``ping``, ``reboot``, ``refresh``, ``badge-feedback``, ``config``)
+to the station over its current link.
+
+Its I/O comes in as three small interfaces: ``StationStore`` (persistence),
+``StationLinks`` (the live connection the gateway holds for a station) and
+``StationListener`` (feed events, live availability, vehicles). So it runs in a
+test without a server.
+
+Nothing a station sends can crash it: a frame that does not fit the station
+(an unknown spot) is answered with an ERROR. A command that cannot be sent is a
+reply (``CommandFailed``), not an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Protocol
+
+import trio
+
+from actors.runtime import Actor
+from protocols import station as wire
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------
+# Live state, as others see it
+
+
+@dataclass(frozen=True, slots=True)
+class SpotView:
+    number: int
+    spot_id: int
+    vehicle: int | None = None  # the vehicle id the station reads, None when empty
+    lock: int | None = None  # 0 open, 1 closed, None unknown
+    in_maintenance: bool = False
+    is_accessible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleReading:
+    vehicle: int
+    voltage: int
+    battery: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StationView:
+    station_id: int
+    cluster_id: int
+    enabled: bool
+    online: bool
+    last_seen_ms: int | None
+    spots: tuple[SpotView, ...]
+    vehicles: tuple[VehicleReading, ...] = ()
+    mainboard: dict[str, Any] | None = None
+    connectivity: dict[str, Any] | None = None
+    firmware: dict[str, Any] | None = None
+
+    @property
+    def total_spots(self) -> int:
+        return len(self.spots)
+
+    @property
+    def free_spots(self) -> int:
+        return sum(1 for s in self.spots if s.vehicle is None and not s.in_maintenance and s.is_accessible)
+
+    @property
+    def available_vehicles(self) -> int:
+        """Docked, locked vehicles of an online station, in a usable spot."""
+        if not self.online:
+            return 0
+        return sum(
+            1 for s in self.spots
+            if s.vehicle not in (None, 0) and s.lock == 1 and not s.in_maintenance and s.is_accessible
+        )
+
+    def spot(self, number: int) -> SpotView | None:
+        for spot in self.spots:
+            if spot.number == number:
+                return spot
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What an event changes, written with the event in one transaction."""
+
+    spots: tuple[SpotView, ...] = ()
+    vehicles: tuple[VehicleReading, ...] = ()
+    state: dict[str, Any] | None = None  # the whole `state` payload, kept as the last state
+
+
+# --------------------------------------------------------------------------
+# I/O interfaces
+
+
+class StationLink(Protocol):
+    """One live connection of a station (held by the gateway)."""
+
+    booted: bool
+
+    async def send(self, text: str) -> None: ...
+
+    async def call(self, action: str, payload: wire.Payload, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        """Send a CALL and return the RESULT payload. Raises ``LinkClosed``, ``CallTimeout`` or ``CallRefused``."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class LinkClosed(Exception):
+    """The connection is gone."""
+
+
+class CallTimeout(Exception):
+    """No answer in time."""
+
+
+class CallRefused(Exception):
+    """The station answered with an ERROR."""
+
+
+class StationLinks(Protocol):
+    def current(self, station_id: int) -> StationLink | None: ...
+
+
+class StationStore(Protocol):
+    async def load(self, station_id: int) -> StationView | None: ...
+
+    async def record(
+        self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
+        changes: Changes,
+    ) -> dict[str, Any] | None:
+        """Record the event and its changes once; return the earlier RESULT if the id was seen already."""
+        ...
+
+    async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None: ...
+
+    async def next_unlock_id(self) -> int: ...
+
+
+class StationListener(Protocol):
+    async def station_event(self, view: StationView, event: str, data: dict[str, Any]) -> None:
+        """A feed event of the station's topic."""
+        ...
+
+    async def station_changed(self, before: StationView, after: StationView) -> None:
+        """Availability, online state or docked vehicles changed."""
+        ...
+
+
+# --------------------------------------------------------------------------
+# Messages
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """The gateway has a new connection for the station (the older one is already replaced)."""
+
+    link: StationLink
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    link: StationLink
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A CALL from the station; the actor answers it on the link."""
+
+    link: StationLink
+    call: wire.Call
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A backend CALL to the station; answered with a ``PendingCommand`` or ``CommandFailed``."""
+
+    action: wire.Action
+    payload: wire.Payload
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockSpot:
+    """Unlock a spot; answered with a ``PendingCommand`` (carrying the unlock id) or ``CommandFailed``."""
+
+    spot: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetView:
+    """Answered with the current ``StationView``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Forces a crash (chaos drills and tests of supervision)."""
+
+    reason: str = "forced crash"
+
+
+StationMessage = Attached | Detached | Incoming | Command | UnlockSpot | GetView | Crash
+
+
+class Failure(StrEnum):
+    OFFLINE = "offline"  # not connected (HTTP 503, code 50)
+    TIMEOUT = "timeout"  # no answer in time (HTTP 504, code 40)
+    REJECTED = "rejected"  # the station refused or answered an ERROR
+    INVALID = "invalid"  # the command does not fit the station (HTTP 400)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed:
+    failure: Failure
+    message: str
+
+
+@dataclass
+class PendingCommand:
+    """A command sent to the station; ``await wait()`` gives its RESULT payload or a ``CommandFailed``."""
+
+    action: str
+    unlock_id: int | None = None
+    _done: trio.Event = field(default_factory=trio.Event)
+    _outcome: dict[str, Any] | CommandFailed | None = None
+
+    def settle(self, outcome: dict[str, Any] | CommandFailed) -> None:
+        if not self._done.is_set():
+            self._outcome = outcome
+            self._done.set()
+
+    async def wait(self) -> dict[str, Any] | CommandFailed:
+        await self._done.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+
+StationReply = StationView | PendingCommand | CommandFailed | None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------
+# The actor
+
+
+class StationActor(Actor[StationMessage, StationReply]):
+    def __init__(
+        self,
+        station_id: int,
+        store: StationStore,
+        links: StationLinks,
+        listener: StationListener,
+        *,
+        heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
+        call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        self.station_id = station_id
+        self._store = store
+        self._links = links
+        self._listener = listener
+        self._heartbeat = heartbeat_interval
+        self._call_timeout = call_timeout
+        self.view: StationView | None = None
+        self._link: StationLink | None = None
+
+    # lifecycle -------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        view = await self._store.load(self.station_id)
+        if view is None:
+            raise LookupError(f"no station {self.station_id}")
+        link = self._links.current(self.station_id)
+        # After a restart: a booted link is still online; without one the station is offline.
+        online = link is not None and link.booted
+        if view.online != online:
+            await self._store.set_online(self.station_id, online)
+            view = replace(view, online=online)
+        self.view = view
+        self._link = link
+
+    async def handle(self, message: StationMessage) -> StationReply:
+        assert self.view is not None
+        match message:
+            case Incoming(link, call):
+                if link is self._link:
+                    await self._incoming(link, call)
+                return None
+            case Attached(link):
+                await self._attached(link)
+                return None
+            case Detached(link):
+                if link is self._link:
+                    self._link = None
+                    await self._set_online(False)
+                return None
+            case UnlockSpot(spot):
+                return await self._unlock(spot)
+            case Command(action, payload):
+                return self._command(action, payload)
+            case GetView():
+                return self.view
+            case Crash(reason):
+                raise RuntimeError(reason)
+        raise TypeError(f"unknown message {message!r}")
+
+    # connection ------------------------------------------------------------
+
+    async def _attached(self, link: StationLink) -> None:
+        was_online = self.view is not None and self.view.online
+        self._link = link
+        if was_online:  # the previous connection is gone: offline until this one boots
+            await self._set_online(False)
+
+    async def _set_online(self, online: bool, firmware: dict[str, Any] | None = None) -> None:
+        assert self.view is not None
+        before = self.view
+        if before.online == online and firmware is None:
+            return
+        await self._store.set_online(self.station_id, online, firmware=firmware)
+        self.view = replace(before, online=online, last_seen_ms=now_ms(), firmware=firmware or before.firmware)
+        if before.online != online:
+            event = "station.online" if online else "station.offline"
+            await self._listener.station_event(self.view, event, {"station_id": self.station_id, "online": online})
+            await self._listener.station_changed(before, self.view)
+
+    # station -> backend ----------------------------------------------------
+
+    async def _incoming(self, link: StationLink, call: wire.Call) -> None:
+        if call.action is wire.Action.BOOT:
+            await self._boot(link, call)
+            return
+        if not link.booted:
+            await link.send(wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            return
+        try:
+            result, changes = self._decide(call)
+        except _Misfit as misfit:
+            await link.send(wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
+            return
+        payload = call.payload.model_dump(mode="json")
+        earlier = await self._store.record(self.station_id, call.id, call.action.value, payload, result, changes)
+        if earlier is not None:  # a resend: same answer, nothing applied twice
+            await link.send(wire.result(call.id, earlier))
+            return
+        await self._apply(call, changes)
+        await link.send(wire.result(call.id, result))
+
+    async def _boot(self, link: StationLink, call: wire.Call) -> None:
+        assert self.view is not None
+        if not self.view.enabled:
+            rejected = wire.BootResult(status=wire.BootStatus.REJECTED, heartbeat_interval=self._heartbeat,
+                                       server_time=now_ms())
+            await link.send(wire.result(call.id, rejected))
+            self.background.start_soon(link.close, 1008, "station disabled")
+            return
+        firmware = call.payload.model_dump(mode="json")
+        link.booted = True
+        await self._set_online(True, firmware)
+        accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self._heartbeat,
+                                   server_time=now_ms())
+        await link.send(wire.result(call.id, accepted))
+
+    def _decide(self, call: wire.Call) -> tuple[dict[str, Any], Changes]:
+        """The RESULT and the changes of an event, without applying anything."""
+        assert self.view is not None
+        payload = call.payload
+        if isinstance(payload, wire.StatePayload):
+            spots = tuple(
+                replace(self._spot(s.spot), vehicle=s.vehicle, lock=int(s.lock)) for s in payload.spots
+            )
+            readings = tuple(VehicleReading(v.vehicle, v.voltage, v.battery) for v in payload.vehicles)
+            return {}, Changes(spots=spots, vehicles=readings, state=payload.model_dump(mode="json"))
+        if isinstance(payload, wire.LockedPayload):
+            spot = self._spot(payload.spot)
+            if spot.in_maintenance or not spot.is_accessible:
+                return {"accepted": int(wire.LockAccepted.DENY)}, Changes()
+            accepted = wire.LockAccepted.ACCEPT_CACHE if payload.cache_accepted else wire.LockAccepted.ACCEPT
+            vehicle = payload.vehicle or None
+            return {"accepted": int(accepted)}, Changes(spots=(replace(spot, vehicle=vehicle, lock=1),))
+        if isinstance(payload, wire.UnlockedPayload):
+            spot = self._spot(payload.spot)
+            return {}, Changes(spots=(replace(spot, vehicle=None, lock=0),))
+        if isinstance(payload, wire.UnexpectedUnlockPayload):
+            spot = self._spot(payload.spot)
+            return {}, Changes(spots=(replace(spot, lock=0),))
+        number = getattr(payload, "spot", None)  # badge, alert, fault, ...
+        if number is not None:
+            self._spot(number)
+        return {}, Changes()
+
+    def _spot(self, number: int) -> SpotView:
+        assert self.view is not None
+        spot = self.view.spot(number)
+        if spot is None:
+            raise _Misfit(f"spot: station {self.station_id} has no spot {number}")
+        return spot
+
+    async def _apply(self, call: wire.Call, changes: Changes) -> None:
+        """Update the live state after the event is recorded, then tell the listeners."""
+        assert self.view is not None
+        before = self.view
+        spots = {s.number: s for s in before.spots}
+        for spot in changes.spots:
+            spots[spot.number] = spot
+        after = replace(before, spots=tuple(spots[n] for n in sorted(spots)), last_seen_ms=now_ms())
+        payload = call.payload
+        if isinstance(payload, wire.StatePayload):
+            after = replace(
+                after, vehicles=changes.vehicles, mainboard=payload.mainboard.model_dump(mode="json"),
+                connectivity=payload.connectivity.model_dump(mode="json"),
+            )
+        self.view = after
+        event = _FEED_EVENTS.get(call.action)
+        if event is not None:
+            data = {"station_id": self.station_id, **call.payload.model_dump(mode="json")}
+            await self._listener.station_event(after, event, data)
+        if changes.spots or changes.vehicles:
+            await self._listener.station_changed(before, after)
+
+    # backend -> station ----------------------------------------------------
+
+    def _usable_link(self) -> StationLink | CommandFailed:
+        if self._link is None or not self._link.booted:
+            return CommandFailed(Failure.OFFLINE, f"station {self.station_id} is offline")
+        return self._link
+
+    def _command(self, action: wire.Action, payload: wire.Payload, unlock_id: int | None = None) -> StationReply:
+        link = self._usable_link()
+        if isinstance(link, CommandFailed):
+            return link
+        spot = getattr(payload, "spot", None)
+        if spot is not None and self.view is not None and self.view.spot(spot) is None:
+            return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
+        pending = PendingCommand(action.value, unlock_id)
+        self.background.start_soon(self._send_command, link, pending, payload)
+        return pending
+
+    async def _unlock(self, spot: int) -> StationReply:
+        link = self._usable_link()
+        if isinstance(link, CommandFailed):
+            return link
+        if self.view is None or self.view.spot(spot) is None:
+            return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
+        unlock_id = await self._store.next_unlock_id()
+        return self._command(wire.Action.UNLOCK, wire.UnlockPayload(spot=spot, unlock=unlock_id), unlock_id)
+
+    async def _send_command(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
+        try:
+            outcome: dict[str, Any] | CommandFailed = await link.call(pending.action, payload, self._call_timeout)
+        except LinkClosed:
+            outcome = CommandFailed(Failure.OFFLINE, f"station {self.station_id} went offline")
+        except CallTimeout:
+            outcome = CommandFailed(Failure.TIMEOUT, f"station {self.station_id} did not answer in time")
+        except CallRefused as refused:
+            outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} refused: {refused}")
+        if isinstance(outcome, dict) and outcome.get("status") == wire.UnlockStatus.REJECTED.value:
+            outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} rejected the unlock")
+        pending.settle(outcome)
+
+
+class _Misfit(Exception):
+    """A well-formed frame that does not fit this station."""
+
+
+_FEED_EVENTS: dict[wire.Action, str] = {
+    wire.Action.STATE: "station.state",
+    wire.Action.LOCKED: "spot.locked",
+    wire.Action.UNLOCKED: "spot.unlocked",
+    wire.Action.UNEXPECTED_UNLOCK: "spot.unlocked",
+    wire.Action.ALERT: "alert",
+    wire.Action.FAULT: "fault",
+}

@@ -1,0 +1,214 @@
+"""The feed bus: durable per-topic events, fanned out to live subscribers.
+
+Every event is written to ``feed_events`` with the next sequence number of its
+topic (no gaps) before anyone sees it. Subscribers are app feed connections; each
+has one bounded queue, and one that falls behind is marked too slow instead of
+slowing the publisher (its connection is then closed with 4408). A subscriber
+that comes back with ``since`` gets the missed events from the table, or a
+``resync`` marker when they are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import trio
+
+from .db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    topic: str
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The events after ``since`` are no longer kept: reload the topic over HTTP, then
+    resume after ``seq`` (the topic's last sequence number)."""
+
+    topic: str
+    seq: int
+
+
+async def append_event(conn: asyncpg.Connection, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
+    """Write one event with the topic's next sequence number (asyncio side, inside a transaction)."""
+    seq: int = await conn.fetchval(
+        """INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)
+           ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
+           RETURNING last_seq""",
+        topic,
+    )
+    await conn.execute("INSERT INTO feed_events (topic, seq, event, data) VALUES ($1, $2, $3, $4)", topic, seq, event,
+                       data)
+    return FeedEvent(topic, seq, event, data)
+
+
+class Subscriber:
+    """One feed connection's inbox: bounded, never blocks the publisher."""
+
+    def __init__(self, capacity: int) -> None:
+        self._send, self.inbox = trio.open_memory_channel[FeedEvent | Resync](capacity)
+        self.too_slow = trio.Event()
+        self.topics: set[str] = set()
+
+    def offer(self, item: FeedEvent | Resync) -> None:
+        if self.too_slow.is_set():
+            return
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            self.too_slow.set()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def close(self) -> None:
+        self._send.close()
+
+
+@dataclass
+class _TopicState:
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+class FeedBus:
+    def __init__(self, db: Database, *, queue_capacity: int = 256, retention: timedelta = timedelta(days=1)) -> None:
+        self._db = db
+        self._topics: defaultdict[str, _TopicState] = defaultdict(_TopicState)
+        self.queue_capacity = queue_capacity
+        self.retention = retention
+        self.published = 0
+
+    def new_subscriber(self) -> Subscriber:
+        return Subscriber(self.queue_capacity)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len({s for state in self._topics.values() for s in state.subscribers})
+
+    async def publish(self, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
+        """Write the event durably, then hand it to the topic's live subscribers, in seq order."""
+        state = self._topics[topic]
+        async with state.lock:
+            written = await self._db.transaction(lambda conn: append_event(conn, topic, event, data))
+            self.deliver(written)
+        return written
+
+    def deliver(self, item: FeedEvent) -> None:
+        """Fan an already written event out to local subscribers."""
+        self.published += 1
+        state = self._topics.get(item.topic)
+        if state is None:
+            return
+        for subscriber in list(state.subscribers):
+            subscriber.offer(item)
+            if subscriber.too_slow.is_set():
+                # Stop feeding it at once; its connection closes with 4408.
+                self.drop(subscriber)
+
+    async def subscribe(self, subscriber: Subscriber, topic: str, since: int | None = None) -> None:
+        """Start delivering ``topic``; with ``since``, first the kept events after it (or a Resync)."""
+        state = self._topics[topic]
+        async with state.lock:  # no event of this topic is published while we catch up
+            if since is not None:
+                last_seq, missed = await self._db.run(lambda conn: _events_after(conn, topic, since))
+                # More than the inbox can take is as good as lost: the client reloads over HTTP.
+                if missed is None or len(missed) > self.queue_capacity // 2:
+                    subscriber.offer(Resync(topic, last_seq))
+                else:
+                    for item in missed:
+                        subscriber.offer(item)
+            state.subscribers.add(subscriber)
+            subscriber.topics.add(topic)
+
+    def unsubscribe(self, subscriber: Subscriber, topic: str) -> None:
+        state = self._topics.get(topic)
+        if state is not None:
+            state.subscribers.discard(subscriber)
+            if not state.subscribers and not state.lock.locked():
+                del self._topics[topic]
+        subscriber.topics.discard(topic)
+
+    def drop(self, subscriber: Subscriber) -> None:
+        for topic in list(subscriber.topics):
+            self.unsubscribe(subscriber, topic)
+        subscriber.close()
+
+    async def prune(self) -> int:
+        """Forget events older than the retention window."""
+        status = await self._db.execute(
+            "DELETE FROM feed_events WHERE created_at < now() - $1::interval", self.retention
+        )
+        return int(status.split()[-1])
+
+    async def run_pruner(self, every: float = 600.0) -> None:
+        while True:
+            try:
+                removed = await self.prune()
+                if removed:
+                    log.info("feed: pruned %s events older than %s", removed, self.retention)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("feed: pruning failed: %s", exc)
+            await trio.sleep(every)
+
+
+async def _events_after(
+    conn: asyncpg.Connection, topic: str, since: int
+) -> tuple[int, list[FeedEvent] | None]:
+    """The topic's last seq and the kept events after ``since``; None when some are gone
+    (or ``since`` is ahead of the topic)."""
+    bounds = await conn.fetchrow(
+        """SELECT t.last_seq, (SELECT min(seq) FROM feed_events e WHERE e.topic = t.topic) AS first_kept
+           FROM feed_topics t WHERE t.topic = $1""",
+        topic,
+    )
+    last_seq = bounds["last_seq"] if bounds else 0
+    first_kept = bounds["first_kept"] if bounds else None
+    if since > last_seq or since < 0:
+        return last_seq, None
+    if since == last_seq:
+        return last_seq, []
+    if first_kept is None or first_kept > since + 1:
+        return last_seq, None
+    rows = await conn.fetch(
+        "SELECT seq, event, data FROM feed_events WHERE topic = $1 AND seq > $2 ORDER BY seq", topic, since
+    )
+    return last_seq, [FeedEvent(topic, r["seq"], r["event"], r["data"]) for r in rows]
+
+
+class FeedHub:
+    """The live feed connections of this process, by session (to close them at logout)."""
+
+    def __init__(self) -> None:
+        self._by_session: defaultdict[uuid.UUID, set[trio.Event]] = defaultdict(set)
+
+    def attach(self, session_id: uuid.UUID, revoked: trio.Event) -> None:
+        self._by_session[session_id].add(revoked)
+
+    def detach(self, session_id: uuid.UUID, revoked: trio.Event) -> None:
+        events = self._by_session.get(session_id)
+        if events is not None:
+            events.discard(revoked)
+            if not events:
+                del self._by_session[session_id]
+
+    def sessions_revoked(self, session_ids: list[uuid.UUID]) -> None:
+        for session_id in session_ids:
+            for revoked in self._by_session.pop(session_id, set()):
+                revoked.set()
+
+    @property
+    def connections(self) -> int:
+        return sum(len(v) for v in self._by_session.values())

@@ -1,0 +1,1 @@
+"""Stations: the socket gateway, their persistence, and their administration."""

@@ -1,0 +1,107 @@
+"""Live availability: what the stations reported a moment ago, kept in memory.
+
+The station actors tell this object what changed (it is their
+``StationListener``). It publishes the station's feed events, keeps the latest
+view of every station, and keeps per-cluster totals (available vehicles, free
+and total spots, down or not), publishing ``cluster.updated`` on the cluster's
+topic whenever they change. Routes read the totals here, without a database
+query per cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from actors.station import StationView
+
+from ..bus import FeedBus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAvailability:
+    available_vehicles: int = 0
+    free_spots: int = 0
+    total_spots: int = 0
+    cluster_is_down: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "available_vehicles": self.available_vehicles,
+            "free_spots": self.free_spots,
+            "total_spots": self.total_spots,
+            "cluster_is_down": self.cluster_is_down,
+        }
+
+
+VehicleMoves = Callable[[StationView, StationView], Awaitable[None]]
+
+
+class LiveStations:
+    def __init__(self, bus: FeedBus) -> None:
+        self._bus = bus
+        self._views: dict[int, StationView] = {}
+        self._by_cluster: defaultdict[int, set[int]] = defaultdict(set)
+        self._availability: dict[int, ClusterAvailability] = {}
+        self._cluster_locks: defaultdict[int, trio.Lock] = defaultdict(trio.Lock)
+        self.vehicle_moves: VehicleMoves | None = None
+
+    def seed(self, views: list[StationView]) -> None:
+        """The last known state of every station, from the database at start."""
+        for view in views:
+            self._remember(view)
+        for cluster_id in list(self._by_cluster):
+            self._availability[cluster_id] = self._compute(cluster_id)
+
+    def _remember(self, view: StationView) -> None:
+        previous = self._views.get(view.station_id)
+        if previous is not None and previous.cluster_id != view.cluster_id:
+            self._by_cluster[previous.cluster_id].discard(view.station_id)
+        self._views[view.station_id] = view
+        self._by_cluster[view.cluster_id].add(view.station_id)
+
+    def _compute(self, cluster_id: int) -> ClusterAvailability:
+        views = [self._views[s] for s in self._by_cluster.get(cluster_id, ())]
+        return ClusterAvailability(
+            available_vehicles=sum(v.available_vehicles for v in views),
+            free_spots=sum(v.free_spots for v in views),
+            total_spots=sum(v.total_spots for v in views),
+            cluster_is_down=not any(v.online for v in views),
+        )
+
+    # reads -----------------------------------------------------------------
+
+    def station(self, station_id: int) -> StationView | None:
+        return self._views.get(station_id)
+
+    def cluster(self, cluster_id: int) -> ClusterAvailability:
+        return self._availability.get(cluster_id, ClusterAvailability())
+
+    @property
+    def online_stations(self) -> int:
+        return sum(1 for v in self._views.values() if v.online)
+
+    # StationListener ---------------------------------------------------------
+
+    async def station_event(self, view: StationView, event: str, data: dict[str, Any]) -> None:
+        await self._bus.publish(f"station:{view.station_id}", event, data)
+
+    async def station_changed(self, before: StationView, after: StationView) -> None:
+        cluster_id = after.cluster_id
+        async with self._cluster_locks[cluster_id]:
+            self._remember(after)
+            totals = self._compute(cluster_id)
+            if totals != self._availability.get(cluster_id):
+                self._availability[cluster_id] = totals
+                await self._bus.publish(
+                    f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
+                )
+        if self.vehicle_moves is not None:
+            await self.vehicle_moves(before, after)

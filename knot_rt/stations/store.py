@@ -1,0 +1,134 @@
+"""PostgreSQL persistence of the station actors (their ``StationStore``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from actors.station import Changes, SpotView, StationView, VehicleReading
+
+from ..db import Database
+
+MESSAGE_RETENTION = timedelta(days=8)  # the contract asks for at least 7
+
+
+def _view(station: asyncpg.Record, spots: list[asyncpg.Record]) -> StationView:
+    state = station["last_state"] or {}
+    return StationView(
+        station_id=station["id"],
+        cluster_id=station["cluster_id"],
+        enabled=station["enabled"],
+        online=station["online"],
+        last_seen_ms=int(station["last_seen_at"].timestamp() * 1000) if station["last_seen_at"] else None,
+        spots=tuple(
+            SpotView(
+                number=s["number"], spot_id=s["id"], vehicle=s["vehicle_id"], lock=s["lock_status"],
+                in_maintenance=s["in_maintenance"], is_accessible=s["is_accessible"],
+            )
+            for s in spots
+        ),
+        vehicles=tuple(
+            VehicleReading(v["vehicle"], v["voltage"], v.get("battery")) for v in state.get("vehicles", [])
+        ),
+        mainboard=state.get("mainboard"),
+        connectivity=state.get("connectivity"),
+        firmware=station["firmware"],
+    )
+
+
+async def load_station(conn: asyncpg.Connection, station_id: int) -> StationView | None:
+    station = await conn.fetchrow("SELECT * FROM stations WHERE id = $1", station_id)
+    if station is None:
+        return None
+    spots = await conn.fetch("SELECT * FROM spots WHERE station_id = $1 ORDER BY number", station_id)
+    return _view(station, spots)
+
+
+async def load_all_stations(conn: asyncpg.Connection) -> list[StationView]:
+    stations = await conn.fetch("SELECT * FROM stations ORDER BY id")
+    spots = await conn.fetch("SELECT * FROM spots ORDER BY station_id, number")
+    by_station: dict[int, list[asyncpg.Record]] = {}
+    for spot in spots:
+        by_station.setdefault(spot["station_id"], []).append(spot)
+    return [_view(s, by_station.get(s["id"], [])) for s in stations]
+
+
+async def _apply_changes(conn: asyncpg.Connection, station_id: int, changes: Changes) -> None:
+    for spot in changes.spots:
+        await conn.execute(
+            "UPDATE spots SET vehicle_id = $3, lock_status = $4 WHERE station_id = $1 AND number = $2",
+            station_id, spot.number, spot.vehicle, spot.lock,
+        )
+        await conn.execute(
+            "UPDATE vehicles SET spot_id = NULL, updated_at = now() WHERE spot_id = $1 AND id IS DISTINCT FROM $2",
+            spot.spot_id, spot.vehicle,
+        )
+        if spot.vehicle:
+            await conn.execute(
+                "UPDATE vehicles SET spot_id = $1, latitude = NULL, longitude = NULL, updated_at = now() "
+                "WHERE id = $2",
+                spot.spot_id, spot.vehicle,
+            )
+    if changes.vehicles:
+        await conn.executemany(
+            "UPDATE vehicles SET voltage = $2, battery_level = $3, updated_at = now() WHERE id = $1",
+            [(v.vehicle, v.voltage, v.battery) for v in changes.vehicles],
+        )
+    if changes.state is not None:
+        await conn.execute(
+            "UPDATE stations SET last_state = $2, last_seen_at = now() WHERE id = $1", station_id, changes.state
+        )
+    else:
+        await conn.execute("UPDATE stations SET last_seen_at = now() WHERE id = $1", station_id)
+
+
+class PgStationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self, station_id: int) -> StationView | None:
+        return await self._db.run(lambda conn: load_station(conn, station_id))
+
+    async def record(
+        self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
+        changes: Changes,
+    ) -> dict[str, Any] | None:
+        async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
+            inserted = await conn.fetchval(
+                """INSERT INTO station_messages (station_id, message_id, action, payload, result)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
+                station_id, message_id, action, payload, result,
+            )
+            if not inserted:
+                earlier: dict[str, Any] = await conn.fetchval(
+                    "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
+                    station_id, message_id,
+                )
+                return earlier
+            await _apply_changes(conn, station_id, changes)
+            return None
+
+        return await self._db.transaction(work)
+
+    async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
+        await self._db.execute(
+            """UPDATE stations SET online = $2, last_seen_at = now(), firmware = coalesce($3, firmware)
+               WHERE id = $1""",
+            station_id, online, firmware,
+        )
+
+    async def next_unlock_id(self) -> int:
+        value: int = await self._db.fetchval("SELECT nextval('station_unlock_ids')")
+        return value
+
+    async def secret_hash(self, station_id: int) -> str | None:
+        found: str | None = await self._db.fetchval("SELECT secret_hash FROM stations WHERE id = $1", station_id)
+        return found
+
+    async def prune_messages(self) -> int:
+        status = await self._db.execute(
+            "DELETE FROM station_messages WHERE received_at < now() - $1::interval", MESSAGE_RETENTION
+        )
+        return int(status.split()[-1])

@@ -1,0 +1,216 @@
+"""The app feed: ``GET /api/application/ws`` as ``feed-protocol.md`` says.
+
+Socket -> topic subscription -> bus. A connection authenticates (header or first
+frame), subscribes to topics it may see, and receives their events through one
+bounded inbox; a reader too slow to drain it is closed with 4408.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from quart import Blueprint, websocket
+
+from protocols import feed as wire
+from protocols.errors import ErrorCode
+
+from ..bus import FeedEvent, Resync, Subscriber
+from ..context import Services, services
+from ..errors import ApiError
+from ..services.permissions import Scope, load_permissions
+from .auth import Caller, authenticate
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("feed", __name__)
+
+
+def bus_topic(topic: wire.Topic, caller: Caller) -> str:
+    """The bus's name of a client topic (``user`` is per user)."""
+    if topic.kind is wire.TopicKind.USER:
+        return f"user:{caller.user_id}"
+    return str(topic)
+
+
+async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
+    """Raise ApiError unless the caller may see the topic."""
+    if topic.kind is wire.TopicKind.USER:
+        return
+    if topic.kind is wire.TopicKind.CLUSTER:
+        if await svc.db.fetchval("SELECT 1 FROM clusters WHERE id = $1", topic.id) is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {topic.id}")
+        return
+    if topic.kind is wire.TopicKind.STATION:
+        row = await svc.db.fetchrow(
+            """SELECT s.cluster_id, c.network_id, n.organization_id FROM stations s
+               JOIN clusters c ON c.id = s.cluster_id JOIN networks n ON n.id = c.network_id WHERE s.id = $1""",
+            topic.id,
+        )
+        if row is not None:
+            permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+            scope = Scope(network_id=row["network_id"], cluster_id=row["cluster_id"],
+                          organization_id=row["organization_id"])
+            if permissions.allows("stations", scope, write=False) or permissions.allows(
+                "maintenance", scope, write=False
+            ):
+                return
+    raise ApiError(ErrorCode.NOT_ALLOWED, f"you may not subscribe to {topic}")
+
+
+@dataclass
+class FeedConnection:
+    svc: Services
+    caller: Caller
+    subscriber: Subscriber
+    revoked: trio.Event = field(default_factory=trio.Event)
+    client_topics: dict[str, str] = field(default_factory=dict)  # bus topic -> client topic
+    send_lock: trio.Lock = field(default_factory=trio.Lock)
+
+    async def send(self, text: str) -> None:
+        async with self.send_lock:
+            await websocket.send(text)
+
+    async def pump_events(self) -> None:
+        async for item in self.subscriber.inbox:
+            client_topic = self.client_topics.get(item.topic)
+            if client_topic is None:
+                continue  # unsubscribed meanwhile
+            text = encode_item(client_topic, item)
+            if text is not None:
+                await self.send(text)
+
+    async def handle(self, text: str | bytes) -> None:
+        try:
+            frame = wire.parse_client_frame(text)
+        except wire.FeedFrameError as error:
+            await self.send(error.reply)
+            return
+        if isinstance(frame, wire.PingFrame):
+            await self.send(wire.pong(frame.ref))
+        elif isinstance(frame, wire.AuthFrame):
+            await self.reauthenticate(frame)
+        elif isinstance(frame, wire.SubscribeFrame):
+            await self.subscribe(frame)
+        elif isinstance(frame, wire.UnsubscribeFrame):
+            name = bus_topic(frame.topic, self.caller)
+            self.client_topics.pop(name, None)
+            self.svc.bus.unsubscribe(self.subscriber, name)
+            await self.send(wire.reply(frame.ref))
+        else:  # typing and read belong to the chat channels of a later part
+            await self.send(wire.reply(frame.ref, ErrorCode.NOT_ALLOWED, "no chat channel on this topic"))
+
+    async def reauthenticate(self, frame: wire.AuthFrame) -> None:
+        try:
+            caller = await authenticate(frame.token)
+        except ApiError:
+            caller = None
+        if caller is None or caller.user_id != self.caller.user_id:
+            self.revoked.set()
+            return
+        self.svc.hub.detach(self.caller.session_id, self.revoked)
+        self.caller = caller
+        self.svc.hub.attach(caller.session_id, self.revoked)
+        await self.send(wire.reply(frame.ref))
+
+    async def subscribe(self, frame: wire.SubscribeFrame) -> None:
+        try:
+            await authorize(self.svc, self.caller, frame.topic)
+        except ApiError as error:
+            await self.send(wire.reply(frame.ref, error.code, error.message))
+            return
+        name = bus_topic(frame.topic, self.caller)
+        self.client_topics[name] = str(frame.topic)
+        # Subscribed before the reply, so that nothing published after the reply is missed;
+        # the reply still goes out first: events wait for the send lock.
+        async with self.send_lock:
+            await self.svc.bus.subscribe(self.subscriber, name, frame.since)
+            await websocket.send(wire.reply(frame.ref))
+
+
+def encode_item(client_topic: str, item: FeedEvent | Resync) -> str | None:
+    if isinstance(item, Resync):
+        if item.seq < 1:  # a topic with no event yet: nothing to resume after
+            return json.dumps({"type": "event", "topic": client_topic, "seq": 0,
+                               "event": wire.EventName.RESYNC.value, "data": {}}, separators=(",", ":"))
+        return wire.event(client_topic, item.seq, wire.EventName.RESYNC, {})
+    try:
+        return wire.event(client_topic, item.seq, item.event, item.data)
+    except ValueError:
+        log.error("feed: event %r is not one of topic %s; not sent", item.event, client_topic)
+        return None
+
+
+async def first_frame_caller() -> Caller | None:
+    """Authentication by a first ``auth`` frame, within the contract's delay."""
+    with trio.move_on_after(wire.AUTH_TIMEOUT):
+        text = await websocket.receive()
+        try:
+            frame = wire.parse_client_frame(text)
+        except wire.FeedFrameError:
+            return None
+        if not isinstance(frame, wire.AuthFrame):
+            return None
+        try:
+            caller = await authenticate(frame.token)
+        except ApiError:
+            return None
+        await websocket.send(wire.reply(frame.ref))
+        return caller
+    return None
+
+
+async def header_caller() -> Caller | bool | None:
+    """The caller from the upgrade's Authorization header; False when there is none."""
+    header = websocket.headers.get("Authorization")
+    if not header:
+        return False
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return await authenticate(token.strip())
+    except ApiError:
+        return None
+
+
+@bp.websocket("/api/application/ws")
+async def feed_socket() -> None:
+    svc = services()
+    await websocket.accept()
+    found = await header_caller()
+    caller = await first_frame_caller() if found is False else found
+    if not isinstance(caller, Caller):
+        await websocket.close(wire.AUTH_FAILED, "authentication failed")
+        return
+    connection = FeedConnection(svc, caller, svc.bus.new_subscriber())
+    svc.hub.attach(caller.session_id, connection.revoked)
+    close_code: int | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch(event: trio.Event, code: int) -> None:
+                nonlocal close_code
+                await event.wait()
+                close_code = code
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch, connection.revoked, wire.AUTH_FAILED)
+            nursery.start_soon(watch, connection.subscriber.too_slow, wire.TOO_SLOW)
+            nursery.start_soon(connection.pump_events)
+            while True:
+                await connection.handle(await websocket.receive())
+    finally:
+        svc.hub.detach(connection.caller.session_id, connection.revoked)
+        svc.bus.drop(connection.subscriber)
+        if close_code is not None:
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                await websocket.close(close_code)
+
+
+def feed_metrics(svc: Services) -> dict[str, Any]:
+    return {"feed_connections": svc.hub.connections, "feed_subscribers": svc.bus.subscriber_count}

@@ -1,0 +1,295 @@
+"""A small but strict backend side of the station protocol, for tests.
+
+A trio-websocket server on 127.0.0.1 that checks what ``station-protocol.md``
+asks of a station, answers its CALLs with RESULTs built with
+``protocols.station`` and can send CALLs of its own. Anything a station does
+wrong is recorded in :attr:`StationPeer.violations` (tests assert it stays
+empty):
+
+- the path, HTTP Basic auth (a wrong or unknown station gets HTTP 401) and the
+  ``knot-station.v1`` subprotocol;
+- every frame parses (``parse_frame`` with the station's actions);
+- ``boot`` is the first CALL of a connection and nothing else is sent before
+  its RESULT;
+- a call id is never reused for a different frame (a resend repeats the frame
+  byte for byte); a repeated id gets the same RESULT again, as the backend's
+  deduplication does;
+- every answer to a CALL of the peer matches one in flight.
+
+Knobs: ``withhold`` (actions left unanswered), ``error_for`` (actions answered
+with an ERROR), ``locked_answer``, ``boot_status``, ``heartbeat_interval``.
+Like the real gateway, the newest connection of a station wins: the older one
+is closed with 4001.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from protocols import station as st
+
+TIMEOUT = 10.0  # seconds a wait may take before the test fails (a hang guard, not a timing assertion)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A CALL from a station, as it arrived."""
+
+    station_id: int
+    connection: int  # the peer-wide number of the connection it arrived on
+    call: st.Call
+    text: str
+
+    @property
+    def id(self) -> str:
+        return self.call.id
+
+    @property
+    def action(self) -> str:
+        return str(self.call.action)
+
+    @property
+    def data(self) -> Any:
+        return json.loads(self.text)
+
+
+@dataclass(eq=False)
+class PeerConnection:
+    peer: StationPeer
+    station_id: int
+    number: int
+    ws: WebSocketConnection
+    booted: bool = False
+    boot_sent: bool = False
+    answers: dict[str, st.Result | st.Error] = field(default_factory=dict)
+    closed: trio.Event = field(default_factory=trio.Event)
+    _sent: set[str] = field(default_factory=set)
+
+    async def call(self, action: str, payload: st.Payload | None = None) -> st.Result | st.Error:
+        """Send a CALL and return the station's answer."""
+        self.peer._ids += 1
+        id = f"peer-{self.peer._ids}"
+        model = st.BACKEND_ACTIONS[action]
+        text = st.call(id, action, payload if payload is not None else model())
+        return await self.send_raw(text, id)
+
+    async def send_raw(self, text: str, answer_id: str) -> st.Result | st.Error:
+        """Send any text frame and wait for the answer with ``answer_id``."""
+        self._sent.add(answer_id)
+        await self.ws.send_message(text)
+        await self.peer.wait_until(lambda: answer_id in self.answers)
+        return self.answers[answer_id]
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self.ws.aclose(code, reason)
+        await self.closed.wait()
+
+
+class StationPeer:
+    def __init__(
+        self,
+        credentials: Mapping[int, str],
+        *,
+        heartbeat_interval: int = 1800,
+        boot_status: st.BootStatus = st.BootStatus.ACCEPTED,
+    ) -> None:
+        self.credentials = dict(credentials)
+        self.heartbeat_interval = heartbeat_interval
+        self.boot_status = boot_status
+        self.withhold: set[str] = set()
+        self.error_for: set[str] = set()
+        self.locked_answer = st.LockAccepted.ACCEPT
+        self.received: list[Received] = []
+        self.violations: list[str] = []
+        self.connections: list[PeerConnection] = []
+        self.current: dict[int, PeerConnection] = {}
+        self.unauthorized = 0
+        self.duplicates = 0  # repeated ids answered from the cache
+        self.port = 0
+        self._ids = 0
+        self._frames: dict[int, dict[str, str]] = {}  # station -> id -> first frame text
+        self._answered: dict[int, dict[str, str]] = {}  # station -> id -> RESULT text
+        self._changed = trio.lowlevel.ParkingLot()
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{st.WS_PATH}"
+
+    # -- serving ---------------------------------------------------------
+
+    async def serve(self, port: int = 0, *, task_status: trio.TaskStatus[StationPeer] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Serve until :meth:`go_away`; ``await nursery.start(peer.serve)``."""
+        self._done = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    server = await nursery.start(
+                        partial(serve_websocket, self._handle, "127.0.0.1", port, None, handler_nursery=nursery)
+                    )
+                    self.port = server.port
+                    task_status.started(self)
+        finally:
+            self._done.set()
+
+    async def go_away(self) -> None:
+        """Stop listening and drop every connection (no closing handshake)."""
+        assert self._scope is not None
+        self._scope.cancel()
+        await self._done.wait()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        if request.path != st.WS_PATH:
+            self.violations.append(f"path {request.path!r}")
+            await request.reject(404)
+            return
+        station_id = self._authenticate(request.headers)
+        if station_id is None:
+            self.unauthorized += 1
+            self._notify()
+            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="stations"')])
+            return
+        if st.SUBPROTOCOL not in request.proposed_subprotocols:
+            self.violations.append(f"station {station_id}: subprotocols {request.proposed_subprotocols}")
+            await request.reject(400)
+            return
+        ws = await request.accept(subprotocol=st.SUBPROTOCOL)
+        conn = PeerConnection(self, station_id, len(self.connections) + 1, ws)
+        self.connections.append(conn)
+        older = self.current.get(station_id)
+        self.current[station_id] = conn
+        self._notify()
+        try:
+            if older is not None:
+                await older.ws.aclose(st.REPLACED, "replaced")
+            while True:
+                try:
+                    text = await ws.get_message()
+                except ConnectionClosed:
+                    return
+                await self._on_frame(conn, text)
+        finally:
+            conn.closed.set()
+            if self.current.get(station_id) is conn:
+                del self.current[station_id]
+            self._notify()
+
+    def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> int | None:
+        for name, value in headers:
+            if name.lower() != b"authorization":
+                continue
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() != b"basic":
+                return None
+            try:
+                user, _, secret = base64.b64decode(token, validate=True).decode().partition(":")
+                station_id = int(user)
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+            return station_id if self.credentials.get(station_id) == secret else None
+        return None
+
+    # -- frames ----------------------------------------------------------
+
+    async def _on_frame(self, conn: PeerConnection, text: str | bytes) -> None:
+        where = f"station {conn.station_id}, connection {conn.number}"
+        if isinstance(text, bytes):
+            self.violations.append(f"{where}: binary frame")
+            return
+        try:
+            frame = st.parse_frame(text)
+        except st.FrameError as exc:
+            self.violations.append(f"{where}: {exc}: {text}")
+            await conn.ws.send_message(exc.frame)
+            return
+        if not isinstance(frame, st.Call):
+            if frame.id not in conn._sent:
+                self.violations.append(f"{where}: answer to no CALL in flight: {text}")
+            conn.answers[frame.id] = frame
+            self._notify()
+            return
+
+        self.received.append(Received(conn.station_id, conn.number, frame, text))
+        self._notify()
+        frames = self._frames.setdefault(conn.station_id, {})
+        first = frames.setdefault(frame.id, text)
+        if first != text:
+            self.violations.append(f"{where}: id {frame.id} reused for another frame: {text}")
+        if frame.action is st.Action.BOOT:
+            if conn.boot_sent:
+                self.violations.append(f"{where}: second boot")
+            if first is not text:
+                self.violations.append(f"{where}: boot id {frame.id} reused")
+            conn.boot_sent = True
+        elif not conn.booted:
+            self.violations.append(f"{where}: {frame.action} before the boot was answered")
+            await conn.ws.send_message(st.error(frame.id, st.ErrorCode.PROTOCOL_ERROR, "boot first"))
+            return
+
+        answered = self._answered.setdefault(conn.station_id, {})
+        if frame.id in answered:
+            self.duplicates += 1
+            await conn.ws.send_message(answered[frame.id])
+            return
+        if frame.action in self.withhold:
+            return
+        if frame.action in self.error_for:
+            await conn.ws.send_message(st.error(frame.id, st.ErrorCode.GENERIC_ERROR, "refused by the test peer"))
+            return
+        payload: st.Payload
+        if frame.action is st.Action.BOOT:
+            payload = st.BootResult(status=self.boot_status, heartbeat_interval=self.heartbeat_interval,
+                                    server_time=int(time.time() * 1000))
+        elif frame.action is st.Action.LOCKED:
+            payload = st.LockedResult(accepted=self.locked_answer)
+        else:
+            payload = st.EmptyResult()
+        answer = st.result(frame.id, payload)
+        answered[frame.id] = answer
+        if frame.action is st.Action.BOOT:
+            conn.booted = self.boot_status is st.BootStatus.ACCEPTED
+        await conn.ws.send_message(answer)
+        if frame.action is st.Action.BOOT and not conn.booted:
+            await conn.ws.aclose(1008, "station disabled")
+
+    # -- waiting and looking -----------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.unpark_all()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        with trio.fail_after(TIMEOUT):
+            while not predicate():
+                await self._changed.park()
+
+    def calls(self, action: str | None = None, station_id: int | None = None) -> list[Received]:
+        return [
+            r for r in self.received
+            if (action is None or r.action == action) and (station_id is None or r.station_id == station_id)
+        ]
+
+    async def wait_calls(self, action: str, count: int = 1, station_id: int | None = None) -> list[Received]:
+        """Wait until ``count`` CALLs of ``action`` have arrived; return them all."""
+        await self.wait_until(lambda: len(self.calls(action, station_id)) >= count)
+        return self.calls(action, station_id)
+
+    async def wait_connection(self, station_id: int, number: int = 1) -> PeerConnection:
+        """The ``number``-th booted connection of the station (1: the first)."""
+
+        def booted() -> list[PeerConnection]:
+            return [c for c in self.connections if c.station_id == station_id and c.booted]
+
+        await self.wait_until(lambda: len(booted()) >= number)
+        return booted()[number - 1]

@@ -1,0 +1,193 @@
+"""The app feed over a real WebSocket: auth, topics and their rights, replay, resync, slow readers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from knot_rt.config import Settings
+from knot_rt.services.sessions import revoke_sessions
+from tests.feed_client import open_feed
+from tests.support import Harness, open_test_session
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, feed_queue_capacity=16)
+
+
+async def make_cluster(harness: Harness) -> tuple[int, int]:
+    network = await harness.create_network()
+    cluster: int = await harness.db.fetchval(
+        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
+        network,
+    )
+    return network, cluster
+
+
+async def make_station(harness: Harness, cluster: int) -> int:
+    station: int = await harness.db.fetchval(
+        "INSERT INTO stations (cluster_id, secret_hash, spot_count) VALUES ($1, 'x', 4) RETURNING id", cluster
+    )
+    return station
+
+
+async def rider_token(harness: Harness, email: str = "rider@example.com") -> str:
+    return await open_test_session(harness, await harness.create_user(email))
+
+
+async def test_header_auth_subscribe_and_receive_in_order(harness: Harness) -> None:
+    _, cluster = await make_cluster(harness)
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        assert await feed.subscribe(f"cluster:{cluster}") == {"type": "reply", "ref": "r1", "code": 0}
+        for free in (3, 2, 1):
+            await harness.svc.bus.publish(f"cluster:{cluster}", "cluster.updated", {"free_spots": free})
+        events = await feed.events(3)
+    assert [(e["topic"], e["seq"], e["event"], e["data"]["free_spots"]) for e in events] == [
+        (f"cluster:{cluster}", 1, "cluster.updated", 3),
+        (f"cluster:{cluster}", 2, "cluster.updated", 2),
+        (f"cluster:{cluster}", 3, "cluster.updated", 1),
+    ]
+
+
+async def test_first_frame_auth_and_ping(harness: Harness) -> None:
+    async with open_feed(harness.base_url) as feed:
+        assert (await feed.request({"type": "auth", "token": await rider_token(harness)}))["code"] == 0
+        assert await feed.request({"type": "ping"}) == {"type": "pong", "ref": "r2"}
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", None])
+async def test_bad_token_closes_with_4401(harness: Harness, token: str | None) -> None:
+    async with open_feed(harness.base_url, token or "x.y.z") as feed:
+        with pytest.raises(ConnectionClosed) as closed:
+            await feed.receive()
+    assert closed.value.reason.code == 4401
+
+
+async def test_nothing_but_auth_is_accepted_first(harness: Harness) -> None:
+    async with open_feed(harness.base_url) as feed:
+        await feed.send({"type": "subscribe", "topic": "cluster:1", "ref": "early"})
+        with pytest.raises(ConnectionClosed) as closed:
+            await feed.receive()
+    assert closed.value.reason.code == 4401
+
+
+async def test_station_topic_needs_the_permission_on_its_network(harness: Harness) -> None:
+    network, cluster = await make_cluster(harness)
+    other_network = await harness.create_network("Kehl")
+    station = await make_station(harness, cluster)
+    operator = await harness.create_user("op@example.com", perms=[("stations", False)], networks=[network])
+    foreign = await harness.create_user("foreign@example.com", perms=[("stations", True)], networks=[other_network])
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        assert (await feed.subscribe(f"station:{station}"))["code"] == 13
+    async with open_feed(harness.base_url, await open_test_session(harness, foreign)) as feed:
+        assert (await feed.subscribe(f"station:{station}"))["code"] == 13
+    async with open_feed(harness.base_url, await open_test_session(harness, operator)) as feed:
+        assert (await feed.subscribe(f"station:{station}"))["code"] == 0
+        await harness.svc.bus.publish(f"station:{station}", "station.online", {"station_id": station})
+        (event,) = await feed.events(1)
+        assert event["event"] == "station.online"
+
+
+async def test_bad_frames_get_a_reply_and_the_socket_stays(harness: Harness) -> None:
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        await feed.ws.send_message("not json")
+        assert (await feed.receive())["code"] == 2
+        assert (await feed.subscribe("cluster:abc"))["code"] == 2
+        assert (await feed.subscribe("cluster:999999"))["code"] == 4
+        assert (await feed.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_user_topic_is_private(harness: Harness) -> None:
+    alice = await harness.create_user("alice@example.com")
+    bob = await harness.create_user("bob@example.com")
+    async with open_feed(harness.base_url, await open_test_session(harness, alice)) as feed:
+        assert (await feed.subscribe("user"))["code"] == 0
+        await harness.svc.bus.publish(f"user:{bob}", "rent.started", {"trip_id": 1})
+        await harness.svc.bus.publish(f"user:{alice}", "rent.started", {"trip_id": 2})
+        (event,) = await feed.events(1)
+    assert (event["topic"], event["data"]) == ("user", {"trip_id": 2})
+
+
+async def test_resume_with_since_delivers_exactly_the_missed_events(harness: Harness) -> None:
+    _, cluster = await make_cluster(harness)
+    topic = f"cluster:{cluster}"
+    token = await rider_token(harness)
+    async with open_feed(harness.base_url, token) as feed:
+        await feed.subscribe(topic)
+        await harness.svc.bus.publish(topic, "cluster.updated", {"n": 1})
+        (seen,) = await feed.events(1)
+    for n in (2, 3, 4):
+        await harness.svc.bus.publish(topic, "cluster.updated", {"n": n})
+    async with open_feed(harness.base_url, token) as feed:
+        assert (await feed.subscribe(topic, since=seen["seq"]))["code"] == 0
+        await harness.svc.bus.publish(topic, "cluster.updated", {"n": 5})
+        events = await feed.events(4)
+    assert [(e["seq"], e["data"]["n"]) for e in events] == [(2, 2), (3, 3), (4, 4), (5, 5)]
+
+
+async def test_resync_when_the_events_are_gone(harness: Harness) -> None:
+    _, cluster = await make_cluster(harness)
+    topic = f"cluster:{cluster}"
+    for n in range(3):
+        await harness.svc.bus.publish(topic, "cluster.updated", {"n": n})
+    await harness.db.execute("UPDATE feed_events SET created_at = now() - interval '3 days'")
+    assert await harness.svc.bus.prune() == 3
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        await feed.subscribe(topic, since=1)
+        (event,) = await feed.events(1)
+    assert (event["event"], event["seq"]) == ("resync", 3)
+
+
+async def test_a_stalled_reader_is_dropped_while_others_keep_receiving(harness: Harness) -> None:
+    _, cluster = await make_cluster(harness)
+    topic = f"cluster:{cluster}"
+    token = await rider_token(harness)
+    padding = "x" * 60_000
+    async with open_feed(harness.base_url, token) as stalled, open_feed(harness.base_url, token) as healthy:
+        await stalled.subscribe(topic)
+        await healthy.subscribe(topic)
+        received: list[int] = []
+
+        async def read_healthy() -> None:
+            while True:
+                received.extend(e["seq"] for e in await healthy.events(1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_healthy)
+            published = 0
+            with trio.fail_after(60):
+                # The stalled client reads nothing; its server-side inbox overflows at some point.
+                while not harness.svc.bus._topics[topic].subscribers or len(
+                    harness.svc.bus._topics[topic].subscribers
+                ) > 1:
+                    published += 1
+                    await harness.svc.bus.publish(topic, "cluster.updated", {"padding": padding, "n": published})
+                    assert published < 2000
+            for _ in range(3):
+                published += 1
+                await harness.svc.bus.publish(topic, "cluster.updated", {"n": published})
+            with trio.fail_after(10):
+                while published not in received:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await stalled.receive()
+    assert closed.value.reason.code == 4408
+    assert received == list(range(1, published + 1))
+
+
+async def test_logout_closes_the_sessions_sockets(harness: Harness) -> None:
+    user = await harness.create_user("leaving@example.com")
+    token = await open_test_session(harness, user)
+    async with open_feed(harness.base_url, token) as feed:
+        assert (await feed.request({"type": "ping"}))["type"] == "pong"
+        revoked = await harness.db.run(lambda conn: revoke_sessions(conn, user))
+        harness.svc.hub.sessions_revoked(revoked)
+        with pytest.raises(ConnectionClosed) as closed:
+            await feed.receive()
+    assert closed.value.reason.code == 4401
