@@ -6,6 +6,10 @@ starts it as a dynamic child of that supervisor (child id ``"kind:id"``);
 concurrent first uses of one id start it once and all get the same ref. A ref
 is forgotten as soon as its actor stops for good (stopped, removed, or its
 supervisor ended), so the next ``get`` starts a fresh one.
+
+Cost: ``get`` of a running actor, ``lookup`` and forgetting a stopped actor are
+dict operations, O(1) whatever the number of actors; a first ``get`` adds one
+dynamic child to the supervisor (O(1) too, see ``actors.supervisor``).
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class StationGateway:
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as handlers:
             server = await handlers.start(partial(
-                serve_websocket, self._handle, host, port, None, handler_nursery=handlers,
+                serve_websocket, self._guarded, host, port, None, handler_nursery=handlers,
                 max_message_size=TRANSPORT_MAX_MESSAGE,
             ))
             bound: int = server.port
@@ -210,6 +210,13 @@ class StationGateway:
         if stored is None or not station_secret_matches(secret, stored):
             return None
         return station_id
+
+    async def _guarded(self, request: WebSocketRequest) -> None:
+        """One connection's failure is logged and ends that connection only."""
+        try:
+            await self._handle(request)
+        except Exception:
+            log.exception("station connection failed")
 
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path.split("?")[0] != wire.WS_PATH:
@@ -239,8 +246,8 @@ class StationGateway:
                 nursery.start_soon(self._keep_alive, connection)
                 await self._read(connection, actor)
                 nursery.cancel_scope.cancel()
-        except (ConnectionClosed, ActorStopped):
-            pass
+        except* (ConnectionClosed, ActorStopped):
+            pass  # the station went away, or the service is stopping
         finally:
             connection.lost()
             self.links.remove(connection)

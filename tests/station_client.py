@@ -1,0 +1,76 @@
+"""A raw station for tests: speaks the station protocol frame by frame over a real socket."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from protocols import station as wire
+
+
+def basic(station_id: int, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{station_id}:{secret}".encode()).decode()
+
+
+class RawStation:
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self._ids = 0
+
+    def next_id(self) -> str:
+        self._ids += 1
+        return f"t-{self._ids}"
+
+    async def send(self, frame: list[Any] | str) -> None:
+        await self.ws.send_message(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 10.0) -> list[Any]:  # noqa: ASYNC109
+        with trio.fail_after(timeout):
+            frame: list[Any] = json.loads(await self.ws.get_message())
+            return frame
+
+    async def call(self, action: str, payload: dict[str, Any], call_id: str | None = None) -> list[Any]:
+        """Send a CALL and return its answer (RESULT or ERROR), skipping nothing else."""
+        call_id = call_id or self.next_id()
+        await self.send([2, call_id, action, payload])
+        answer = await self.receive()
+        assert answer[1] == call_id, answer
+        return answer
+
+    async def boot(self, spots: int = 4) -> list[Any]:
+        board = {"firmware_version": "1.2.3", "board_revision": "B"}
+        return await self.call("boot", {"mainboard": board, "spots": [board] * spots})
+
+    async def state(self, spots: dict[int, int | None], battery: int = 80) -> list[Any]:
+        return await self.call("state", state_payload(spots, battery))
+
+    async def answer(self, frame: list[Any], payload: dict[str, Any] | None = None) -> None:
+        await self.send([3, frame[1], payload or {}])
+
+
+def state_payload(spots: dict[int, int | None], battery: int = 80) -> dict[str, Any]:
+    return {
+        "mainboard": {"v5": 5000, "v48": 48000, "temp": 21.5},
+        "spots": [{"spot": n, "vehicle": v, "lock": 1 if v else 0} for n, v in sorted(spots.items())],
+        "vehicles": [{"vehicle": v, "voltage": 41000, "battery": battery} for v in spots.values() if v],
+        "connectivity": {"type": "CAT-M1", "rssi": -70, "rsrp": -95},
+    }
+
+
+@asynccontextmanager
+async def station_socket(
+    url: str, station_id: int, secret: str, *, subprotocols: list[str] | None = None, **options: Any
+) -> AsyncIterator[RawStation]:
+    async with open_websocket_url(
+        url,
+        subprotocols=[wire.SUBPROTOCOL] if subprotocols is None else subprotocols,
+        extra_headers=[("Authorization", basic(station_id, secret))],
+        **options,
+    ) as ws:
+        yield RawStation(ws)
