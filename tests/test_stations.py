@@ -328,3 +328,26 @@ async def test_dropping_the_connection_marks_the_station_offline(harness: Harnes
     availability = harness.svc.stations.live.cluster(site.cluster)
     assert (availability.available_vehicles, availability.cluster_is_down) == (0, True)
     assert await harness.db.fetchval("SELECT online FROM stations WHERE id = $1", station_id) is False
+    vehicle = harness.svc.stations.live_vehicles.views[101]
+    assert (vehicle.online, vehicle.station_id, vehicle.spot_number, vehicle.battery_level) == (False, station_id, 1, 80)
+    assert await harness.db.fetchval("SELECT online FROM vehicles WHERE id = 101") is False
+
+
+async def test_vehicles_follow_what_the_stations_report(harness: Harness) -> None:
+    site = await make_site(harness, stations=2)
+    (first_id, first_secret), (second_id, second_secret) = site.stations
+    async with station_socket(harness.station_url, first_id, first_secret) as first, \
+            station_socket(harness.station_url, second_id, second_secret) as second:
+        await first.boot()
+        await second.boot()
+        await first.state({1: 101, 2: None}, battery=64)
+        docked = harness.svc.stations.live_vehicles.views[101]
+        assert (docked.online, docked.station_id, docked.battery_level) == (True, first_id, 64)
+        await first.call("unlocked", {"spot": 1, "unlock": 0, "vehicle": 101})
+        assert harness.svc.stations.live_vehicles.views[101].station_id is None
+        await second.call("locked", {"spot": 3, "vehicle": 101, "time": 1, "cache_accepted": False})
+        moved = harness.svc.stations.live_vehicles.views[101]
+        assert (moved.station_id, moved.spot_number, moved.online) == (second_id, 3, True)
+        spot = await harness.db.fetchval(
+            "SELECT s.number FROM vehicles v JOIN spots s ON s.id = v.spot_id WHERE v.id = 101")
+        assert spot == 3

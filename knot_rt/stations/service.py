@@ -9,12 +9,14 @@ import trio
 
 from actors import ActorKind, ActorMetrics, Registry, RestartIntensity, Supervisor, SupervisorSpec
 from actors.station import StationActor, StationMessage, StationReply, StationView
+from actors.vehicle import VEHICLE, vehicle_factory
 
 from ..bus import FeedBus
 from ..db import Database
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
+from .vehicles import LiveVehicles, PgVehicleStore, VehicleMover
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,17 @@ class StationService:
         self.store = PgStationStore(db)
         self.live = LiveStations(bus)
         self.metrics = ActorMetrics()
-        self.stations = Supervisor("stations", intensity=_per_station_intensity(), metrics=self.metrics)
-        self.root = Supervisor("knot", [SupervisorSpec("stations", self.stations)], metrics=self.metrics)
+        self.stations = Supervisor("stations", intensity=_per_child_intensity(), metrics=self.metrics)
+        self.vehicles = Supervisor("vehicles", intensity=_per_child_intensity(), metrics=self.metrics)
+        # Vehicles start first and stop last: stations talk to them.
+        self.root = Supervisor(
+            "knot", [SupervisorSpec("vehicles", self.vehicles), SupervisorSpec("stations", self.stations)],
+            metrics=self.metrics,
+        )
         self.registry = Registry()
+        self.live_vehicles = LiveVehicles()
+        self.registry.register(VEHICLE, self.vehicles, vehicle_factory(PgVehicleStore(db), [self.live_vehicles]))
+        self.live.vehicle_moves = VehicleMover(self.registry)
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
         self.gateway = StationGateway(self.store.secret_hash, self.actor, ping_interval=ping_interval)
@@ -92,6 +102,6 @@ class StationService:
         }
 
 
-def _per_station_intensity() -> RestartIntensity:
-    """Counted per station: many stations crashing once each never restarts them all."""
+def _per_child_intensity() -> RestartIntensity:
+    """Counted per actor: many stations crashing once each never restarts them all."""
     return RestartIntensity(max_restarts=3, period=5.0, scope="child")

@@ -56,26 +56,11 @@ async def load_all_stations(conn: asyncpg.Connection) -> list[StationView]:
 
 
 async def _apply_changes(conn: asyncpg.Connection, station_id: int, changes: Changes) -> None:
-    for spot in changes.spots:
-        await conn.execute(
-            "UPDATE spots SET vehicle_id = $3, lock_status = $4 WHERE station_id = $1 AND number = $2",
-            station_id, spot.number, spot.vehicle, spot.lock,
-        )
-        await conn.execute(
-            "UPDATE vehicles SET spot_id = NULL, updated_at = now() WHERE spot_id = $1 AND id IS DISTINCT FROM $2",
-            spot.spot_id, spot.vehicle,
-        )
-        if spot.vehicle:
-            await conn.execute(
-                "UPDATE vehicles SET spot_id = $1, latitude = NULL, longitude = NULL, updated_at = now() "
-                "WHERE id = $2",
-                spot.spot_id, spot.vehicle,
-            )
-    if changes.vehicles:
-        await conn.executemany(
-            "UPDATE vehicles SET voltage = $2, battery_level = $3, updated_at = now() WHERE id = $1",
-            [(v.vehicle, v.voltage, v.battery) for v in changes.vehicles],
-        )
+    """Spots and the station's last state; the vehicles' rows belong to the vehicle actors."""
+    await conn.executemany(
+        "UPDATE spots SET vehicle_id = $3, lock_status = $4 WHERE station_id = $1 AND number = $2",
+        [(station_id, spot.number, spot.vehicle, spot.lock) for spot in changes.spots],
+    )
     if changes.state is not None:
         await conn.execute(
             "UPDATE stations SET last_state = $2, last_seen_at = now() WHERE id = $1", station_id, changes.state

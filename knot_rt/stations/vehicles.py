@@ -1,0 +1,105 @@
+"""The vehicles' side of the station actors: their persistence, and what moves them.
+
+A station's report (a spot's vehicle, the batteries it reads, the station going
+online or offline) becomes ``Docked``, ``Undocked`` and ``StationOnline``
+messages to the vehicle actors. Each vehicle actor is the one writer of its row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from actors import ActorError, Registry
+from actors.station import StationView
+from actors.vehicle import VEHICLE, Docked, StationOnline, Undocked, VehicleMessage, VehicleRecord, VehicleView
+
+from ..db import Database
+
+log = logging.getLogger(__name__)
+
+
+async def _load(conn: asyncpg.Connection, vehicle_id: int) -> VehicleRecord | None:
+    row = await conn.fetchrow(
+        """SELECT v.battery_level, v.voltage, v.avg_max_range, v.online, v.latitude, v.longitude,
+                  s.id AS spot_id, s.number AS spot_number, s.station_id
+           FROM vehicles v LEFT JOIN spots s ON s.id = v.spot_id WHERE v.id = $1""",
+        vehicle_id,
+    )
+    if row is None:
+        return None
+    return VehicleRecord(
+        battery_level=row["battery_level"], voltage=row["voltage"], avg_max_range=row["avg_max_range"] or 0,
+        station_id=row["station_id"], spot_id=row["spot_id"], spot_number=row["spot_number"],
+        latitude=row["latitude"], longitude=row["longitude"], online=row["online"],
+    )
+
+
+class PgVehicleStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self, vehicle_id: int) -> VehicleRecord | None:
+        return await self._db.run(lambda conn: _load(conn, vehicle_id))
+
+    async def save(self, view: VehicleView) -> None:
+        await self._db.execute(
+            """UPDATE vehicles SET battery_level = $2, voltage = $3, online = $4, spot_id = $5,
+                                   latitude = $6, longitude = $7, updated_at = now()
+               WHERE id = $1""",
+            view.vehicle_id, view.battery_level, view.voltage, view.online, view.spot_id, view.latitude,
+            view.longitude,
+        )
+
+
+class LiveVehicles:
+    """The latest view of every vehicle that changed since start (the live map reads it)."""
+
+    def __init__(self) -> None:
+        self.views: dict[int, VehicleView] = {}
+
+    async def vehicle_changed(self, view: VehicleView) -> None:
+        self.views[view.vehicle_id] = view
+
+
+def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int, VehicleMessage]]:
+    """What a change of a station tells its vehicles (vehicle id 0, unreadable, is skipped)."""
+    messages: list[tuple[int, VehicleMessage]] = []
+    readings = {r.vehicle: r for r in after.vehicles}
+    old_spots = {s.number: s for s in before.spots}
+    for spot in after.spots:
+        old = old_spots.get(spot.number)
+        if old is not None and old.vehicle and old.vehicle != spot.vehicle:
+            messages.append((old.vehicle, Undocked(after.station_id)))
+        if spot.vehicle:
+            reading = readings.get(spot.vehicle)
+            moved = old is None or old.vehicle != spot.vehicle
+            if moved or reading is not None or before.online != after.online:
+                messages.append((spot.vehicle, Docked(
+                    after.station_id, spot.spot_id, spot.number,
+                    reading.battery if reading else None, reading.voltage if reading else None, after.online,
+                )))
+    if before.online != after.online:
+        docked = {vehicle for vehicle, message in messages if isinstance(message, Docked)}
+        messages += [
+            (spot.vehicle, StationOnline(after.station_id, after.online))
+            for spot in after.spots if spot.vehicle and spot.vehicle not in docked
+        ]
+    return messages
+
+
+class VehicleMover:
+    """Delivers a station's changes to its vehicles' actors, waiting until each is saved."""
+
+    def __init__(self, registry: Registry, *, timeout: float = 5.0) -> None:
+        self._registry = registry
+        self._timeout = timeout
+
+    async def __call__(self, before: StationView, after: StationView) -> None:
+        for vehicle_id, message in vehicle_messages(before, after):
+            try:
+                ref = await self._registry.get(VEHICLE, str(vehicle_id))
+                await ref.ask(message, timeout=self._timeout)
+            except ActorError as exc:  # one vehicle's trouble never stops its station
+                log.warning("vehicle %s did not take %s: %s", vehicle_id, type(message).__name__, exc)
