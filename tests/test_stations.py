@@ -351,3 +351,13 @@ async def test_vehicles_follow_what_the_stations_report(harness: Harness) -> Non
         spot = await harness.db.fetchval(
             "SELECT s.number FROM vehicles v JOIN spots s ON s.id = v.spot_id WHERE v.id = 101")
         assert spot == 3
+
+
+async def test_metrics_count_live_stations_and_restarts(harness: Harness) -> None:
+    site = await make_site(harness, stations=1)
+    async with station_socket(harness.station_url, *site.stations[0]) as station:
+        await station.boot()
+        text = (await harness.client.get("/metrics")).text
+    assert "knot_stations_connected 1\n" in text and "knot_stations_online 1\n" in text
+    assert 'knot_actors_running{kind="station"} 1' in text
+    assert "knot_actor_restarts_total 0\n" in text

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, Response, jsonify
-from quart_schema import Info, QuartSchema, hide
+from quart import Quart
+from quart_schema import Info, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
 
@@ -16,6 +16,7 @@ from ..api import BLUEPRINTS
 from ..context import Services
 from .errors import install_error_handlers
 from .feed import bp as feed_bp
+from .metrics import bp as ops_bp
 
 DESCRIPTION = """Knot application API served by knot_rt.
 
@@ -51,10 +52,6 @@ def create_app(svc: Services | None = None) -> Quart:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(feed_bp)
-
-    @app.get("/health")
-    @hide
-    async def health() -> Response:
-        return jsonify({"code": 0, "status": "ok"})
+    app.register_blueprint(ops_bp)
 
     return app

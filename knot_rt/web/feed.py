@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 from quart import Blueprint, websocket
@@ -210,7 +209,3 @@ async def feed_socket() -> None:
             with trio.move_on_after(2) as scope:
                 scope.shield = True
                 await websocket.close(close_code)
-
-
-def feed_metrics(svc: Services) -> dict[str, Any]:
-    return {"feed_connections": svc.hub.connections, "feed_subscribers": svc.bus.subscriber_count}

@@ -1,0 +1,50 @@
+"""``/health`` and Prometheus-style ``/metrics``."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify
+from quart_schema import hide
+
+from ..context import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/health")
+@hide
+async def health() -> Response:
+    return jsonify({"code": 0, "status": "ok"})
+
+
+def _line(name: str, value: float, help_text: str, kind: str = "gauge", labels: str = "") -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
+
+
+@bp.get("/metrics")
+@hide
+async def metrics() -> Response:
+    svc = services()
+    stations = svc.stations
+    actors = stations.metrics
+    gateway = stations.gateway.counters
+    parts = [
+        _line("knot_stations_connected", len(stations.gateway.links), "stations with a live socket"),
+        _line("knot_stations_online", stations.live.online_stations, "stations booted and online"),
+        _line("knot_station_connections_total", gateway.accepted, "station sockets accepted", "counter"),
+        _line("knot_station_connections_refused_total", gateway.refused, "station upgrades refused", "counter"),
+        _line("knot_station_connections_replaced_total", gateway.replaced, "older sockets replaced (4001)",
+              "counter"),
+        _line("knot_station_frames_total", gateway.frames_in, "frames received from stations", "counter"),
+        _line("knot_station_frames_malformed_total", gateway.malformed, "malformed station frames", "counter"),
+        _line("knot_actor_restarts_total", actors.restarts_total, "actor restarts", "counter"),
+        _line("knot_actor_max_mailbox_depth", actors.max_mailbox_depth(), "deepest actor mailbox"),
+        _line("knot_feed_connections", svc.hub.connections, "app feed sockets"),
+        _line("knot_feed_subscribers", svc.bus.subscriber_count, "feed connections with a subscription"),
+        _line("knot_feed_events_total", svc.bus.published, "feed events delivered locally", "counter"),
+        _line("knot_mail_sent_total", svc.mail.sent, "mails sent over SMTP", "counter"),
+    ]
+    running = "".join(
+        f'knot_actors_running{{kind="{kind}"}} {count}\n' for kind, count in sorted(actors.running_by_kind().items())
+    )
+    parts.append(f"# HELP knot_actors_running running actors by kind\n# TYPE knot_actors_running gauge\n{running}")
+    return Response("".join(parts), content_type="text/plain; version=0.0.4")
