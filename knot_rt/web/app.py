@@ -25,6 +25,15 @@ and the matching HTTP status; `x-error-codes` lists every code."""
 
 
 class KnotOpenAPIProvider(OpenAPIProvider):
+    def build_querystring_parameters(self, model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """As quart-schema's, and a parameter the model requires is marked required."""
+        parameters, definitions = super().build_querystring_parameters(model)
+        required = set(getattr(model, "model_json_schema", dict)().get("required", []))
+        for parameter in parameters:
+            if parameter["name"] in required:
+                parameter["required"] = True
+        return parameters, definitions
+
     def schema(self) -> dict[str, Any]:
         document = super().schema()
         document["x-error-codes"] = error_table()

@@ -68,7 +68,7 @@ def install_error_handlers(app: Quart) -> None:
         code = _HTTP_CODES.get(status, ErrorCode.INTERNAL if status >= 500 else ErrorCode.INVALID_INPUT)
         message = ERRORS[code].message
         if status == 400:
-            message = "invalid input: the request body is not valid JSON"
+            message = "invalid input: the request could not be read (malformed JSON body or form)"
         response = error_response(code, message, status)
         if status == 405 and error.get_response().headers.get("Allow"):
             response.headers["Allow"] = error.get_response().headers["Allow"]
