@@ -339,32 +339,40 @@ class StationActor(Actor[StationMessage, StationReply]):
 
     # station -> backend ----------------------------------------------------
 
+    @staticmethod
+    async def _answer(link: StationLink, text: str) -> None:
+        """Answer the station; a link gone meanwhile is no fault (the station resends)."""
+        try:
+            await link.send(text)
+        except LinkClosed:
+            log.info("station link closed before its answer was sent")
+
     async def _incoming(self, link: StationLink, call: wire.Call) -> None:
         if call.action is wire.Action.BOOT:
             await self._boot(link, call)
             return
         if not link.booted:
-            await link.send(wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            await self._answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
             return
         try:
             result, changes = self._decide(call)
         except _Misfit as misfit:
-            await link.send(wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
+            await self._answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
             return
         payload = call.payload.model_dump(mode="json")
         earlier = await self._store.record(self.station_id, call.id, call.action.value, payload, result, changes)
         if earlier is not None:  # a resend: same answer, nothing applied twice
-            await link.send(wire.result(call.id, earlier))
+            await self._answer(link, wire.result(call.id, earlier))
             return
         await self._apply(call, changes)
-        await link.send(wire.result(call.id, result))
+        await self._answer(link, wire.result(call.id, result))
 
     async def _boot(self, link: StationLink, call: wire.Call) -> None:
         assert self.view is not None
         if not self.view.enabled:
             rejected = wire.BootResult(status=wire.BootStatus.REJECTED, heartbeat_interval=self._heartbeat,
                                        server_time=now_ms())
-            await link.send(wire.result(call.id, rejected))
+            await self._answer(link, wire.result(call.id, rejected))
             self.background.start_soon(link.close, 1008, "station disabled")
             return
         firmware = call.payload.model_dump(mode="json")
@@ -372,7 +380,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         await self._set_online(True, firmware)
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self._heartbeat,
                                    server_time=now_ms())
-        await link.send(wire.result(call.id, accepted))
+        await self._answer(link, wire.result(call.id, accepted))
 
     def _decide(self, call: wire.Call) -> tuple[dict[str, Any], Changes]:
         """The RESULT and the changes of an event, without applying anything."""

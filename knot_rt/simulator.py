@@ -531,7 +531,7 @@ class SimulatedStation:
                     await self._boot(session)
                     booted = True
                     self._active = session
-                    [session.unsent.append(Delivery(self._next_id(), d.action, d.payload)) for d in self._outbox.values()]  # the unanswered ones first, in order
+                    session.unsent.extend(self._outbox.values())  # the unanswered ones first, in order
                     self.stats.boots += 1
                     if self.stats.boots > 1:
                         self.stats.reconnects += 1
