@@ -28,7 +28,8 @@ class KnotOpenAPIProvider(OpenAPIProvider):
     def build_querystring_parameters(self, model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """As quart-schema's, and a parameter the model requires is marked required."""
         parameters, definitions = super().build_querystring_parameters(model)
-        required = set(getattr(model, "model_json_schema", dict)().get("required", []))
+        schema: dict[str, Any] = model.model_json_schema() if hasattr(model, "model_json_schema") else {}
+        required = set(schema.get("required", []))
         for parameter in parameters:
             if parameter["name"] in required:
                 parameter["required"] = True
