@@ -1,0 +1,365 @@
+"""Station benchmark: capacity, memory per station, and the unlock round trip under load.
+
+Run: ``make bench`` (or ``.venv/bin/python -m bench.stations --stations 1000,10000``).
+
+It starts a real ``knot-rt serve`` process (on ``DATABASE_URL``, or on a private
+PostgreSQL cluster of its own), connects simulated stations to it from this
+process over loopback, and prints:
+
+- for each station count: the stations connected and online in that one server
+  process, how long it took, and the server's memory per station (the growth of
+  its resident memory divided by the count);
+- with the first station count connected and sending a state every few seconds:
+  the operator unlock -> station ``unlocked`` -> feed push round trip (HTTP
+  POST until the feed event arrives), p50 and p99;
+- the same round trip through a bare trio-websocket relay (operator socket ->
+  station socket -> feed socket) measured in the same run: the floor of the
+  transport alone.
+
+Only loopback addresses are used; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import trio
+from trio_websocket import open_websocket_url, serve_websocket
+
+from knot_rt.db import apply_migrations
+from knot_rt.pgcluster import PgCluster
+from knot_rt.simulator import Simulator
+from knot_rt.stations.admin import hash_station_secret, new_station_secret
+
+VENV_BIN = Path(sys.executable).parent
+PASSWORD = "bench-operator-password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    folder = Path(tempfile.mkdtemp(prefix="knot-bench-"))
+    os.chmod(folder, 0o755)
+    cluster = None if given else PgCluster(folder)
+    base = given or cluster.start()  # type: ignore[union-attr]
+    name = f"knot_bench_{os.getpid()}"
+    admin_url = base.rsplit("/", 1)[0] + "/postgres"
+
+    async def create(drop: bool) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create(False))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(create(True))
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def seed(url: str, count: int, spots: int) -> tuple[int, list[tuple[int, str]]]:
+    """The schema, an app label, a network, a cluster per 50 stations, ``count`` stations and their vehicles."""
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_migrations(conn)
+        await conn.execute("INSERT INTO app_labels (name, label_name) VALUES ('knot', 'Knot') ON CONFLICT DO NOTHING")
+        network = await conn.fetchval("INSERT INTO networks (name) VALUES ('Bench') RETURNING id")
+        clusters = await conn.fetch(
+            """INSERT INTO clusters (network_id, name, latitude, longitude)
+               SELECT $1, 'Bench ' || g, 48.5 + g * 0.001, 7.7 FROM generate_series(1, $2) g RETURNING id""",
+            network, max(1, count // 50),
+        )
+        cluster_ids = [r["id"] for r in clusters]
+        secrets = [new_station_secret() for _ in range(count)]
+        rows = await conn.fetch(
+            """INSERT INTO stations (cluster_id, secret_hash, spot_count)
+               SELECT ($1::bigint[])[1 + (i % array_length($1::bigint[], 1))], h, $3
+               FROM unnest($2::text[]) WITH ORDINALITY AS t(h, i) RETURNING id""",
+            cluster_ids, [hash_station_secret(s) for s in secrets], spots,
+        )
+        ids = [r["id"] for r in rows]
+        await conn.execute(
+            """INSERT INTO spots (station_id, number, displayed_number)
+               SELECT s, n, n FROM unnest($1::bigint[]) s, generate_series(1, $2) n""",
+            ids, spots,
+        )
+        await conn.execute(
+            """INSERT INTO vehicles (id, serial_number, network_id)
+               SELECT s * 100 + n, 'B' || (s * 100 + n), $3 FROM unnest($1::bigint[]) s, generate_series(1, $2) n""",
+            ids, spots, network,
+        )
+        return network, list(zip(ids, secrets, strict=True))
+    finally:
+        await conn.close()
+
+
+class Server:
+    """``knot-rt serve`` in its own process."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.station_port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="knot-bench-data-"))
+        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
+               "KNOT_STATION_PORT": str(self.station_port), "KNOT_DATA_DIR": str(self.data),
+               "KNOT_SECRET_KEY": new_station_secret() * 2}
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def station_url(self) -> str:
+        return f"ws://127.0.0.1:{self.station_port}/api/stations/ws"
+
+    def create_operator(self, network: int) -> None:
+        subprocess.run(
+            [str(VENV_BIN / "knot-rt"), "user", "create", "--email", "bench@example.com", "--password", PASSWORD,
+             "--perm", "stations:write", "--network", str(network)],
+            env=self.env, check=True, capture_output=True,
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "knot-rt"), "serve"], env=self.env, stdout=subprocess.DEVNULL,
+            stderr=open(self.data / "server.log", "wb"),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    @property
+    def rss_kib(self) -> int:
+        assert self.process is not None
+        return rss_kib(self.process.pid)
+
+
+async def metric(client: httpx.AsyncClient, name: str) -> float:
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def connect_all(server: Server, stations: list[tuple[int, str]], spots: int, heartbeat: float | None = None,
+                      *, task_status: trio.TaskStatus[Simulator]) -> None:
+    simulator = Simulator(server.station_url, stations, spots=spots, vehicles=spots // 2, heartbeat=heartbeat,
+                          backoff_min=0.5, backoff_max=5.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(simulator.run)
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with trio.fail_after(600):
+                while await metric(client, "knot_stations_online") < len(stations):  # noqa: ASYNC110
+                    await trio.sleep(0.5)
+        task_status.started(simulator)
+
+
+async def capacity(server: Server, stations: list[tuple[int, str]], spots: int) -> dict[str, Any]:
+    before = server.rss_kib
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        simulator = await nursery.start(connect_all, server, stations, spots)
+        elapsed = time.monotonic() - started
+        await trio.sleep(2)  # let the actors settle
+        after = server.rss_kib
+        simulator.stop()
+    return {"stations": len(stations), "seconds": elapsed, "rss_before_mib": before / 1024,
+            "rss_after_mib": after / 1024, "kib_per_station": (after - before) / len(stations)}
+
+
+async def login(client: httpx.AsyncClient) -> str:
+    response = await client.post("/api/application/login", json={
+        "email": "bench@example.com", "password": PASSWORD, "scope": "app", "app_label": "knot"})
+    response.raise_for_status()
+    return str(response.json()["token"])
+
+
+async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], spots: int, count: int,
+                             heartbeat: float) -> list[float]:
+    """Operator POST unlock -> station `unlocked` -> the feed event, ``count`` times, under state load."""
+    latencies: list[float] = []
+    async with trio.open_nursery() as nursery:
+        simulator = await nursery.start(connect_all, server, stations, spots, heartbeat)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            token = await login(client)
+            targets = random.Random(7).sample(stations, min(count, len(stations)))
+            ws_url = server.base_url.replace("http", "ws") + "/api/application/ws"
+            async with open_websocket_url(ws_url, extra_headers=[("Authorization", f"Bearer {token}")]) as feed:
+                for ref, (station_id, _) in enumerate(targets):
+                    await feed.send_message(json.dumps({"type": "subscribe", "topic": f"station:{station_id}",
+                                                        "ref": ref}))
+                    while json.loads(await feed.get_message()).get("type") != "reply":
+                        pass
+                with trio.fail_after(300):
+                    for station_id, _ in targets:
+                        station = simulator.station(station_id)
+                        spot = next(s.spot for s in station.spots if s.vehicle is not None)
+                        vehicle = station.spot(spot).vehicle
+                        started = time.perf_counter()
+                        response = await client.post(
+                            "/api/application/spots/unlock/admin", json={"station_id": station_id, "spot": spot},
+                            headers={"Authorization": f"Bearer {token}"},
+                        )
+                        response.raise_for_status()
+                        while True:
+                            event = json.loads(await feed.get_message())
+                            if event.get("event") == "spot.unlocked" and event["data"].get("station_id") == station_id:
+                                break
+                        latencies.append(time.perf_counter() - started)
+                        assert vehicle is not None
+                        await station.return_vehicle(spot, vehicle)  # keep the station full for the next turn
+        simulator.stop()
+    return latencies
+
+
+async def relay_round_trips(count: int) -> list[float]:
+    """The same three hops through a bare trio-websocket relay: operator -> station -> feed."""
+    peers: dict[str, Any] = {}
+    ready = trio.Event()
+
+    async def handler(request: Any) -> None:
+        ws = await request.accept()
+        role = request.path.strip("/")
+        peers[role] = ws
+        if {"operator", "station", "feed"} <= peers.keys():
+            ready.set()
+        try:
+            while True:
+                message = await ws.get_message()
+                if role == "operator":
+                    await peers["station"].send_message(message)
+                elif role == "station":
+                    await peers["feed"].send_message(message)
+        except Exception:  # the run is over
+            return
+
+    latencies: list[float] = []
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        base = f"ws://127.0.0.1:{server.port}"
+        async with open_websocket_url(base + "/operator") as operator, \
+                open_websocket_url(base + "/station") as station, open_websocket_url(base + "/feed") as feed:
+            await ready.wait()
+
+            async def station_side() -> None:
+                while True:
+                    command = json.loads(await station.get_message())
+                    await station.send_message(json.dumps([2, "u", "unlocked", command]))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(station_side)
+                with trio.fail_after(120):
+                    for n in range(count):
+                        started = time.perf_counter()
+                        await operator.send_message(json.dumps({"spot": 1, "unlock": n}))
+                        await feed.get_message()
+                        latencies.append(time.perf_counter() - started)
+                inner.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    return latencies
+
+
+def report_latency(name: str, values: list[float]) -> str:
+    return (f"{name:<48} n={len(values):<5} p50 {statistics.median(values) * 1000:8.2f} ms"
+            f"   p99 {percentile(values, 0.99) * 1000:8.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stations", default="1000,10000", help="station counts, comma separated")
+    parser.add_argument("--spots", type=int, default=4)
+    parser.add_argument("--round-trips", type=int, default=200)
+    parser.add_argument("--heartbeat", type=float, default=5.0, help="state interval during the round trips (s)")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.stations.split(",")]
+    results = []
+    with database() as url:
+        server = Server(url)
+        network, stations = asyncio.run(seed(url, max(counts), args.spots))
+        server.create_operator(network)
+        for count in counts:
+            server.start()
+            try:
+                results.append(trio.run(capacity, server, stations[:count], args.spots))
+            finally:
+                server.stop()
+        server.start()
+        try:
+            load = stations[: counts[0]]
+            knot = trio.run(unlock_round_trips, server, load, args.spots, args.round_trips, args.heartbeat)
+        finally:
+            server.stop()
+            shutil.rmtree(server.data, ignore_errors=True)
+    relay = trio.run(relay_round_trips, args.round_trips)
+    print("\nstations per server process (one knot-rt serve, simulator over loopback)")
+    for r in results:
+        print(f"  {r['stations']:>6} stations connected and online in {r['seconds']:6.1f} s;"
+              f" server RSS {r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB,"
+              f" {r['kib_per_station']:.1f} KiB per station (actor, vehicle actors, socket)")
+    print(f"\nunlock round trip with {counts[0]} stations connected, each reporting state every "
+          f"{args.heartbeat:g} s ({counts[0] / args.heartbeat:.0f} state events/s)")
+    print("  " + report_latency("knot_rt: POST unlock -> unlocked -> feed push", knot))
+    print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay))
+
+
+if __name__ == "__main__":
+    main()
