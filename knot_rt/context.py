@@ -8,8 +8,10 @@ from datetime import timedelta
 from quart import current_app
 
 from .bus import FeedBus, FeedHub
+from .catalog import Catalog
 from .config import Settings
 from .db import Database
+from .services.access import AccessCache
 from .services.mail import MailSender
 from .services.passwords import Passwords
 from .services.ratelimit import RateLimiter
@@ -32,6 +34,8 @@ class Services:
     bus: FeedBus
     hub: FeedHub
     stations: StationService
+    catalog: Catalog
+    access: AccessCache
     counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +61,8 @@ class Services:
                 db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
                 call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
             ),
+            catalog=Catalog(db),
+            access=AccessCache(),
         )
 
 

@@ -53,6 +53,7 @@ async def run_server(
     gateway and the actors (reverse start order), then the background tasks.
     """
     app = create_app(svc)
+    await svc.catalog.reload()
     if shutdown is None:
         shutdown = trio.Event()
     config = hypercorn_config(svc.settings.host, svc.settings.port)

@@ -14,6 +14,7 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
+from ..services.access import UserAccess, load_access
 from ..services.permissions import Permissions, load_permissions
 from ..services.sessions import active_session_user
 
@@ -90,6 +91,17 @@ async def caller_permissions() -> Permissions:
         cached = await services().db.run(lambda conn: load_permissions(conn, user_id))
         g.permissions = cached
     return cached
+
+
+async def caller_access() -> UserAccess:
+    """What the caller sees and may use on the map (cached a short while)."""
+    svc = services()
+    user_id = current_caller().user_id
+    access = svc.access.get(user_id)
+    if access is None:
+        access = await svc.db.run(lambda conn: load_access(conn, user_id, svc.catalog))
+        svc.access.put(access)
+    return access
 
 
 def client_address() -> str:

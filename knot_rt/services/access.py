@@ -1,0 +1,99 @@
+"""What a user may see and use on the map: decided here, and only here.
+
+- A network is SEEN by a user when it is public and shown by the user's app
+  label, when it belongs to the user's organisation (matched by the domain of
+  the user's email address), or when one of the user's permissions covers it.
+- A seen network is USABLE (``cluster_is_accessible``, ``is_accessible``) unless
+  it is reserved to its organisation's members (``organization_only``) and the
+  user is neither a member nor holds a permission on it.
+- Anonymous callers (public routes) see the public networks of the app label
+  they name, and use none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..catalog import Catalog, Network
+from .permissions import Scope, load_permissions
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccess:
+    user_id: int | None
+    app_label_id: int | None
+    organization_ids: frozenset[int]
+    permitted_networks: frozenset[int]  # networks some permission of the user covers
+
+    def sees(self, network: Network) -> bool:
+        return (
+            (network.is_public and self.app_label_id is not None and self.app_label_id in network.app_label_ids)
+            or (network.organization_id is not None and network.organization_id in self.organization_ids)
+            or network.id in self.permitted_networks
+        )
+
+    def may_use(self, network: Network) -> bool:
+        if self.user_id is None or not self.sees(network):
+            return False
+        if not network.organization_only:
+            return True
+        return network.organization_id in self.organization_ids or network.id in self.permitted_networks
+
+    def seen_networks(self, catalog: Catalog) -> set[int]:
+        return {n.id for n in catalog.networks.values() if self.sees(n)}
+
+
+def anonymous(app_label_id: int | None) -> UserAccess:
+    return UserAccess(None, app_label_id, frozenset(), frozenset())
+
+
+async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog) -> UserAccess:
+    row = await conn.fetchrow(
+        """SELECT u.app_label_id,
+                  ARRAY(SELECT o.id FROM organizations o
+                        WHERE o.email_domain = split_part(lower(u.email), '@', 2)) AS organizations
+           FROM users u WHERE u.id = $1""",
+        user_id,
+    )
+    permissions = await load_permissions(conn, user_id)
+    permitted = {
+        network.id for network in catalog.networks.values()
+        for p in permissions.items
+        if p.ou.covers(Scope(network_id=network.id, organization_id=network.organization_id))
+    }
+    permitted |= {n for p in permissions.items for _, n in p.ou.clusters}
+    return UserAccess(
+        user_id=user_id,
+        app_label_id=row["app_label_id"] if row else None,
+        organization_ids=frozenset(row["organizations"] if row else ()),
+        permitted_networks=frozenset(permitted),
+    )
+
+
+class AccessCache:
+    """Users' access, kept a short while: maps are read far more often than rights change."""
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[int, tuple[float, UserAccess]] = {}
+
+    def get(self, user_id: int) -> UserAccess | None:
+        entry = self._entries.get(user_id)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, access: UserAccess) -> None:
+        assert access.user_id is not None
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[access.user_id] = (time.monotonic(), access)
+
+    def forget(self, user_id: int | None = None) -> None:
+        if user_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(user_id, None)
