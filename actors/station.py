@@ -276,6 +276,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         self._call_timeout = call_timeout
         self.view: StationView | None = None
         self._link: StationLink | None = None
+        self._unlocks: dict[int, int] = {}  # unlock id -> spot, sent and not yet reported `unlocked`
 
     # lifecycle -------------------------------------------------------------
 
@@ -435,6 +436,9 @@ class StationActor(Actor[StationMessage, StationReply]):
         event = _FEED_EVENTS.get(call.action)
         if event is not None:
             data = {"station_id": self.station_id, **call.payload.model_dump(mode="json")}
+            if isinstance(payload, wire.UnlockedPayload):
+                # Matched to the command that asked for it, or opened without one.
+                data["requested"] = self._unlocks.pop(payload.unlock, None) == payload.spot
             await self._listener.station_event(after, event, data)
         if changes.spots or changes.vehicles:
             await self._listener.station_changed(before, after)
@@ -464,9 +468,18 @@ class StationActor(Actor[StationMessage, StationReply]):
         if self.view is None or self.view.spot(spot) is None:
             return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
         unlock_id = await self._store.next_unlock_id()
+        self._unlocks[unlock_id] = spot
+        if len(self._unlocks) > 256:  # never answered: forget the oldest
+            del self._unlocks[next(iter(self._unlocks))]
         return self._command(wire.Action.UNLOCK, wire.UnlockPayload(spot=spot, unlock=unlock_id), unlock_id)
 
     async def _send_command(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
+        try:
+            await self._exchange(link, pending, payload)
+        finally:  # cancelled with this incarnation (a crash, a stop): nobody is left waiting
+            pending.settle(CommandFailed(Failure.OFFLINE, f"station {self.station_id} is restarting"))
+
+    async def _exchange(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
         try:
             outcome: dict[str, Any] | CommandFailed = await link.call(pending.action, payload, self._call_timeout)
         except LinkClosed:

@@ -211,8 +211,8 @@ async def test_operator_unlock_round_trip_reaches_station_and_cluster_subscriber
         assert unlocked[0] == 3
         station_events = await operator_feed.events(1)
         cluster_events = await rider_feed.events(1)
-    assert [(e["event"], e["data"]["spot"], e["data"]["unlock"]) for e in station_events] == [
-        ("spot.unlocked", 1, command[3]["unlock"])]
+    assert [(e["event"], e["data"]["spot"], e["data"]["unlock"], e["data"]["requested"]) for e in station_events] == [
+        ("spot.unlocked", 1, command[3]["unlock"], True)]
     assert [(e["event"], e["data"]["available_vehicles"], e["data"]["free_spots"]) for e in cluster_events] == [
         ("cluster.updated", 0, 4)]
     assert harness.svc.stations.live.cluster(site.cluster).available_vehicles == 0

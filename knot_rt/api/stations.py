@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import trio
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 
+from actors import ActorError, AskTimeout
 from actors.station import Command, CommandFailed, Failure, GetView, PendingCommand, StationView, UnlockSpot
 from protocols import station as wire
 from protocols.errors import ErrorCode
@@ -55,9 +57,16 @@ async def _send(station_id: int, message: Command | UnlockSpot) -> tuple[Pending
     actor = svc.stations.running_actor(station_id)
     if actor is None:
         raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
-    reply = await actor.ask(message, timeout=svc.settings.station_call_timeout)
+    try:
+        reply = await actor.ask(message, timeout=svc.settings.station_call_timeout)
+    except AskTimeout as exc:
+        raise ApiError(ErrorCode.DEVICE_TIMEOUT, f"station {station_id} is busy") from exc
+    except ActorError as exc:  # crashed or stopping: it restarts on its own
+        raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is restarting") from exc
     if isinstance(reply, PendingCommand):
-        outcome = await reply.wait()
+        outcome: dict[str, Any] | CommandFailed = CommandFailed(Failure.TIMEOUT, f"station {station_id} did not answer")
+        with trio.move_on_after(svc.settings.station_call_timeout + 5):  # the actor settles it before that
+            outcome = await reply.wait()
         if isinstance(outcome, dict):
             return reply, outcome
         reply_failed: CommandFailed = outcome
