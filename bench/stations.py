@@ -51,6 +51,7 @@ from knot_rt.stations.admin import hash_station_secret, new_station_secret
 
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-operator-password"
+RAMP_RATE = 200.0
 
 
 def free_port() -> int:
@@ -202,8 +203,10 @@ async def metric(client: httpx.AsyncClient, name: str) -> float:
 
 async def connect_all(server: Server, stations: list[tuple[int, str]], spots: int, heartbeat: float | None = None,
                       *, task_status: trio.TaskStatus[Simulator]) -> None:
+    # Stations come up over a ramp (as a fleet does after a network outage, with its backoff),
+    # RAMP_RATE connections a second.
     simulator = Simulator(server.station_url, stations, spots=spots, vehicles=spots // 2, heartbeat=heartbeat,
-                          backoff_min=0.5, backoff_max=5.0)
+                          backoff_min=0.5, backoff_max=5.0, ramp=len(stations) / RAMP_RATE)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(simulator.run)
         async with httpx.AsyncClient(base_url=server.base_url) as client:

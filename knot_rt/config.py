@@ -65,6 +65,7 @@ class Settings:
     port: int = 8000
     station_port: int = 8001
     database_url: str | None = None
+    db_pool_size: int = 20
     smtp_url: str | None = None
     secret_key: str = ""
     data_dir: Path = Path(".knot-data")
@@ -92,6 +93,7 @@ class Settings:
             port=_env_int("PORT", 8000),
             station_port=_env_int("KNOT_STATION_PORT", 8001),
             database_url=env("DATABASE_URL") or None,
+            db_pool_size=_env_int("KNOT_DB_POOL_SIZE", 20),
             smtp_url=env("SMTP_URL") or None,
             secret_key=env("KNOT_SECRET_KEY", ""),
             data_dir=Path(env("KNOT_DATA_DIR", ".knot-data")),

@@ -14,6 +14,7 @@ import trio_asyncio
 from .config import Settings
 from .db import Database, migrate
 from .pgcluster import PgCluster
+from .services.countries import ensure_countries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,9 +39,10 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 async def open_database(settings: Settings) -> AsyncIterator[Database]:
     """A migrated database pool, inside an open trio-asyncio loop."""
     async with database_url(settings) as url:
-        db = await Database.connect(url)
+        db = await Database.connect(url, max_size=settings.db_pool_size)
         try:
             await migrate(db)
+            await db.transaction(ensure_countries)
             yield db
         finally:
             await db.close()
