@@ -287,11 +287,10 @@ class StationActor(Actor[StationMessage, StationReply]):
         link = self._links.current(self.station_id)
         # After a restart: a booted link is still online; without one the station is offline.
         online = link is not None and link.booted
-        if view.online != online:
-            await self._store.set_online(self.station_id, online)
-            view = replace(view, online=online)
         self.view = view
         self._link = link
+        if view.online != online:  # e.g. the socket dropped while the actor was down: tell everyone
+            await self._set_online(online)
 
     async def handle(self, message: StationMessage) -> StationReply:
         assert self.view is not None
@@ -488,6 +487,8 @@ class StationActor(Actor[StationMessage, StationReply]):
             outcome = CommandFailed(Failure.TIMEOUT, f"station {self.station_id} did not answer in time")
         except CallRefused as refused:
             outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} refused: {refused}")
+        except TypeError as mismatch:  # a payload that is not the action's: a caller's mistake
+            outcome = CommandFailed(Failure.INVALID, str(mismatch))
         if isinstance(outcome, dict) and outcome.get("status") == wire.UnlockStatus.REJECTED.value:
             outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} rejected the unlock")
         pending.settle(outcome)

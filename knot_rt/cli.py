@@ -6,14 +6,17 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from .config import Settings
 from .errors import ApiError
 from .runner import open_database, run_with_loop, stop_on_signal
+
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -127,6 +130,21 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_or_report(main: Callable[[], Awaitable[T]], command: str) -> T | None:
+    """Run ``main``; an ApiError becomes one line on stderr and None (the loop would wrap it in a group)."""
+
+    async def guarded() -> tuple[T | None, str | None]:
+        try:
+            return await main(), None
+        except ApiError as error:
+            return None, error.message
+
+    result, error = run_with_loop(guarded)
+    if error is not None:
+        print(f"knot-rt {command}: {error}", file=sys.stderr)
+    return result
+
+
 def cmd_station_create(args: argparse.Namespace) -> int:
     from .stations.admin import create_station
 
@@ -144,10 +162,8 @@ def cmd_station_create(args: argparse.Namespace) -> int:
                                 "spots": station.spot_ids})
             return created
 
-    try:
-        created = run_with_loop(main)
-    except ApiError as error:
-        print(f"knot-rt station create: {error.message}", file=sys.stderr)
+    created = _run_or_report(main, "station create")
+    if created is None:
         return 1
     for station in created:
         print(json.dumps(station))
@@ -167,10 +183,8 @@ def cmd_station_secret(args: argparse.Namespace) -> int:
         async with open_database(settings) as db:
             return await db.transaction(lambda conn: rotate_station_secret(conn, args.station_id))
 
-    try:
-        secret = run_with_loop(main)
-    except ApiError as error:
-        print(f"knot-rt station secret: {error.message}", file=sys.stderr)
+    secret = _run_or_report(main, "station secret")
+    if secret is None:
         return 1
     print(json.dumps({"station_id": args.station_id, "secret": secret}))
     return 0
