@@ -79,8 +79,20 @@ class StationService:
             async with trio.open_nursery() as gateway:
                 bound: int = await gateway.start(self.gateway.serve, host, port)
                 gateway.start_soon(self._prune_messages)
+                gateway.start_soon(self._pick_up_new_stations)
                 task_status.started(bound)
             nursery.cancel_scope.cancel()  # reached only when the gateway ends
+
+    async def _pick_up_new_stations(self, every: float = 30.0) -> None:
+        """Stations created after start count in their cluster's totals before they first connect."""
+        while True:
+            await trio.sleep(every)
+            try:
+                added = self.live.add_missing(await self.db.run(load_all_stations))
+                if added:
+                    log.info("stations: %s new stations in the live view", added)
+            except OSError as exc:  # pragma: no cover - database unreachable
+                log.warning("stations: reading new stations failed: %s", exc)
 
     async def _prune_messages(self, every: float = 3600.0) -> None:
         while True:
