@@ -60,6 +60,15 @@ class LiveStations:
         for cluster_id in list(self._by_cluster):
             self._availability[cluster_id] = self._compute(cluster_id)
 
+    def add_missing(self, views: list[StationView]) -> int:
+        """Stations created since start (by another process, e.g. ``knot-rt station create``)."""
+        added = [v for v in views if v.station_id not in self._views]
+        for view in added:
+            self._remember(view)
+        for cluster_id in {v.cluster_id for v in added}:
+            self._availability[cluster_id] = self._compute(cluster_id)
+        return len(added)
+
     def _remember(self, view: StationView) -> None:
         previous = self._views.get(view.station_id)
         if previous is not None and previous.cluster_id != view.cluster_id:
