@@ -8,6 +8,7 @@ import email.policy
 import re
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -169,3 +170,13 @@ async def open_test_session(harness: Harness, user_id: int, device_id: str = "de
 
     session = await harness.db.transaction(work)
     return str(session["token"])
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Wait, bounded, until ``check()`` holds (for state that follows asynchronously, e.g. vehicle actors)."""
+    with trio.fail_after(timeout):
+        while True:
+            outcome = check()
+            if outcome if isinstance(outcome, bool) else await outcome:
+                return
+            await trio.sleep(0.01)

@@ -45,12 +45,19 @@ VehicleMoves = Callable[[StationView, StationView], Awaitable[None]]
 
 
 class LiveStations:
-    def __init__(self, bus: FeedBus) -> None:
+    """Reads see a change at once; ``cluster.updated`` is published by one task (``run``), which
+    gathers the changes of ``coalesce`` seconds: a burst (a whole cluster reconnecting) becomes
+    one event per cluster instead of one per station, in order, with the latest totals."""
+
+    def __init__(self, bus: FeedBus, *, coalesce: float = 0.05) -> None:
         self._bus = bus
         self._views: dict[int, StationView] = {}
         self._by_cluster: defaultdict[int, set[int]] = defaultdict(set)
         self._availability: dict[int, ClusterAvailability] = {}
-        self._cluster_locks: defaultdict[int, trio.Lock] = defaultdict(trio.Lock)
+        self._published: dict[int, ClusterAvailability] = {}
+        self._dirty: set[int] = set()
+        self._wake = trio.Event()
+        self.coalesce = coalesce
         self.vehicle_moves: VehicleMoves | None = None
 
     def seed(self, views: list[StationView]) -> None:
@@ -104,13 +111,27 @@ class LiveStations:
 
     async def station_changed(self, before: StationView, after: StationView) -> None:
         cluster_id = after.cluster_id
-        async with self._cluster_locks[cluster_id]:
-            self._remember(after)
-            totals = self._compute(cluster_id)
-            if totals != self._availability.get(cluster_id):
-                self._availability[cluster_id] = totals
+        self._remember(after)
+        totals = self._compute(cluster_id)
+        if totals != self._availability.get(cluster_id):
+            self._availability[cluster_id] = totals
+            self._dirty.add(cluster_id)
+            self._wake.set()
+        if self.vehicle_moves is not None:
+            await self.vehicle_moves(before, after)
+
+    async def run(self) -> None:
+        """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes."""
+        while True:
+            await self._wake.wait()
+            await trio.sleep(self.coalesce)
+            self._wake = trio.Event()
+            dirty, self._dirty = self._dirty, set()
+            for cluster_id in sorted(dirty):
+                totals = self._availability[cluster_id]
+                if totals == self._published.get(cluster_id):
+                    continue
+                self._published[cluster_id] = totals
                 await self._bus.publish(
                     f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
                 )
-        if self.vehicle_moves is not None:
-            await self.vehicle_moves(before, after)

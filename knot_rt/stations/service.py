@@ -80,6 +80,7 @@ class StationService:
                 bound: int = await gateway.start(self.gateway.serve, host, port)
                 gateway.start_soon(self._prune_messages)
                 gateway.start_soon(self._pick_up_new_stations)
+                gateway.start_soon(self.live.run)
                 task_status.started(bound)
             nursery.cancel_scope.cancel()  # reached only when the gateway ends
 
