@@ -4,7 +4,10 @@ Maps and cluster routes are the hottest read paths, so they are answered from
 here and from the live availability the station actors keep, without a
 database query per cluster. The catalog is loaded at start and refreshed by
 the routes that change it (``reload()`` after a write; it is small). Area
-queries use a grid index of 0.05-degree cells.
+queries use a grid index of 0.01-degree cells (a box wider than the occupied
+cells scans those instead); parkings and speed zones keep their bounds.
+Free-floating vehicles have a grid of their own that the vehicle actors keep
+current (``vehicle_changed``).
 
 Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
 """
@@ -13,17 +16,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import trio
 
+from actors.vehicle import VehicleView
+
 from .db import Database
 
-CELL = 0.05  # degrees
+ShapedT = TypeVar("ShapedT", "Parking", "SpeedZone")
+
+CELL = 0.01  # degrees (about 1.1 km north-south): a street-level view touches a few cells
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +130,39 @@ class VehicleFacts:
     min_battery_to_auto_lock: int
 
 
+@dataclass(frozen=True, slots=True)
+class VehiclePlace:
+    """Where a vehicle is and what it last reported: its row at load, then every live change."""
+
+    battery_level: int | None
+    online: bool
+    spot_id: int | None
+    latitude: float | None
+    longitude: float | None
+
+    @property
+    def free_floating(self) -> bool:
+        """In no spot, at a known position: shown on the map on its own."""
+        return self.spot_id is None and self.latitude is not None and self.longitude is not None
+
+
 def _cell(lat: float, lng: float) -> tuple[int, int]:
     return (math.floor(lat / CELL), math.floor(lng / CELL))
+
+
+def _cells_within(
+    cells: Mapping[tuple[int, int], Collection[int]], south: float, north: float, west: float, east: float
+) -> Iterator[int]:
+    """Items of the cells a box touches: cell by cell for a small box, else by scanning the occupied cells."""
+    low, high = _cell(south, west), _cell(north, east)
+    if (high[0] - low[0] + 1) * (high[1] - low[1] + 1) <= len(cells):
+        for i in range(low[0], high[0] + 1):
+            for j in range(low[1], high[1] + 1):
+                yield from cells.get((i, j), ())
+    else:
+        for (i, j), items in cells.items():
+            if low[0] <= i <= high[0] and low[1] <= j <= high[1]:
+                yield from items
 
 
 @dataclass
@@ -135,10 +173,27 @@ class _Grid:
         self.cells[_cell(lat, lng)].append(item_id)
 
     def within(self, south: float, north: float, west: float, east: float) -> Iterator[int]:
-        low, high = _cell(south, west), _cell(north, east)
-        for i in range(low[0], high[0] + 1):
-            for j in range(low[1], high[1] + 1):
-                yield from self.cells.get((i, j), ())
+        return _cells_within(self.cells, south, north, west, east)
+
+
+class _MovingGrid:
+    """A grid whose items move (free-floating vehicles): each item is in at most one cell."""
+
+    def __init__(self) -> None:
+        self.cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        self._where: dict[int, tuple[int, int]] = {}
+
+    def place(self, item_id: int, position: tuple[float, float] | None) -> None:
+        old = self._where.pop(item_id, None)
+        if old is not None:
+            self.cells[old].discard(item_id)
+        if position is not None:
+            cell = _cell(*position)
+            self.cells[cell].add(item_id)
+            self._where[item_id] = cell
+
+    def within(self, south: float, north: float, west: float, east: float) -> Iterator[int]:
+        return _cells_within(self.cells, south, north, west, east)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +238,70 @@ class Catalog:
         self.speed_zones: dict[int, SpeedZone] = {}
         self.vehicles: dict[int, VehicleFacts] = {}
         self._cluster_grid = _Grid()
+        self._parking_bounds: list[tuple[Bounds, Parking]] = []
+        self._zone_bounds: list[tuple[Bounds, SpeedZone]] = []
         self._reload_lock = trio.Lock()
+        # Free-floating vehicles: loaded with the rest, then kept current by ``vehicle_changed``.
+        self.vehicle_places: dict[int, VehiclePlace] = {}
+        self._free_grid = _MovingGrid()
+        self._changed_while_loading: dict[int, VehiclePlace] | None = None
+        self.app_labels: dict[str, int] = {}  # name -> id, to answer public routes without a query
 
     async def reload(self) -> None:
         """Read everything again (after a write, or at start)."""
         async with self._reload_lock:
-            snapshot = await self._db.run(_load)
+            self._changed_while_loading = {}
+            try:
+                snapshot, places, app_labels = await self._db.run(_load_all)
+                places.update(self._changed_while_loading)  # live changes win over the rows read
+            finally:
+                self._changed_while_loading = None
             (self.networks, self.clusters, self.parkings, self.speed_zones, self.vehicles) = snapshot
             grid = _Grid()
             for cluster in self.clusters.values():
                 grid.add(cluster.id, cluster.latitude, cluster.longitude)
             self._cluster_grid = grid
+            self._parking_bounds = _with_bounds(self.parkings.values())
+            self._zone_bounds = _with_bounds(self.speed_zones.values())
+            free_grid = _MovingGrid()
+            for vehicle_id, place in places.items():
+                free_grid.place(vehicle_id, _free_position(place))
+            self.vehicle_places, self._free_grid = places, free_grid
+            self.app_labels = app_labels
+
+    async def vehicle_changed(self, view: VehicleView) -> None:
+        """A vehicle actor saved a change (``VehicleListener``): follow it on the map."""
+        place = VehiclePlace(view.battery_level, view.online, view.spot_id, view.latitude, view.longitude)
+        self.vehicle_places[view.vehicle_id] = place
+        self._free_grid.place(view.vehicle_id, _free_position(place))
+        if self._changed_while_loading is not None:
+            self._changed_while_loading[view.vehicle_id] = place
+
+    def free_floating_in(
+        self, area: Area, networks: Iterable[int]
+    ) -> list[tuple[VehicleFacts, VehiclePlace]]:
+        """Free-floating vehicles of ``networks`` inside ``area``, by id."""
+        allowed = set(networks)
+        south, north, west, east = area.south, area.north, area.west, area.east
+        found = []
+        for vehicle_id in self._free_grid.within(south, north, west, east):
+            facts = self.vehicles.get(vehicle_id)
+            place = self.vehicle_places.get(vehicle_id)
+            if (
+                facts is not None and place is not None and facts.network_id in allowed
+                and place.latitude is not None and place.longitude is not None
+                and south <= place.latitude <= north and west <= place.longitude <= east
+            ):
+                found.append((facts, place))
+        found.sort(key=lambda item: item[0].id)
+        return found
+
+    def app_label_id(self, name: str) -> int | None:
+        return self.app_labels.get(name)
+
+    def remember_app_label(self, name: str, label_id: int) -> None:
+        """An app label created since the last reload, found in the database."""
+        self.app_labels = {**self.app_labels, name: label_id}
 
     def clusters_in(self, area: Area, networks: Iterable[int] | None = None) -> list[Cluster]:
         allowed = None if networks is None else set(networks)
@@ -215,20 +323,39 @@ class Catalog:
         ]
 
     def parkings_in(self, area: Area, networks: Iterable[int]) -> list[Parking]:
-        allowed = set(networks)
-        return [p for p in self.parkings.values() if p.network_id in allowed and _shape_overlaps(area, p.shape)]
+        return _overlapping(self._parking_bounds, area, set(networks))
 
     def speed_zones_in(self, area: Area, networks: Iterable[int]) -> list[SpeedZone]:
-        allowed = set(networks)
-        return [z for z in self.speed_zones.values() if z.network_id in allowed and _shape_overlaps(area, z.shape)]
+        return _overlapping(self._zone_bounds, area, set(networks))
 
 
-def _shape_overlaps(area: Area, shape: list[list[float]]) -> bool:
-    if not shape:
-        return False
-    lngs = [p[0] for p in shape]
-    lats = [p[1] for p in shape]
-    return area.overlaps((min(lats), max(lats), min(lngs), max(lngs)))
+def _free_position(place: VehiclePlace) -> tuple[float, float] | None:
+    if not place.free_floating:
+        return None
+    assert place.latitude is not None and place.longitude is not None
+    return (place.latitude, place.longitude)
+
+
+Bounds = tuple[float, float, float, float]  # south, north, west, east
+
+
+def _overlapping(items: list[tuple[Bounds, ShapedT]], area: Area, networks: set[int]) -> list[ShapedT]:
+    south, north, west, east = area.south, area.north, area.west, area.east
+    return [
+        item for (s, n, w, e), item in items
+        if item.network_id in networks and not (n < south or s > north or e < west or w > east)
+    ]
+
+
+def _with_bounds(items: Iterable[ShapedT]) -> list[tuple[Bounds, ShapedT]]:
+    """Items with the bounds of their shape, by id (an empty shape overlaps nothing)."""
+    found = []
+    for item in sorted(items, key=lambda i: i.id):
+        if item.shape:
+            lngs = [p[0] for p in item.shape]
+            lats = [p[1] for p in item.shape]
+            found.append(((min(lats), max(lats), min(lngs), max(lngs)), item))
+    return found
 
 
 def _out_of_order(row: asyncpg.Record, prefix: str = "ooo_") -> OutOfOrder | None:
@@ -299,3 +426,17 @@ async def _load(conn: asyncpg.Connection) -> tuple[
         )
     }
     return networks, clusters, parkings, zones, vehicles
+
+
+async def _load_all(conn: asyncpg.Connection) -> tuple[
+    tuple[dict[int, Network], dict[int, Cluster], dict[int, Parking], dict[int, SpeedZone], dict[int, VehicleFacts]],
+    dict[int, VehiclePlace],
+    dict[str, int],
+]:
+    snapshot = await _load(conn)
+    places = {
+        r["id"]: VehiclePlace(r["battery_level"], r["online"], r["spot_id"], r["latitude"], r["longitude"])
+        for r in await conn.fetch("SELECT id, battery_level, online, spot_id, latitude, longitude FROM vehicles")
+    }
+    labels = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM app_labels")}
+    return snapshot, places, labels

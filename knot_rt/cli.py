@@ -62,16 +62,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import load_demo
+    import os
+
+    from .demo import demo_station_secrets, load_demo
+    from .demo_city import MAX_SCALE
 
     settings = _settings(args)
+    if not 1 <= args.scale <= MAX_SCALE:
+        print(f"--scale takes 1 to {MAX_SCALE}", file=sys.stderr)
+        return 2
 
-    async def main() -> None:
+    async def main() -> tuple[dict[str, Any], list[tuple[int, str]]]:
         async with open_database(settings) as db:
-            summary = await load_demo(db)
-            print(json.dumps(summary))
+            summary = await load_demo(db, scale=args.scale)
+            issued = await demo_station_secrets(db) if args.stations_file else []
+            return summary, issued
 
-    run_with_loop(main)
+    summary, issued = run_with_loop(main)
+    if args.stations_file:
+        descriptor = os.open(args.stations_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as out:
+            out.writelines(f"{station}:{secret}\n" for station, secret in issued)
+        summary["stations_file"] = args.stations_file
+    print(json.dumps(summary))
     return 0
 
 
@@ -211,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     db_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="load the demo data (idempotent)")
+    demo = sub.add_parser("demo", help="load the demo data and the city of Strasbourg (idempotent)")
+    demo.add_argument("--scale", type=int, default=1, metavar="N",
+                      help="a city N times larger, for benchmarks (N=33: about 10,000 vehicles)")
+    demo.add_argument("--stations-file", metavar="F",
+                      help="issue new secrets to the city's stations and write ID:SECRET lines to F (mode 600),"
+                           " for `knot-rt simulate --stations-file F`")
     db_options(demo)
     demo.set_defaults(func=cmd_demo)
 

@@ -43,6 +43,12 @@ class Services:
         bus = FeedBus(
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
+        stations = StationService(
+            db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
+            call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
+        )
+        catalog = Catalog(db)
+        stations.live_vehicles.followers.append(catalog)  # free-floating vehicles move on the map
         return cls(
             settings=settings,
             db=db,
@@ -57,11 +63,8 @@ class Services:
             social=SocialVerifier(settings.social),
             bus=bus,
             hub=FeedHub(),
-            stations=StationService(
-                db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
-                call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
-            ),
-            catalog=Catalog(db),
+            stations=stations,
+            catalog=catalog,
             access=AccessCache(),
         )
 

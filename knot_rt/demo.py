@@ -1,4 +1,9 @@
-"""Demo data: idempotent, loaded by ``knot-rt demo`` and ``make run``."""
+"""Demo data: idempotent, loaded by ``knot-rt demo`` and ``make run``.
+
+Accounts, the Knot organisation and its app labels, the FAQ and consents, and
+the city of Strasbourg (``demo_city``: clusters, stations, vehicles, parkings,
+speed zones), at a scale for benchmarks if asked.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from .db import Database
+from .demo_city import ensure_app_labels, ensure_city, issue_station_secrets
 from .services.accounts import find_user_by_email, insert_user
 from .services.passwords import Passwords
 from .services.permissions import grant
@@ -163,7 +169,7 @@ async def _ensure_network(conn: asyncpg.Connection, org: int, label: int) -> int
 
 async def _ensure_accounts(conn: asyncpg.Connection, hashes: dict[str, str], network: int, label: int) -> None:
     for email, _password, role in DEMO_ACCOUNTS:
-        if await find_user_by_email(conn, email) is not None:
+        if email not in hashes or await find_user_by_email(conn, email) is not None:
             continue
         user_id = await insert_user(conn, email, hashes[email], confirmed=True, app_label=label)
         if role.startswith("operator"):
@@ -231,17 +237,35 @@ async def _ensure_faq(conn: asyncpg.Connection, label: int) -> None:
     )
 
 
-async def load_demo(db: Database) -> dict[str, Any]:
+async def _missing_accounts(conn: asyncpg.Connection) -> list[str]:
+    return [email for email, _, _ in DEMO_ACCOUNTS if await find_user_by_email(conn, email) is None]
+
+
+async def load_demo(db: Database, *, scale: int = 1) -> dict[str, Any]:
+    """Load the demo (idempotent); ``scale`` > 1 makes the city larger. A summary, with nothing secret."""
+    missing = await db.run(_missing_accounts)
     passwords = Passwords()
-    hashes = {email: await passwords.hash(password) for email, password, _ in DEMO_ACCOUNTS}
+    hashes = {email: await passwords.hash(password) for email, password, _ in DEMO_ACCOUNTS if email in missing}
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         org = await _ensure_organization(conn)
         label = await _ensure_app_label(conn, org)
         network = await _ensure_network(conn, org, label)
+        await ensure_app_labels(conn, org, network)
         await _ensure_accounts(conn, hashes, network, label)
         await _ensure_content(conn, label)
+        city = await ensure_city(conn, network, scale)
         return {"organization": org, "app_label": label, "network": network,
-                "accounts": [email for email, _, _ in DEMO_ACCOUNTS]}
+                "accounts": [email for email, _, _ in DEMO_ACCOUNTS], "city": city}
+
+    return await db.transaction(work)
+
+
+async def demo_station_secrets(db: Database) -> list[tuple[int, str]]:
+    """New secrets for every station of the demo city (the old ones stop working): (station id, secret)."""
+
+    async def work(conn: asyncpg.Connection) -> list[tuple[int, str]]:
+        network = await conn.fetchval("SELECT id FROM networks WHERE name = 'Strasbourg'")
+        return [] if network is None else await issue_station_secrets(conn, network)
 
     return await db.transaction(work)

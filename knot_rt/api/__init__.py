@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import announcements, app_labels, consents, countries, discounts, faq, login, stations, users
+from . import (
+    announcements,
+    app_labels,
+    clusters,
+    consents,
+    countries,
+    discounts,
+    faq,
+    login,
+    maps,
+    networks,
+    stations,
+    users,
+)
 
 BLUEPRINTS: list[Blueprint] = [
     app_labels.bp,
     announcements.bp,
+    clusters.bp,
     consents.bp,
     countries.bp,
     discounts.bp,
     faq.bp,
     login.bp,
+    maps.bp,
+    networks.bp,
     stations.bp,
     users.bp,
 ]

@@ -40,7 +40,7 @@ bp = Blueprint("discounts", __name__, url_prefix="/api/application/discounts")
 
 ADD_CREDIT = "add-credit"
 
-DiscountCode = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+DiscountCode = Annotated[str, Strict(), StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class ShopQuery(PageQuery):

@@ -10,10 +10,20 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+import trio
 
 from actors import ActorError, Registry
 from actors.station import StationView
-from actors.vehicle import VEHICLE, Docked, StationOnline, Undocked, VehicleMessage, VehicleRecord, VehicleView
+from actors.vehicle import (
+    VEHICLE,
+    Docked,
+    StationOnline,
+    Undocked,
+    VehicleListener,
+    VehicleMessage,
+    VehicleRecord,
+    VehicleView,
+)
 
 from ..db import Database
 
@@ -58,9 +68,12 @@ class LiveVehicles:
 
     def __init__(self) -> None:
         self.views: dict[int, VehicleView] = {}
+        self.followers: list[VehicleListener] = []  # told every change too (the catalog's free-floating index)
 
     async def vehicle_changed(self, view: VehicleView) -> None:
         self.views[view.vehicle_id] = view
+        for follower in self.followers:
+            await follower.vehicle_changed(view)
 
 
 def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int, VehicleMessage]]:
@@ -90,7 +103,12 @@ def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int,
 
 
 class VehicleMover:
-    """Delivers a station's changes to its vehicles' actors, waiting until each is saved."""
+    """Delivers a station's changes to its vehicles' actors.
+
+    The station's event is already recorded (its spots are the truth of where a
+    vehicle is); the vehicles' rows follow, so the station does not wait for them:
+    a message waits only for room in the vehicle's mailbox, bounded.
+    """
 
     def __init__(self, registry: Registry, *, timeout: float = 5.0) -> None:
         self._registry = registry
@@ -100,6 +118,7 @@ class VehicleMover:
         for vehicle_id, message in vehicle_messages(before, after):
             try:
                 ref = await self._registry.get(VEHICLE, str(vehicle_id))
-                await ref.ask(message, timeout=self._timeout)
-            except ActorError as exc:  # one vehicle's trouble never stops its station
-                log.warning("vehicle %s did not take %s: %s", vehicle_id, type(message).__name__, exc)
+                with trio.fail_after(self._timeout):
+                    await ref.send(message)
+            except (ActorError, trio.TooSlowError) as exc:  # one vehicle's trouble never stops its station
+                log.warning("vehicle %s did not take %s: %r", vehicle_id, type(message).__name__, exc)

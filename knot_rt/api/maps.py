@@ -1,0 +1,413 @@
+"""Map: everything a rider's map shows in an area, for a logged-in user or publicly (ROUTES rows 61-62).
+
+The hottest read path of the API, so it is answered from memory: clusters,
+networks, parkings and speed zones from the catalog, availability from the
+station actors' live views, free-floating vehicles from the catalog's index
+that the vehicle actors keep current. Per request, the logged-in map reads the
+database once (the caller's ongoing rents and current passes, in one query);
+the caller's access comes from the access cache. Nothing is read per cluster
+or per vehicle.
+
+The body is built as plain dicts and encoded with pydantic-core's encoder:
+building and validating a model per cluster and vehicle would cost more than
+the rest of the request. The response models below document the shapes
+(OpenAPI) and the tests hold the answers to them, field for field.
+
+Who sees what (``services.access``): the logged-in map shows the networks the
+user sees, and marks what the user may use (``cluster_is_accessible``,
+``is_accessible``); the public map shows the public networks of the app label.
+Privacy: a vehicle in state ``rented`` is someone's ride, so its position is
+shown to its rider only; the public map shows available vehicles only (its
+shape has no state).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
+from quart import Blueprint, Response
+from quart_schema import document_response, tag, validate_querystring
+
+from ..catalog import Area, VehicleFacts, VehiclePlace
+from ..context import services
+from ..services.access import UserAccess
+from ..services.geo import Latitude, Longitude
+from ..web.auth import caller_access, current_caller, require_user
+from .catalog_models import (
+    MapClusterOut,
+    NetworkOut,
+    OutOfOrderOut,
+    PublicClusterOut,
+    Shape,
+    checked_area,
+    cluster_fields,
+    network_fields,
+    out_of_order,
+)
+from .models import Lang, PageQuery, Positive
+from .networks import Degrees, label_access
+
+bp = Blueprint("maps", __name__, url_prefix="/api/application")
+
+TAGS = ["Map"]
+
+
+# inputs ------------------------------------------------------------------------------
+
+
+class MapQuery(PageQuery):
+    lat: Latitude
+    lng: Longitude
+    latdeg: Degrees
+    lngdeg: Degrees
+    lang: Lang = Field(default="en", description="ISO 639-1 language of the descriptions (English by default).")
+
+    def area(self) -> Area:
+        return checked_area(self.lat, self.lng, self.latdeg, self.lngdeg)
+
+
+class PublicMapQuery(PageQuery):
+    lat: Latitude
+    lng: Longitude
+    latDeg: Degrees
+    lngDeg: Degrees
+    network_id: Positive | None = Field(default=None, description="Only what belongs to this network.")
+    lang: Lang = Field(default="en", description="ISO 639-1 language of the descriptions (English by default).")
+    app_label: str = Field(description="The name of the application white label calling the route.")
+
+    def area(self) -> Area:
+        return checked_area(self.lat, self.lng, self.latDeg, self.lngDeg)
+
+
+# outputs -----------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublicVehicleOut(_Strict):
+    vehicle_id: int
+    serial_number: str
+    latitude: float
+    longitude: float
+    connected: bool
+    network_id: int
+    battery_level: int | None = Field(description="percent; null while no reading is known")
+    vehicle_type: str
+    model_id: int | None
+    model_name: str | None
+    manufacturer: str | None
+
+
+class MapVehicleOut(PublicVehicleOut):
+    state: str
+    is_accessible: bool
+    is_available: bool
+    exceptional_out_of_order: OutOfOrderOut | None
+    has_freefloat_to_station_reward: bool
+
+
+class PublicParkingOut(_Strict):
+    virtual_parking_id: int
+    cluster_id: int | None
+    network_id: int
+    shape: Shape = Field(description="[[longitude, latitude], ...]")
+
+
+class MapParkingOut(PublicParkingOut):
+    is_accessible: bool
+
+
+class ExternalLockOut(_Strict):
+    external_lock_id: int
+    model: str
+    type: str
+    code: str
+
+
+class RentOut(_Strict):
+    vehicle_id: int
+    serial_number: str
+    free_floating: bool
+    being_rented: bool = Field(description="ongoing and not on hold")
+    displayed_number: int | None = Field(description="the spot's number while the vehicle is docked")
+    lock_status: int | None = Field(description="the spot's lock while docked: 0 open, 1 closed")
+    trip_id: int
+    time_start: datetime
+    billing_time_stop: datetime | None
+    on_hold_since: datetime | None
+    on_hold_activated: bool
+    network_id: int
+    battery_level: int | None
+    min_battery_to_slow_down: int
+    min_battery_to_auto_lock: int
+    avg_max_range: int
+    external_locks: list[ExternalLockOut]
+    vehicle_model_id: int | None
+    vehicle_model_name: str | None
+    vehicle_manufacturer: str | None
+    vehicle_type: str
+
+
+class PassOut(_Strict):
+    pass_id: int
+    end_date: datetime
+    in_use: bool = Field(description="the pass has started (a pass bought in advance is not in use yet)")
+
+
+class SpeedZoneOut(_Strict):
+    speed_zone_id: int
+    shape: Shape = Field(description="[[longitude, latitude], ...]")
+    max_speed: int = Field(description="km/h")
+
+
+class MapOut(_Strict):
+    code: int = 0
+    clusters: list[MapClusterOut]
+    vehicles: list[MapVehicleOut]
+    parkings: list[MapParkingOut]
+    rents: list[RentOut]
+    passes: list[PassOut]
+    networks: list[NetworkOut]
+    speed_zones: list[SpeedZoneOut]
+
+
+class PublicMapOut(_Strict):
+    code: int = 0
+    clusters: list[PublicClusterOut]
+    vehicle: list[PublicVehicleOut] = Field(description="free-floating vehicles (the key is singular)")
+    parkings: list[PublicParkingOut]
+    networks: list[NetworkOut]
+    speed_zones: list[SpeedZoneOut]
+
+
+MAP_CLUSTER_KEYS = tuple(MapClusterOut.model_fields)
+PUBLIC_CLUSTER_KEYS = tuple(PublicClusterOut.model_fields)
+NETWORK_KEYS = tuple(NetworkOut.model_fields)
+
+
+# the layers --------------------------------------------------------------------------
+
+
+class _Layers:
+    """What the catalog and the live views hold in one area, of the networks ``seen``.
+
+    Clusters, vehicles, parkings and zones are filtered by the networks seen (not
+    only those whose shape overlaps the area: a network's shape may be rough).
+    """
+
+    def __init__(self, area: Area, seen: set[int], lang: str, usable: set[int]) -> None:
+        catalog = services().catalog
+        self.area = area
+        self.ids = seen
+        self.networks = catalog.networks_in(area, seen)
+        self.lang = lang
+        self.usable = usable
+
+    def clusters(self, keys: tuple[str, ...], with_access: bool) -> list[dict[str, Any]]:
+        svc = services()
+        live = svc.stations.live
+        found = []
+        for cluster in svc.catalog.clusters_in(self.area, self.ids):
+            fields = cluster_fields(cluster, live.cluster(cluster.id), self.lang)
+            item = {key: fields[key] for key in keys if key in fields}
+            if with_access:
+                item["cluster_is_accessible"] = cluster.network_id in self.usable
+            found.append(item)
+        return found
+
+    def vehicles(self) -> list[tuple[VehicleFacts, VehiclePlace]]:
+        return services().catalog.free_floating_in(self.area, self.ids)
+
+    def parkings(self, with_access: bool) -> list[dict[str, Any]]:
+        found = []
+        for parking in services().catalog.parkings_in(self.area, self.ids):  # by id
+            item: dict[str, Any] = {"virtual_parking_id": parking.id, "cluster_id": parking.cluster_id,
+                                    "network_id": parking.network_id, "shape": parking.shape}
+            if with_access:
+                item["is_accessible"] = parking.network_id in self.usable
+            found.append(item)
+        return found
+
+    def speed_zones(self) -> list[dict[str, Any]]:
+        return [
+            {"speed_zone_id": zone.id, "shape": zone.shape, "max_speed": zone.max_speed}
+            for zone in services().catalog.speed_zones_in(self.area, self.ids)  # by id
+        ]
+
+    def network_list(self) -> list[dict[str, Any]]:
+        found = []
+        for network in self.networks:
+            fields = network_fields(network)
+            found.append({key: fields[key] for key in NETWORK_KEYS})
+        return found
+
+
+def _is_available(facts: VehicleFacts, place: VehiclePlace) -> bool:
+    """Ready to be rented: available, not exceptionally out of order, battery above the auto-lock level."""
+    return (
+        facts.state == "available" and facts.out_of_order is None
+        and (place.battery_level is None or place.battery_level > facts.min_battery_to_auto_lock)
+    )
+
+
+def _public_vehicle(facts: VehicleFacts, place: VehiclePlace) -> dict[str, Any]:
+    return {
+        "vehicle_id": facts.id,
+        "serial_number": facts.serial_number,
+        "latitude": place.latitude,
+        "longitude": place.longitude,
+        "connected": place.online,
+        "network_id": facts.network_id,
+        "battery_level": place.battery_level,
+        "vehicle_type": facts.vehicle_type,
+        "model_id": facts.model_id,
+        "model_name": facts.model_name,
+        "manufacturer": facts.manufacturer,
+    }
+
+
+def _map_vehicle(facts: VehicleFacts, place: VehiclePlace, usable: set[int]) -> dict[str, Any]:
+    return {
+        **_public_vehicle(facts, place),
+        "state": facts.state,
+        "is_accessible": facts.network_id in usable,
+        "is_available": _is_available(facts, place),
+        "exceptional_out_of_order": out_of_order(facts.out_of_order),
+        "has_freefloat_to_station_reward": facts.has_freefloat_to_station_reward,
+    }
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(to_json(body), mimetype="application/json")
+
+
+# the caller's rents and passes --------------------------------------------------------
+
+_RENTS_AND_PASSES = """
+SELECT 'rent' AS kind, r.id, r.vehicle_id, r.network_id, r.free_floating, r.time_start, r.billing_time_stop,
+       r.on_hold_since, NULL::timestamptz AS end_date, NULL::boolean AS in_use,
+       v.serial_number, v.battery_level, v.avg_max_range, v.model_id, m.name AS model_name, m.manufacturer,
+       m.vehicle_type, m.min_battery_to_slow_down, m.min_battery_to_auto_lock,
+       s.station_id, s.number AS spot_number, s.displayed_number, s.lock_status
+FROM rents r
+JOIN vehicles v ON v.id = r.vehicle_id
+LEFT JOIN vehicle_models m ON m.id = v.model_id
+LEFT JOIN spots s ON s.id = v.spot_id
+WHERE r.user_id = $1 AND r.ended_at IS NULL
+UNION ALL
+SELECT 'pass', p.id, NULL, p.network_id, NULL, NULL, NULL, NULL, p.end_date, p.start_date <= now(),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM passes p
+WHERE p.user_id = $1 AND p.end_date > now()
+ORDER BY kind DESC, id
+"""
+
+
+async def _rents_and_passes(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(_RENTS_AND_PASSES, user_id)
+    return rows
+
+
+def _rent(row: asyncpg.Record) -> dict[str, Any]:
+    svc = services()
+    place = svc.catalog.vehicle_places.get(row["vehicle_id"])
+    lock_status = row["lock_status"]
+    if row["station_id"] is not None:
+        station = svc.stations.live.station(row["station_id"])
+        spot = station.spot(row["spot_number"]) if station is not None else None
+        if spot is not None:
+            lock_status = spot.lock
+    return {
+        "vehicle_id": row["vehicle_id"],
+        "serial_number": row["serial_number"],
+        "free_floating": row["free_floating"],
+        "being_rented": row["on_hold_since"] is None,
+        "displayed_number": row["displayed_number"],
+        "lock_status": lock_status,
+        "trip_id": row["id"],
+        "time_start": row["time_start"],
+        "billing_time_stop": row["billing_time_stop"],
+        "on_hold_since": row["on_hold_since"],
+        "on_hold_activated": row["on_hold_since"] is not None,
+        "network_id": row["network_id"],
+        "battery_level": place.battery_level if place is not None else row["battery_level"],
+        "min_battery_to_slow_down": row["min_battery_to_slow_down"] or 15,
+        "min_battery_to_auto_lock": row["min_battery_to_auto_lock"] or 5,
+        "avg_max_range": row["avg_max_range"] or 0,
+        "external_locks": [],
+        "vehicle_model_id": row["model_id"],
+        "vehicle_model_name": row["model_name"],
+        "vehicle_manufacturer": row["manufacturer"],
+        "vehicle_type": row["vehicle_type"] or "kick-scooter",
+    }
+
+
+def _usable(access: UserAccess, seen: set[int]) -> set[int]:
+    networks = services().catalog.networks
+    return {n for n in seen if access.may_use(networks[n])}
+
+
+# routes ------------------------------------------------------------------------------
+
+
+@bp.get("/map")
+@require_user
+@tag(TAGS)
+@validate_querystring(MapQuery)
+@document_response(MapOut)
+async def user_map(query_args: MapQuery) -> Response:
+    """Return clusters, free floating vehicles, user's rents and passes and virtual parking."""
+    area = query_args.area()
+    svc = services()
+    access = await caller_access()
+    user_id = current_caller().user_id
+    rows = await svc.db.run(lambda conn: _rents_and_passes(conn, user_id))
+    rents = [row for row in rows if row["kind"] == "rent"]
+    mine = {row["vehicle_id"] for row in rents}
+    seen = access.seen_networks(svc.catalog)
+    layers = _Layers(area, seen, query_args.lang.lower(), _usable(access, seen))
+    return _json({
+        "code": 0,
+        "clusters": layers.clusters(MAP_CLUSTER_KEYS, with_access=True),
+        "vehicles": [
+            _map_vehicle(facts, place, layers.usable) for facts, place in layers.vehicles()
+            if facts.state != "rented" or facts.id in mine
+        ],
+        "parkings": layers.parkings(with_access=True),
+        "rents": [_rent(row) for row in rents],
+        "passes": [
+            {"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]}
+            for row in rows if row["kind"] == "pass"
+        ],
+        "networks": layers.network_list(),
+        "speed_zones": layers.speed_zones(),
+    })
+
+
+@bp.get("/map/public")
+@tag(TAGS)
+@validate_querystring(PublicMapQuery)
+@document_response(PublicMapOut)
+async def public_map(query_args: PublicMapQuery) -> Response:
+    """Return clusters, free floating vehicles and virtual parking publicly visible."""
+    area = query_args.area()
+    access = await label_access(query_args.app_label)
+    catalog = services().catalog
+    seen = access.seen_networks(catalog)
+    if query_args.network_id is not None:
+        seen &= {query_args.network_id}
+    layers = _Layers(area, seen, query_args.lang.lower(), set())
+    return _json({
+        "code": 0,
+        "clusters": layers.clusters(PUBLIC_CLUSTER_KEYS, with_access=False),
+        "vehicle": [_public_vehicle(facts, place) for facts, place in layers.vehicles() if _is_available(facts, place)],
+        "parkings": layers.parkings(with_access=False),
+        "networks": layers.network_list(),
+        "speed_zones": layers.speed_zones(),
+    })
