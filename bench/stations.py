@@ -51,7 +51,7 @@ from knot_rt.stations.admin import hash_station_secret, new_station_secret
 
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-operator-password"
-RAMP_RATE = 200.0
+RAMP_RATE = 50.0
 
 
 def free_port() -> int:
