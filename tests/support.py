@@ -17,6 +17,7 @@ import httpx
 import trio
 from aiosmtpd.controller import Controller
 
+from actors.station import GetView, StationView
 from knot_rt.context import Services
 from knot_rt.db import Database
 from knot_rt.services.accounts import insert_user
@@ -179,4 +180,17 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
             outcome = check()
             if outcome if isinstance(outcome, bool) else await outcome:
                 return
+            await trio.sleep(0.01)
+
+
+async def wait_station_online(harness: Harness, station_id: int, online: bool = True) -> StationView:
+    """Wait, bounded, until the station's actor runs and reports ``online``; its view then."""
+    with trio.fail_after(10):
+        while True:
+            ref = harness.svc.stations.running_actor(station_id)
+            if ref is not None:
+                view = await ref.ask(GetView())
+                assert isinstance(view, StationView)
+                if view.online == online:
+                    return view
             await trio.sleep(0.01)

@@ -10,9 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import trio
 
-from actors.station import GetView, StationView
 from actors.vehicle import VEHICLE, Positioned
 from knot_rt.api.catalog_models import MapClusterOut, NetworkOut, PublicClusterOut
 from knot_rt.api.maps import (
@@ -27,7 +25,7 @@ from knot_rt.api.maps import (
     SpeedZoneOut,
 )
 from tests.station_client import station_socket
-from tests.support import Harness
+from tests.support import Harness, wait_station_online
 from tests.test_networks import API, City, make_city
 
 CENTRE = {"lat": 48.5820, "lng": 7.7500, "latdeg": 0.1, "lngdeg": 0.2}  # the whole of Strasbourg and Kehl
@@ -76,18 +74,6 @@ def ids(items: list[dict[str, Any]], key: str) -> list[int]:
 
 def by_id(items: list[dict[str, Any]], key: str) -> dict[int, dict[str, Any]]:
     return {item[key]: item for item in items}
-
-
-async def wait_station(harness: Harness, station_id: int, online: bool) -> None:
-    with trio.fail_after(10):
-        while True:
-            ref = harness.svc.stations.running_actor(station_id)
-            if ref is not None:
-                view = await ref.ask(GetView())
-                assert isinstance(view, StationView)
-                if view.online == online:
-                    return
-            await trio.sleep(0.01)
 
 
 # shapes ------------------------------------------------------------------------------------------
@@ -295,7 +281,7 @@ async def test_clusters_and_rents_follow_the_station_live(harness: Harness) -> N
     async with station_socket(harness.station_url, station_id, secret) as station:
         await station.boot()
         await station.state({1: 101, 2: 102, 3: None, 4: None}, battery=64)
-        await wait_station(harness, station_id, online=True)
+        await wait_station_online(harness, station_id, online=True)
         live = await kleber_on("rider")
         assert (live["available_vehicles"], live["free_spots"], live["total_spots"], live["cluster_is_down"]) == (
             2, 2, 4, False)
@@ -309,7 +295,7 @@ async def test_clusters_and_rents_follow_the_station_live(harness: Harness) -> N
         assert (out_of_its_spot["lock_status"], out_of_its_spot["displayed_number"]) == (None, None)
         assert (await kleber_on("rider"))["available_vehicles"] == 1
 
-    await wait_station(harness, station_id, online=False)
+    await wait_station_online(harness, station_id, online=False)
     down = await kleber_on("rider")
     assert (down["available_vehicles"], down["cluster_is_down"]) == (0, True)
 
@@ -334,7 +320,7 @@ async def test_free_floating_vehicles_move_on_the_map_without_a_reload(harness: 
     async with station_socket(harness.station_url, station_id, secret) as station:
         await station.boot()
         await station.state({1: 101, 2: None, 3: v["free"], 4: None})
-        await wait_station(harness, station_id, online=True)
+        await wait_station_online(harness, station_id, online=True)
         assert v["free"] not in await shown()
         # ... and a catalog reload (after some write) keeps it off the street.
         await harness.svc.catalog.reload()

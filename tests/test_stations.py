@@ -10,12 +10,12 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from actors.station import Crash, GetView, StationView
+from actors.station import Crash
 from knot_rt.config import Settings
 from knot_rt.stations.admin import create_station
 from tests.feed_client import FeedClient, open_feed
 from tests.station_client import RawStation, state_payload, station_socket
-from tests.support import Harness, bearer, eventually, open_test_session
+from tests.support import Harness, bearer, eventually, open_test_session, wait_station_online
 
 
 @pytest.fixture
@@ -51,18 +51,6 @@ async def make_site(harness: Harness, stations: int = 2, spots: int = 4) -> Site
 
 async def booted(harness: Harness, station: tuple[int, str]) -> Any:
     return station_socket(harness.station_url, *station)
-
-
-async def wait_online(harness: Harness, station_id: int, online: bool = True) -> StationView:
-    with trio.fail_after(10):
-        while True:
-            ref = harness.svc.stations.running_actor(station_id)
-            if ref is not None:
-                view = await ref.ask(GetView())
-                assert isinstance(view, StationView)
-                if view.online == online:
-                    return view
-            await trio.sleep(0.01)
 
 
 async def next_call(station: RawStation) -> list[Any]:
@@ -177,7 +165,7 @@ async def test_the_newest_connection_replaces_the_older(harness: Harness) -> Non
             assert closed.value.reason.code == 4001
             await new.boot()
             assert await new.state({1: 101}) == [3, "t-2", {}]
-            view = await wait_online(harness, station_id)
+            view = await wait_station_online(harness, station_id)
     assert view.spot(1) is not None and view.spot(1).vehicle == 101  # type: ignore[union-attr]
 
 
@@ -319,7 +307,7 @@ async def test_a_crashed_station_actor_restarts_with_its_state_and_others_notice
         assert ref is not None
         with pytest.raises(Exception, match="forced crash"):
             await ref.ask(Crash())
-        view = await wait_online(harness, first_id)
+        view = await wait_station_online(harness, first_id)
         assert (view.spot(1).vehicle, view.spot(2).vehicle) == (101, 102)  # type: ignore[union-attr]
         assert await first.state({1: 101, 2: None}) == [3, "t-3", {}]  # same socket, served by the new actor
         assert await second.state({3: None}) == [3, "t-3", {}]
@@ -334,9 +322,9 @@ async def test_dropping_the_connection_marks_the_station_offline(harness: Harnes
     async with station_socket(harness.station_url, station_id, secret) as station:
         await station.boot()
         await station.state({1: 101})
-        await wait_online(harness, station_id)
+        await wait_station_online(harness, station_id)
         assert harness.svc.stations.live.cluster(site.cluster).available_vehicles == 1
-    await wait_online(harness, station_id, online=False)
+    await wait_station_online(harness, station_id, online=False)
     availability = harness.svc.stations.live.cluster(site.cluster)
     assert (availability.available_vehicles, availability.cluster_is_down) == (0, True)
     assert await harness.db.fetchval("SELECT online FROM stations WHERE id = $1", station_id) is False

@@ -36,8 +36,8 @@ def out_of_order(value: OutOfOrder | None) -> OutOfOrderOut | None:
     return None if value is None else OutOfOrderOut(**value.as_json())
 
 
-class PublicClusterOut(BaseModel):
-    """Clusters of the public routes (public areas, public map)."""
+class _ClusterCore(BaseModel):
+    """The fields every cluster shape has."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +50,11 @@ class PublicClusterOut(BaseModel):
     free_spots: int
     cluster_is_down: bool
     network_id: int
+
+
+class PublicClusterOut(_ClusterCore):
+    """Clusters of the public routes (public areas, public map)."""
+
     soon_to_be_available: bool
     commissioning_date: datetime | None
     exceptional_out_of_order: OutOfOrderOut | None
@@ -69,18 +74,7 @@ class ClusterOut(MapClusterOut):
     balancing_type: str
 
 
-class ClosestClusterOut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    cluster_id: int
-    latitude: float
-    longitude: float
-    name: str
-    available_vehicles: int
-    total_spots: int
-    free_spots: int
-    cluster_is_down: bool
-    network_id: int
+class ClosestClusterOut(_ClusterCore):
     cluster_is_accessible: bool
     distance: int = Field(description="metres")
     has_badge_reader: bool
