@@ -63,6 +63,7 @@ from trio_websocket import (
     WebSocketConnection,
     open_websocket_url,
 )
+from wsproto.utilities import LocalProtocolError
 
 from protocols import station as st
 
@@ -514,6 +515,9 @@ class SimulatedStation:
                 log.warning("station %s: connection rejected with HTTP %s", self.station_id, exc.status_code)
         except (HandshakeError, ConnectionClosed, OSError, trio.BrokenResourceError) as exc:
             log.debug("station %s: connection failed or closed: %r", self.station_id, exc)
+        except LocalProtocolError as exc:
+            # trio-websocket may answer a late ping on a connection already closing; that connection is over.
+            log.debug("station %s: connection ended in a protocol race: %r", self.station_id, exc)
         if end in (_End.CONNECT_FAILED, _End.BOOT_FAILED):
             self.stats.connect_failures += 1
             self._notify()
