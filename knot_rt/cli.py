@@ -14,7 +14,7 @@ import trio
 
 from .config import Settings
 from .errors import ApiError
-from .runner import open_database, run_with_loop, stop_on_signal
+from .runner import open_database, run_with_loop, stop_on_signal, tune_gc
 
 T = TypeVar("T")
 
@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import run_server
 
     settings = _settings(args)
+    tune_gc()
 
     async def main() -> None:
         async with stop_on_signal() as stopper, open_database(settings) as db:
