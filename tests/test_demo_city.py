@@ -21,8 +21,7 @@ from knot_rt.demo import DEMO_ACCOUNTS, demo_station_secrets, load_demo
 from knot_rt.demo_city import CENTER, NETWORK_SHAPE, city_plan, contains
 from knot_rt.stations.admin import station_secret_matches
 from tests.station_client import station_socket
-from tests.support import Harness
-from tests.test_maps import wait_station
+from tests.support import Harness, wait_station_online
 
 KNOT_RT = str(Path(sys.executable).with_name("knot-rt"))
 TABLES = ["organizations", "app_labels", "networks", "network_app_labels", "users", "user_permissions", "clusters",
@@ -187,7 +186,7 @@ async def test_issued_secrets_let_the_stations_of_the_city_connect(harness: Harn
         assert answer[2]["status"] == "accepted"
         # What `knot-rt simulate` reports at start: vehicles id * 100 + spot in spots 1..4.
         await station.state({n: station_id * 100 + n if n <= 4 else None for n in range(1, 9)})
-        await wait_station(harness, station_id, online=True)
+        await wait_station_online(harness, station_id, online=True)
         availability = harness.svc.stations.live.cluster(cluster)
         assert availability.available_vehicles >= 4 and availability.cluster_is_down is False
     assert await inconsistent_docks(harness) == 0
