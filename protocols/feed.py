@@ -24,19 +24,17 @@ from typing import Annotated, Any, Final, Literal, NamedTuple
 import pydantic_core
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
-    SerializerFunctionWrapHandler,
     ValidationError,
     WithJsonSchema,
-    model_serializer,
 )
 from pydantic_core import PydanticCustomError
 
 from .errors import ERRORS
 from .errors import ErrorCode as ApiErrorCode
+from .wire import WireModel
 
 # --------------------------------------------------------------------------
 # Connection constants
@@ -236,16 +234,8 @@ Ref = Annotated[
 ]
 
 
-class _Frame(BaseModel):
-    """Strict, immutable, extra fields ignored; absent optionals are not written as null."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        fields = type(self).model_fields
-        return {key: value for key, value in data.items() if value is not None or fields[key].is_required()}
+class _Frame(WireModel):
+    """A feed frame."""
 
 
 # client -> server --------------------------------------------------------

@@ -31,16 +31,14 @@ from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
-    model_serializer,
 )
 from pydantic_core import PydanticCustomError
+
+from .wire import WireModel
 
 # --------------------------------------------------------------------------
 # Transport constants
@@ -232,16 +230,8 @@ BadgeId = Annotated[str, AfterValidator(_badge_id)]
 # Payload models
 
 
-class Payload(BaseModel):
+class Payload(WireModel):
     """Base of every payload: strict, immutable, extra fields ignored."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        fields = type(self).model_fields
-        return {key: value for key, value in data.items() if value is not None or fields[key].is_required()}
 
 
 class _Empty(Payload):
