@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -14,6 +13,7 @@ import trio
 
 from .config import Settings
 from .errors import ApiError
+from .logs import configure_logging
 from .runner import open_database, run_with_loop, stop_on_signal, tune_gc
 
 T = TypeVar("T")
@@ -269,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
