@@ -26,11 +26,10 @@ from ..catalog import Cluster, Network
 from ..context import services
 from ..errors import ApiError
 from ..services import clusters as service
-from ..services.access import UserAccess, anonymous
-from ..services.accounts import app_label_id
+from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
 from ..services.permissions import Scope
-from ..web.auth import caller_access, caller_permissions, require_user
+from ..web.auth import caller_access, caller_permissions, label_access, require_user
 from .catalog_models import (
     AreaQuery,
     ClosestClusterOut,
@@ -153,22 +152,6 @@ async def _seen_cluster(cluster_id: int) -> tuple[Cluster, UserAccess]:
     return cluster, access
 
 
-async def _label_access(name: str) -> UserAccess:
-    """An anonymous caller of app label ``name`` (404 + code 12 when unknown).
-
-    Labels are read from the catalog; one created since its last reload is looked up
-    once in the database, then remembered there.
-    """
-    catalog = services().catalog
-    label = catalog.app_label_id(name)
-    if label is None:
-        found = await services().db.run(lambda conn: app_label_id(conn, name))
-        assert found is not None  # app_label_id raises for an unknown name
-        catalog.remember_app_label(name, found)
-        label = found
-    return anonymous(label)
-
-
 async def _check_write(scope: Scope | None, what: str) -> None:
     if scope is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no {what}")
@@ -231,7 +214,7 @@ async def public_clusters_in_area(query_args: PublicAreaQuery) -> Data[list[Publ
     """Return clusters accessible by anyone on a given area (the public networks of the app label)."""
     area = query_args.area()
     svc = services()
-    seen = (await _label_access(query_args.app_label)).seen_networks(svc.catalog)
+    seen = (await label_access(query_args.app_label)).seen_networks(svc.catalog)
     if query_args.network_id is not None:
         seen &= {query_args.network_id}
     lang = query_args.lang.lower()

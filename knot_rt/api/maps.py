@@ -36,7 +36,7 @@ from ..catalog import Area, VehicleFacts, VehiclePlace
 from ..context import services
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
-from ..web.auth import caller_access, current_caller, require_user
+from ..web.auth import caller_access, current_caller, label_access, require_user
 from .catalog_models import (
     MapClusterOut,
     NetworkOut,
@@ -49,7 +49,7 @@ from .catalog_models import (
     out_of_order,
 )
 from .models import Lang, PageQuery, Positive
-from .networks import Degrees, label_access
+from .networks import Degrees
 
 bp = Blueprint("maps", __name__, url_prefix="/api/application")
 

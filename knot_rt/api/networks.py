@@ -18,10 +18,9 @@ from protocols.errors import ErrorCode
 from ..catalog import Area, Network
 from ..context import services
 from ..errors import ApiError
-from ..services.access import UserAccess, anonymous
-from ..services.accounts import app_label_id
+from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude, distance_m
-from ..web.auth import caller_access, require_user
+from ..web.auth import caller_access, label_access, require_user
 from .catalog_models import ClosestNetworkOut, NetworkOut, checked_area, network_fields, pick
 from .models import Data, Lang, PageQuery
 
@@ -80,22 +79,6 @@ class NetworkDetailsOut(BaseModel):
 
 
 # helpers -----------------------------------------------------------------------------
-
-
-async def label_access(name: str) -> UserAccess:
-    """What an anonymous caller of app label ``name`` sees; unknown labels answer 404 + code 12.
-
-    Labels are read from the catalog; one created since its last reload is looked
-    up once in the database, then remembered.
-    """
-    svc = services()
-    label = svc.catalog.app_label_id(name)
-    if label is None:
-        found = await svc.db.run(lambda conn: app_label_id(conn, name))
-        assert found is not None  # app_label_id raises for an unknown name
-        svc.catalog.remember_app_label(name, found)
-        label = found
-    return anonymous(label)
 
 
 def seen_networks(access: UserAccess, area: Area | None) -> list[Network]:

@@ -14,7 +14,8 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
-from ..services.access import UserAccess, load_access
+from ..services.access import UserAccess, anonymous, load_access
+from ..services.accounts import app_label_id
 from ..services.permissions import Permissions, load_permissions
 from ..services.sessions import active_session_user
 
@@ -102,6 +103,22 @@ async def caller_access() -> UserAccess:
         access = await svc.db.run(lambda conn: load_access(conn, user_id, svc.catalog))
         svc.access.put(access)
     return access
+
+
+async def label_access(name: str) -> UserAccess:
+    """What an anonymous caller of app label ``name`` sees; unknown labels answer 404 + code 12.
+
+    Labels are read from the catalog; one created since its last reload is looked
+    up once in the database, then remembered.
+    """
+    svc = services()
+    label = svc.catalog.app_label_id(name)
+    if label is None:
+        found = await svc.db.run(lambda conn: app_label_id(conn, name))
+        assert found is not None  # app_label_id raises for an unknown name
+        svc.catalog.remember_app_label(name, found)
+        label = found
+    return anonymous(label)
 
 
 def client_address() -> str:
