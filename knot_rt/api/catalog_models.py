@@ -15,11 +15,10 @@ from protocols.errors import ErrorCode
 
 from ..catalog import Area, Cluster, Network, OutOfOrder
 from ..errors import ApiError
+from ..services.geo import Latitude, Longitude
 from ..stations.live import ClusterAvailability
 from .models import PageQuery
 
-Latitude = Annotated[float, Field(ge=-90, le=90)]
-Longitude = Annotated[float, Field(ge=-180, le=180)]
 Shape = list[list[float]]
 
 MAX_AREA_DEGREES = 2.0  # a bigger box is refused: ask for a smaller area or zoom in
