@@ -92,6 +92,14 @@ class StationView:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedItem:
+    """The event a recorded station event puts on the station's feed topic."""
+
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Changes:
     """What an event changes, written with the event in one transaction."""
 
@@ -139,9 +147,10 @@ class StationStore(Protocol):
 
     async def record(
         self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
-        changes: Changes,
+        changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
-        """Record the event and its changes once; return the earlier RESULT if the id was seen already."""
+        """Record the event, its changes and its feed event once, in one transaction (the feed event
+        reaches subscribers after it commits); return the earlier RESULT if the id was seen already."""
         ...
 
     async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None: ...
@@ -360,12 +369,27 @@ class StationActor(Actor[StationMessage, StationReply]):
             await self._answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
             return
         payload = call.payload.model_dump(mode="json")
-        earlier = await self._store.record(self.station_id, call.id, call.action.value, payload, result, changes)
+        feed = self._feed_item(call, payload)
+        earlier = await self._store.record(
+            self.station_id, call.id, call.action.value, payload, result, changes, feed=feed
+        )
         if earlier is not None:  # a resend: same answer, nothing applied twice
             await self._answer(link, wire.result(call.id, earlier))
             return
+        if isinstance(call.payload, wire.UnlockedPayload):
+            self._unlocks.pop(call.payload.unlock, None)
         await self._apply(call, changes)
         await self._answer(link, wire.result(call.id, result))
+
+    def _feed_item(self, call: wire.Call, payload: dict[str, Any]) -> FeedItem | None:
+        event = _FEED_EVENTS.get(call.action)
+        if event is None:
+            return None
+        data = {"station_id": self.station_id, **payload}
+        if isinstance(call.payload, wire.UnlockedPayload):
+            # Matched to the command that asked for it, or opened without one.
+            data["requested"] = self._unlocks.get(call.payload.unlock) == call.payload.spot
+        return FeedItem(event, data)
 
     async def _boot(self, link: StationLink, call: wire.Call) -> None:
         assert self.view is not None
@@ -418,7 +442,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         return spot
 
     async def _apply(self, call: wire.Call, changes: Changes) -> None:
-        """Update the live state after the event is recorded, then tell the listeners."""
+        """Update the live state after the event (and its feed event) is recorded, then tell the listeners."""
         assert self.view is not None
         before = self.view
         spots = {s.number: s for s in before.spots}
@@ -432,13 +456,6 @@ class StationActor(Actor[StationMessage, StationReply]):
                 connectivity=payload.connectivity.model_dump(mode="json"),
             )
         self.view = after
-        event = _FEED_EVENTS.get(call.action)
-        if event is not None:
-            data = {"station_id": self.station_id, **call.payload.model_dump(mode="json")}
-            if isinstance(payload, wire.UnlockedPayload):
-                # Matched to the command that asked for it, or opened without one.
-                data["requested"] = self._unlocks.pop(payload.unlock, None) == payload.spot
-            await self._listener.station_event(after, event, data)
         if changes.spots or changes.vehicles:
             await self._listener.station_changed(before, after)
 

@@ -106,6 +106,10 @@ class FeedBus:
             self.deliver(written)
         return written
 
+    def topic_lock(self, topic: str) -> trio.Lock:
+        """The lock that orders a topic's writes and deliveries with its subscriptions."""
+        return self._topics[topic].lock
+
     def deliver(self, item: FeedEvent) -> None:
         """Fan an already written event out to local subscribers."""
         self.published += 1

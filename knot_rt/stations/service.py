@@ -36,7 +36,7 @@ class StationService:
         ping_interval: float = 30.0,
     ) -> None:
         self.db = db
-        self.store = PgStationStore(db)
+        self.store = PgStationStore(db, bus)
         self.live = LiveStations(bus)
         self.metrics = ActorMetrics()
         self.stations = Supervisor("stations", intensity=_per_child_intensity(), metrics=self.metrics)

@@ -7,8 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from actors.station import Changes, SpotView, StationView, VehicleReading
+from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
 
+from ..bus import FeedBus, FeedEvent, append_event
 from ..db import Database
 
 MESSAGE_RETENTION = timedelta(days=8)  # the contract asks for at least 7
@@ -70,17 +71,20 @@ async def _apply_changes(conn: asyncpg.Connection, station_id: int, changes: Cha
 
 
 class PgStationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, bus: FeedBus) -> None:
         self._db = db
+        self._bus = bus
 
     async def load(self, station_id: int) -> StationView | None:
         return await self._db.run(lambda conn: load_station(conn, station_id))
 
     async def record(
         self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
-        changes: Changes,
+        changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
-        async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
+        topic = f"station:{station_id}"
+
+        async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any] | None, FeedEvent | None]:
             inserted = await conn.fetchval(
                 """INSERT INTO station_messages (station_id, message_id, action, payload, result)
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
@@ -91,11 +95,17 @@ class PgStationStore:
                     "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
                     station_id, message_id,
                 )
-                return earlier
+                return earlier, None
             await _apply_changes(conn, station_id, changes)
-            return None
+            written = None if feed is None else await append_event(conn, topic, feed.event, feed.data)
+            return None, written
 
-        return await self._db.transaction(work)
+        # Under the topic's lock, like any publish: subscribers catching up never miss or repeat it.
+        async with self._bus.topic_lock(topic):
+            earlier, written = await self._db.transaction(work)
+            if written is not None:
+                self._bus.deliver(written)
+        return earlier
 
     async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
         await self._db.execute(

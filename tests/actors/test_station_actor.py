@@ -31,6 +31,7 @@ from actors.station import (
     Crash,
     Detached,
     Failure,
+    FeedItem,
     GetView,
     Incoming,
     LinkClosed,
@@ -91,6 +92,8 @@ class MemoryStationStore:
         self.loads: list[int] = []
         self.journal = journal if journal is not None else []
         self._unlock_ids = itertools.count(500)
+        # Where the feed events written with an event go once "committed" (the real store: the bus).
+        self.feed_sink: RecordingListener | None = None
 
     def add_station(self, station_id: int, spots: int = 4, *, enabled: bool = True,
                     maintenance: tuple[int, ...] = ()) -> None:
@@ -105,6 +108,9 @@ class MemoryStationStore:
     async def load(self, station_id: int) -> StationView | None:
         await trio.lowlevel.checkpoint()
         self.loads.append(station_id)
+        return self.view(station_id)
+
+    def view(self, station_id: int) -> StationView | None:
         row = self.stations.get(station_id)
         if row is None:
             return None
@@ -124,7 +130,7 @@ class MemoryStationStore:
 
     async def record(
         self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
-        changes: Changes,
+        changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
         await trio.lowlevel.checkpoint()
         earlier = self.station_messages.get((station_id, message_id))
@@ -137,6 +143,10 @@ class MemoryStationStore:
         if changes.state is not None:
             self.stations[station_id].last_state = changes.state
         self.journal.append(f"record {message_id}")
+        if feed is not None and self.feed_sink is not None:
+            view = self.view(station_id)
+            assert view is not None
+            await self.feed_sink.station_event(view, feed.event, feed.data)
         return None
 
     async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
@@ -313,8 +323,10 @@ async def rig(*stations: int, **station_options: Any) -> AsyncIterator[Rig]:
     store = MemoryStationStore(journal)
     for station_id in stations or (1,):
         store.add_station(station_id, **station_options)
+    listener = RecordingListener(journal)
+    store.feed_sink = listener
     async with Supervisor("stations").running() as sup:
-        yield Rig(sup, store, LinkTable(), RecordingListener(journal), journal)
+        yield Rig(sup, store, LinkTable(), listener, journal)
 
 
 _call_ids = itertools.count(1)
