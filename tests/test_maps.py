@@ -25,7 +25,7 @@ from knot_rt.api.maps import (
     SpeedZoneOut,
 )
 from tests.station_client import station_socket
-from tests.support import Harness, wait_station_online
+from tests.support import Harness, eventually, wait_station_online
 from tests.test_networks import API, City, make_city
 
 CENTRE = {"lat": 48.5820, "lng": 7.7500, "latdeg": 0.1, "lngdeg": 0.2}  # the whole of Strasbourg and Kehl
@@ -287,6 +287,10 @@ async def test_clusters_and_rents_follow_the_station_live(harness: Harness) -> N
             2, 2, 4, False)
         public = by_id((await public_map(harness, app_label="knot"))["clusters"], "cluster_id")[kleber]
         assert (public["available_vehicles"], public["free_spots"], public["cluster_is_down"]) == (2, 2, False)
+        async def rent_battery_read() -> bool:  # the battery comes through the vehicle's actor
+            return bool((await user_map(harness, city, "member"))["rents"][0]["battery_level"] == 64)
+
+        await eventually(rent_battery_read)
         paused = (await user_map(harness, city, "member"))["rents"][0]
         assert (paused["lock_status"], paused["battery_level"], paused["displayed_number"]) == (1, 64, 1)
 
@@ -321,7 +325,11 @@ async def test_free_floating_vehicles_move_on_the_map_without_a_reload(harness: 
         await station.boot()
         await station.state({1: 101, 2: None, 3: v["free"], 4: None})
         await wait_station_online(harness, station_id, online=True)
-        assert v["free"] not in await shown()
+
+        async def off_the_street() -> bool:
+            return v["free"] not in await shown()
+
+        await eventually(off_the_street)  # its vehicle actor follows the station's report
         # ... and a catalog reload (after some write) keeps it off the street.
         await harness.svc.catalog.reload()
         assert v["free"] not in await shown()
