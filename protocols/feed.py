@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ERRORS
 from .errors import ErrorCode as ApiErrorCode
-from .wire import WireModel
+from .wire import WireModel, field_path
 
 # --------------------------------------------------------------------------
 # Connection constants
@@ -367,16 +367,6 @@ def _readable_ref(data: Mapping[str, Any]) -> str | int | None:
     return ref if _is_ref(ref) else None
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path or "frame"
-
-
 def _validate(data: dict[str, Any], frames: Mapping[str, type[_Frame]]) -> Any:
     ref = _readable_ref(data)
     kind = data.get("type")
@@ -390,7 +380,7 @@ def _validate(data: dict[str, Any], frames: Mapping[str, type[_Frame]]) -> Any:
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         raise FeedFrameError(
-            ref, f"invalid {kind!r} frame: {_field_path(tuple(first['loc']))}: {first['msg']}"
+            ref, f"invalid {kind!r} frame: {field_path(tuple(first['loc']), 'frame')}: {first['msg']}"
         ) from None
 
 

@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .wire import WireModel
+from .wire import WireModel, field_path
 
 # --------------------------------------------------------------------------
 # Transport constants
@@ -516,19 +516,9 @@ _MAX_REPORTED_ERRORS: Final = 10
 _MESSAGE_TYPES: Final = frozenset(int(member) for member in MessageType)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path or "payload"
-
-
 def _payload_error(id: str, what: str, exc: ValidationError, message_type: MessageType) -> FrameError:
     errors = [
-        {"field": _field_path(tuple(err["loc"])), "message": err["msg"]}
+        {"field": field_path(tuple(err["loc"]), "payload"), "message": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
     first = errors[0]

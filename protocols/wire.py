@@ -17,3 +17,14 @@ class WireModel(BaseModel):
         data: dict[str, Any] = handler(self)
         fields = type(self).model_fields
         return {key: value for key, value in data.items() if value is not None or fields[key].is_required()}
+
+
+def field_path(loc: tuple[int | str, ...], root: str) -> str:
+    """A validation error's location as ``spots[2].lock``; ``root`` when it is the whole message."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or root
