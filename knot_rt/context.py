@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from quart import current_app
@@ -36,7 +36,6 @@ class Services:
     stations: StationService
     catalog: Catalog
     access: AccessCache
-    counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:

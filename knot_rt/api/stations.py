@@ -16,7 +16,7 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
-from ..services.permissions import Scope
+from ..services.permissions import STATION_READERS, station_scope
 from ..web.auth import caller_permissions, require_user
 from .models import Body, Data, Ok
 
@@ -32,22 +32,13 @@ _FAILURES: dict[Failure, ErrorCode] = {
 }
 
 
-async def _station_scope(station_id: int) -> Scope:
-    row = await services().db.fetchrow(
-        """SELECT s.cluster_id, c.network_id, n.organization_id FROM stations s
-           JOIN clusters c ON c.id = s.cluster_id JOIN networks n ON n.id = c.network_id WHERE s.id = $1""",
-        station_id,
-    )
-    if row is None:
-        raise ApiError(ErrorCode.NOT_FOUND, f"no station {station_id}")
-    return Scope(network_id=row["network_id"], cluster_id=row["cluster_id"], organization_id=row["organization_id"])
-
-
 async def _check(station_id: int, keys: tuple[str, ...], *, write: bool) -> None:
     """The caller holds one of ``keys`` on the station's network (404 first: unknown ids tell nothing more)."""
-    scope = await _station_scope(station_id)
+    scope = await services().db.run(lambda conn: station_scope(conn, station_id))
+    if scope is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no station {station_id}")
     permissions = await caller_permissions()
-    if not any(permissions.allows(key, scope, write=write) for key in keys):
+    if not permissions.allows_any(keys, scope, write=write):
         raise ApiError(ErrorCode.NOT_ALLOWED)
 
 
@@ -152,7 +143,7 @@ def station_out(view: StationView) -> StationOut:
 @validate_response(Data[StationOut])
 async def station_details(station_id: int) -> Data[StationOut]:
     """Operator: a station with its live state."""
-    await _check(station_id, ("stations", "maintenance"), write=False)
+    await _check(station_id, STATION_READERS, write=False)
     svc = services()
     actor = svc.stations.running_actor(station_id)
     view = await actor.ask(GetView()) if actor is not None else await svc.stations.store.load(station_id)

@@ -76,16 +76,24 @@ class Permissions:
             p.perm_key == perm_key and (p.write or not write) and p.ou.covers(scope) for p in self.items
         )
 
-    def has_key(self, perm_key: str) -> bool:
-        return any(p.perm_key == perm_key for p in self.items)
+    def allows_any(self, keys: tuple[str, ...], scope: Scope, *, write: bool) -> bool:
+        return any(self.allows(key, scope, write=write) for key in keys)
 
-    def network_ids(self, perm_key: str) -> set[int]:
-        """Networks listed directly by the OUs of a key (for listing queries)."""
-        found: set[int] = set()
-        for p in self.items:
-            if p.perm_key == perm_key:
-                found.update(p.ou.networks)
-        return found
+
+# Who may see a station's live state (its details route and its feed topic).
+STATION_READERS = ("stations", "maintenance")
+
+
+async def station_scope(conn: asyncpg.Connection, station_id: int) -> Scope | None:
+    """Where a station sits (its cluster, network and organisation); None for an unknown station."""
+    row = await conn.fetchrow(
+        """SELECT s.cluster_id, c.network_id, n.organization_id FROM stations s
+           JOIN clusters c ON c.id = s.cluster_id JOIN networks n ON n.id = c.network_id WHERE s.id = $1""",
+        station_id,
+    )
+    if row is None:
+        return None
+    return Scope(network_id=row["network_id"], cluster_id=row["cluster_id"], organization_id=row["organization_id"])
 
 
 async def load_permissions(conn: asyncpg.Connection, user_id: int) -> Permissions:

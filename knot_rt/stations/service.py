@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
@@ -104,15 +103,6 @@ class StationService:
                     log.info("stations: forgot %s answered message ids", removed)
             except OSError as exc:  # pragma: no cover - database unreachable
                 log.warning("stations: pruning message ids failed: %s", exc)
-
-    def metrics_json(self) -> dict[str, Any]:
-        return {
-            "stations_connected": len(self.gateway.links),
-            "stations_online": self.live.online_stations,
-            "actors_running": self.metrics.running(),
-            "actor_restarts_total": self.metrics.restarts_total,
-            "actor_max_mailbox_depth": self.metrics.max_mailbox_depth(),
-        }
 
 
 def _per_child_intensity() -> RestartIntensity:

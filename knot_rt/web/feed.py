@@ -20,7 +20,7 @@ from protocols.errors import ErrorCode
 from ..bus import FeedEvent, Resync, Subscriber
 from ..context import Services, services
 from ..errors import ApiError
-from ..services.permissions import Scope, load_permissions
+from ..services.permissions import STATION_READERS, load_permissions, station_scope
 from .auth import Caller, authenticate
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,12 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
         if await svc.db.fetchval("SELECT 1 FROM clusters WHERE id = $1", topic.id) is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {topic.id}")
         return
-    if topic.kind is wire.TopicKind.STATION:
-        row = await svc.db.fetchrow(
-            """SELECT s.cluster_id, c.network_id, n.organization_id FROM stations s
-               JOIN clusters c ON c.id = s.cluster_id JOIN networks n ON n.id = c.network_id WHERE s.id = $1""",
-            topic.id,
-        )
-        if row is not None:
+    if topic.kind is wire.TopicKind.STATION and topic.id is not None:
+        station_id = topic.id
+        scope = await svc.db.run(lambda conn: station_scope(conn, station_id))
+        if scope is not None:
             permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
-            scope = Scope(network_id=row["network_id"], cluster_id=row["cluster_id"],
-                          organization_id=row["organization_id"])
-            if permissions.allows("stations", scope, write=False) or permissions.allows(
-                "maintenance", scope, write=False
-            ):
+            if permissions.allows_any(STATION_READERS, scope, write=False):
                 return
     raise ApiError(ErrorCode.NOT_ALLOWED, f"you may not subscribe to {topic}")
 
