@@ -44,6 +44,7 @@ class ErrorCode(IntEnum):
     DISCOUNT_NOT_AVAILABLE_HERE = 29
     DEVICE_TIMEOUT = 40
     DEVICE_REJECTED = 41
+    SERVICE_UNAVAILABLE = 48
     DEVICE_OFFLINE = 50
     INVALID_2FA_SETUP = 60
     TWO_FACTOR_REQUIRED = 146
@@ -88,6 +89,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.DISCOUNT_NOT_AVAILABLE_HERE: ErrorInfo(403, "Discount not available on this network"),
     ErrorCode.DEVICE_TIMEOUT: ErrorInfo(504, "The device did not answer in time"),
     ErrorCode.DEVICE_REJECTED: ErrorInfo(409, "The device rejected the command"),
+    ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
     ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),
     ErrorCode.TWO_FACTOR_REQUIRED: ErrorInfo(401, "Second factor required"),

@@ -30,7 +30,8 @@ from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords
 from tests.support import Harness, SmtpSink
 
-TEMPLATE = "knot_test_template"
+# One template per test run, so that runs sharing a server never drop each other's template.
+TEMPLATE = f"knot_test_template_{uuid.uuid4().hex[:8]}"
 
 
 def _with_database(url: str, name: str) -> str:
@@ -56,7 +57,7 @@ def pg_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_url(pg_server_url: str) -> str:
+def template_url(pg_server_url: str) -> Iterator[str]:
     async def build() -> None:
         admin = await asyncpg.connect(pg_server_url)
         try:
@@ -71,7 +72,16 @@ def template_url(pg_server_url: str) -> str:
             await conn.close()
 
     asyncio.run(build())
-    return _with_database(pg_server_url, TEMPLATE)
+    yield _with_database(pg_server_url, TEMPLATE)
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(pg_server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
 
 
 @pytest.fixture
