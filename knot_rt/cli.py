@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import ApiError
 from .logs import configure_logging
+from .pgcluster import PgClusterError, ServeLock
 from .runner import open_database, run_with_loop, stop_on_signal, tune_gc
 
 T = TypeVar("T")
@@ -40,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     tune_gc()
+    serve_lock = ServeLock(settings.data_dir)
+    if not settings.database_url:  # the embedded cluster: one server per data folder
+        serve_lock.acquire()
 
     async def main() -> None:
         async with stop_on_signal() as stopper, open_database(settings) as db:
@@ -58,7 +62,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     for email, password, what in DEMO_ACCOUNTS:
                         print(f"demo account:     {email} / {password}  ({what})", flush=True)
 
-    run_with_loop(main)
+    try:
+        run_with_loop(main)
+    finally:
+        serve_lock.release()
     return 0
 
 
@@ -268,10 +275,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(error: BaseException) -> ConfigError | PgClusterError | None:
+    """The configuration or embedded-database error inside ``error`` (Trio may wrap it in groups)."""
+    if isinstance(error, ConfigError | PgClusterError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BaseException as error:  # one clear line for what the user can fix, a traceback for the rest
+        found = _user_error(error)
+        if found is None:
+            raise
+        message = "; ".join(line.strip() for line in str(found).splitlines() if line.strip())
+        print(f"knot-rt {args.command}: {message}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -7,6 +7,14 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .files import write_private_file
+
+MIN_SECRET_KEY_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line meant for the user."""
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -107,15 +115,18 @@ class Settings:
         return settings
 
     def with_secret(self) -> Settings:
-        """Fill in the secret key: kept in the data folder so tokens survive a restart."""
-        if self.secret_key:
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / "secret_key"
-        if path.exists():
-            key = path.read_text().strip()
-        else:
-            key = secrets.token_urlsafe(48)
-            path.touch(mode=0o600)
-            path.write_text(key)
+        """Fill in the secret key: kept in the data folder so tokens survive a restart.
+
+        Generated once and written atomically (mode 0600); a key shorter than 32 bytes,
+        given or found, is refused.
+        """
+        key, source = self.secret_key, "KNOT_SECRET_KEY"
+        if not key:
+            path = self.data_dir / "secret_key"
+            try:
+                key, source = write_private_file(path, secrets.token_urlsafe(48)).strip(), str(path)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the secret key in {self.data_dir}: {exc.strerror}") from exc
+        if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(f"the secret key in {source} is shorter than {MIN_SECRET_KEY_BYTES} bytes")
         return replace(self, secret_key=key)

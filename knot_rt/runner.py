@@ -27,11 +27,12 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    cluster = PgCluster(settings.data_dir)
-    url = await trio.to_thread.run_sync(cluster.start)
+    cluster = await trio.to_thread.run_sync(PgCluster, settings.data_dir)
     try:
+        url = await trio.to_thread.run_sync(cluster.start)
         yield url
     finally:
+        # Leaves the cluster; stops it only if no other process (a server, a command) still uses it.
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(cluster.stop)
 

@@ -47,7 +47,7 @@ def pg_server_url() -> Iterator[str]:
         return
     folder = Path(tempfile.mkdtemp(prefix="knot-test-pg-"))
     os.chmod(folder, 0o755)
-    cluster = PgCluster(folder)
+    cluster = PgCluster(folder, durable=False)  # a test cluster: speed over crash safety
     url = cluster.start()
     try:
         yield url
@@ -166,3 +166,23 @@ async def _running(settings: Settings) -> AsyncIterator[Harness]:
 @pytest.fixture
 def client(harness: Harness) -> httpx.AsyncClient:
     return harness.client
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder the ``postgres`` user can traverse (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="knot-cli-"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pgdata(data_dir: Path) -> Iterator[Path]:
+    """The embedded cluster's folder; stopped after the test if the service left it running."""
+    folder = data_dir / "pg"
+    yield folder
+    if (folder / "postmaster.pid").exists():
+        PgCluster(data_dir).stop()

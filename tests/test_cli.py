@@ -6,13 +6,10 @@ import asyncio
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,6 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
-
-from knot_rt.pgcluster import PgCluster
 
 KNOT_RT = str(Path(sys.executable).with_name("knot-rt"))
 START_TIMEOUT = 120  # seconds; generous: the embedded case runs initdb first
@@ -61,17 +56,6 @@ DEMO_TABLES = [
     "organizations", "app_labels", "networks", "network_app_labels", "users", "user_permissions", "ous",
     "consent_types", "faq_categories", "faq_sub_categories", "faq_contents", "announcements",
 ]
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data folder the ``postgres`` user can traverse (pytest's tmp_path is private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="knot-cli-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cli_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
@@ -245,15 +229,6 @@ def processes_mentioning(text: str) -> list[int]:
             if text.encode() in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
     return found
-
-
-@pytest.fixture
-def pgdata(data_dir: Path) -> Iterator[Path]:
-    """The embedded cluster's folder; stopped after the test if the service left it running."""
-    folder = data_dir / "pg"
-    yield folder
-    if (folder / "postmaster.pid").exists():
-        PgCluster(data_dir).stop()
 
 
 def assert_stopped(pgdata: Path) -> None:
