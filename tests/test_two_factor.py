@@ -15,6 +15,7 @@ LOGIN = "/api/application/login"
 SECOND_FACTOR = "/api/application/login/2fa"
 GENERATE = "/api/application/login/2fa/generate"
 VERIFY = "/api/application/login/2fa/verify"
+DISABLE = "/api/application/login/2fa/disable"
 CHECK = "/api/application/login/check"
 EMAIL = "rider@example.com"
 CREDENTIALS = {"email": EMAIL, "password": "correct horse battery", "app_label": "knot"}

@@ -205,11 +205,11 @@ async def ask_email_change(data: EmailBody) -> Ok:
     rates = svc.settings.rate_limits
     user_id = current_caller().user_id
     new_email = normalize_email(data.email)
+    await confirm_identity(data.password, data.mfa_token)  # guesses count against the account's logins
     svc.limiter.check(
         (rates.confirmation_per_address, "email_change_per_address", new_email),
         (rates.confirmation_per_client, "email_change_per_client", client_address()),
     )
-    await confirm_identity(data.password, data.mfa_token)
     letters = _notifications()
 
     async def work(conn: asyncpg.Connection) -> None:
