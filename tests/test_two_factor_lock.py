@@ -133,3 +133,18 @@ async def test_turning_2fa_off_shares_the_lock_of_the_login_code(harness: Harnes
     assert (status, body["code"]) == (429, 9)
     assert await harness.db.fetchval("SELECT totp_secret IS NOT NULL FROM users") is True
 
+
+
+async def test_refusals_that_judge_no_code_do_not_count(harness: Harness) -> None:
+    await harness.create_app_label()
+    access = await rider(harness)
+    _, setup = await post(harness, GENERATE, access, CURRENT)
+    for _ in range(6):  # a stale set-up token: 400 code 60, whatever the code
+        status, body = await post(harness, VERIFY, access, {"token": "stale", "mfa_token": code(setup["key"])})
+        assert (status, body["code"]) == (400, 60)
+    for _ in range(6):  # 2FA is off: 409 code 24
+        status, body = await post(harness, DISABLE, access, {**CURRENT, "mfa_token": "123456"})
+        assert (status, body["code"]) == (409, 24)
+
+    status, body = await post(harness, VERIFY, access, {"token": setup["token"], "mfa_token": code(setup["key"])})
+    assert (status, body) == (200, {"code": 0})

@@ -172,6 +172,15 @@ async def record_failure(conn: asyncpg.Connection, user_id: int, step: Step) -> 
     return locked is True
 
 
+async def release_attempt(conn: asyncpg.Connection, user_id: int, step: Step) -> None:
+    """Give back an attempt claimed for a check that ended without judging a code."""
+    await conn.execute(
+        """UPDATE second_factor_attempts SET attempts = GREATEST(attempts - 1, 0)
+           WHERE user_id = $1 AND step = $2 AND locked_until IS NULL""",
+        user_id, step.value,
+    )
+
+
 async def clear_attempts(conn: asyncpg.Connection, user_id: int, step: Step) -> None:
     await conn.execute("DELETE FROM second_factor_attempts WHERE user_id = $1 AND step = $2", user_id, step.value)
 
@@ -182,7 +191,8 @@ async def guarded(
     """Check a code under the lock: ``check`` runs in one transaction and answers None for a wrong code.
 
     A wrong code answers 401 code 15 (or 429 code 9 from the attempt that locks
-    the step); a right one clears the count in ``check``'s transaction.
+    the step); a right one clears the count in ``check``'s transaction; an
+    ``ApiError`` from ``check`` gives the attempt back and passes on.
     """
     await db.transaction(lambda conn: claim_attempt(conn, user_id, step))
 
@@ -192,7 +202,12 @@ async def guarded(
             await clear_attempts(conn, user_id, step)
         return result
 
-    result = await db.transaction(work)
+    try:
+        result = await db.transaction(work)
+    except ApiError:
+        # Refused for another reason (a stale set-up, 2FA already off): no code was wrong.
+        await db.transaction(lambda conn: release_attempt(conn, user_id, step))
+        raise
     if result is None:
         if await db.transaction(lambda conn: record_failure(conn, user_id, step)):
             raise _locked()
