@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,17 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
+    """``KNOT_TRUSTED_PROXIES``: addresses or CIDRs, separated by commas or spaces; checked here."""
+    found = tuple(part for part in raw.replace(",", " ").split() if part)
+    for part in found:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"KNOT_TRUSTED_PROXIES: {part!r} is not an address or a CIDR") from exc
+    return found
+
+
 @dataclass(frozen=True)
 class RateLimits:
     """`limits` rate strings, per key kind."""
@@ -34,6 +46,7 @@ class RateLimits:
     confirmation_per_address: str = "3/hour"
     confirmation_per_client: str = "20/hour"
     register_per_client: str = "20/hour"
+    discount_code_per_user: str = "20/hour"
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class Settings:
     database_url: str | None = None
     db_pool_size: int = 20
     smtp_url: str | None = None
+    smtp_ca_file: str | None = None  # CA bundle trusted for SMTP TLS, beside the system's
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is believed
     secret_key: str = ""
     data_dir: Path = Path(".knot-data")
     public_url: str = "http://127.0.0.1:8000"
@@ -103,6 +118,8 @@ class Settings:
             database_url=env("DATABASE_URL") or None,
             db_pool_size=_env_int("KNOT_DB_POOL_SIZE", 20),
             smtp_url=env("SMTP_URL") or None,
+            smtp_ca_file=env("SMTP_CA_FILE") or None,
+            trusted_proxies=parse_trusted_proxies(env("KNOT_TRUSTED_PROXIES", "")),
             secret_key=env("KNOT_SECRET_KEY", ""),
             data_dir=Path(env("KNOT_DATA_DIR", ".knot-data")),
             public_url=env("KNOT_PUBLIC_URL", ""),

@@ -355,3 +355,18 @@ async def test_shop_bad_input(harness: Harness, world: World, params: dict[str, 
     assert response.status_code == 400, response.text
     assert response.json()["code"] == 2
     assert field in response.json()["message"]
+
+
+async def test_code_attempts_are_limited_per_user(harness: Harness, world: World) -> None:
+    """Guessing codes: 20 attempts an hour per user by default, then 429 code 9, even for a valid code."""
+    discount_id = await add_discount(harness, "Welcome", code="WELCOME", network=world.strasbourg)
+    guesses = [(await use(harness, world.headers, f"GUESS{n:03d}")).json()["code"] for n in range(20)]
+    assert guesses == [26] * 20
+
+    refused = await use(harness, world.headers, "WELCOME")
+    assert (refused.status_code, refused.json()["code"]) == (429, 9)
+    assert await granted(harness, world.rider) == set()
+    # Another user is not slowed down by the first one's guesses.
+    response = await use(harness, world.other_headers, "WELCOME")
+    assert response.status_code == 200, response.text
+    assert await granted(harness, world.other) == {discount_id}

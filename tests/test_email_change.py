@@ -15,7 +15,8 @@ CHANGE = "/api/application/users/email"
 
 async def ask(harness: Harness, user_id: int, new_email: str, extra: dict[str, Any] | None = None) -> Any:
     headers = bearer(await open_test_session(harness, user_id))
-    return await harness.client.post(ASK, json={"email": new_email, **(extra or {})}, headers=headers)
+    body = {"email": new_email, "password": "correct horse battery", **(extra or {})}
+    return await harness.client.post(ASK, json=body, headers=headers)
 
 
 async def asked_token(harness: Harness, smtp_sink: SmtpSink, user_id: int, new_email: str, count: int = 1) -> str:

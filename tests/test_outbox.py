@@ -6,6 +6,7 @@ The service here starts with ``smtp_url`` on a port where nothing listens yet.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 
 import asyncpg
@@ -14,7 +15,7 @@ import trio
 
 from knot_rt.config import Settings
 from knot_rt.services.mail import MailSender, enqueue
-from tests.support import Harness, SmtpSink, _free_port
+from tests.support import Harness, SmtpSink, _free_port, token_in
 
 
 @pytest.fixture
@@ -125,3 +126,60 @@ async def test_a_mail_that_cannot_be_written_does_not_stop_the_others(harness: H
         assert (await harness.client.get("/health")).status_code == 200
     finally:
         sink.stop()
+
+
+# -- mailed tokens are not kept readable -----------------------------------------------------------
+
+
+async def register_and_token(harness: Harness) -> tuple[asyncpg.Record, str]:
+    """Register; the confirmation mail's outbox row as written, and its token."""
+    await register(harness)
+    row = await outbox_row(harness, "to_addr = 'ada@example.com'")
+    match = re.search(r"token=([A-Za-z0-9]{10})\b", row["body"])
+    assert match, row["body"]
+    return row, match.group(1)
+
+
+async def test_a_sent_mail_keeps_no_usable_link(harness: Harness, smtp_port: int) -> None:
+    sink = SmtpSink(port=smtp_port)
+    sink.start()
+    try:
+        written, token = await register_and_token(harness)
+        [mail] = await sink.wait_for("ada@example.com", timeout=30)
+        assert token_in(mail) == token  # the user got the link
+
+        sent = await outbox_row(harness, "sent_at IS NOT NULL")
+        assert (sent["id"], sent["to_addr"], sent["subject"]) == (written["id"], "ada@example.com", written["subject"])
+        assert token not in sent["body"]
+        assert "token=" in sent["body"] and "token=[removed]" in sent["body"]
+        assert not re.search(r"token=(?!\[removed\])", sent["body"])  # the unsubscribe link's token too
+        # The link still works: only the copy in the outbox is gone.
+        response = await harness.client.put("/api/application/users/email/confirmation", json={"token": token})
+        assert response.status_code == 200, response.text
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("settings", [None], indirect=True)
+async def test_without_smtp_url_the_log_shows_no_token(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    kept, token = await register_and_token(harness)
+    with trio.move_on_after(10):
+        while not any(kept["subject"] in record.getMessage() for record in caplog.records):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    [line] = [record.getMessage() for record in caplog.records if kept["subject"] in record.getMessage()]
+    assert "token=[removed]" in line
+    assert token not in caplog.text
+    assert not re.search(r"token=(?!\[removed\])", caplog.text)
+
+
+async def test_a_mail_given_up_keeps_no_usable_link(harness: Harness) -> None:
+    # Nothing listens on the SMTP port: every attempt fails until the last one.
+    _, token = await register_and_token(harness)
+    await harness.db.execute("UPDATE outbox SET attempts = $1 - 1, next_attempt_at = now()",
+                             harness.svc.settings.mail_max_attempts)
+    harness.svc.mail.wake()
+    last = harness.svc.settings.mail_max_attempts
+    given_up = await outbox_row(harness, f"attempts >= {last} AND body LIKE '%token=[removed]%'")
+    assert given_up["sent_at"] is None
+    assert token not in given_up["body"]

@@ -15,9 +15,11 @@ LOGIN = "/api/application/login"
 SECOND_FACTOR = "/api/application/login/2fa"
 GENERATE = "/api/application/login/2fa/generate"
 VERIFY = "/api/application/login/2fa/verify"
+DISABLE = "/api/application/login/2fa/disable"
 CHECK = "/api/application/login/check"
 EMAIL = "rider@example.com"
 CREDENTIALS = {"email": EMAIL, "password": "correct horse battery", "app_label": "knot"}
+CURRENT = {"password": "correct horse battery"}  # enabling 2FA asks for the current password
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ async def rider(harness: Harness, email: str = EMAIL) -> str:
 
 async def enable_two_factor(harness: Harness, access_token: str) -> str:
     """Turn 2FA on through the API with the current code; returns the key."""
-    status, setup = await post(harness, GENERATE, access_token)
+    status, setup = await post(harness, GENERATE, access_token, CURRENT)
     assert status == 200, setup
     status, body = await post(harness, VERIFY, access_token, {"token": setup["token"], "mfa_token": code(setup["key"])})
     assert (status, body) == (200, {"code": 0})
@@ -65,7 +67,7 @@ async def mfa_token(harness: Harness, **changes: Any) -> str:
 async def test_enable_then_log_in_with_a_second_factor(harness: Harness) -> None:
     await harness.create_app_label()
     access = await rider(harness)
-    status, setup = await post(harness, GENERATE, access)
+    status, setup = await post(harness, GENERATE, access, CURRENT)
     assert status == 200, setup
     assert set(setup) == {"code", "key", "key_url", "token"}
     assert setup["key_url"].startswith("otpauth://totp/Knot:rider%40example.com?")
@@ -97,7 +99,7 @@ async def test_a_code_is_accepted_once(harness: Harness) -> None:
 async def test_the_code_that_enabled_2fa_cannot_log_in(harness: Harness) -> None:
     await harness.create_app_label()
     access = await rider(harness)
-    status, setup = await post(harness, GENERATE, access)
+    status, setup = await post(harness, GENERATE, access, CURRENT)
     enabling = code(setup["key"])
     await post(harness, VERIFY, access, {"token": setup["token"], "mfa_token": enabling})
 
@@ -178,7 +180,7 @@ async def test_generate_when_2fa_is_on(harness: Harness) -> None:
     access = await rider(harness)
     await enable_two_factor(harness, access)
 
-    status, body = await post(harness, GENERATE, access)
+    status, body = await post(harness, GENERATE, access, CURRENT)
 
     assert (status, body["code"]) == (409, 16)
 
@@ -187,12 +189,12 @@ async def test_a_set_up_belongs_to_its_user(harness: Harness) -> None:
     await harness.create_app_label()
     owner = await rider(harness)
     intruder = await rider(harness, "intruder@example.com")
-    _, setup = await post(harness, GENERATE, owner)
+    _, setup = await post(harness, GENERATE, owner, CURRENT)
     attempt = {"token": setup["token"], "mfa_token": code(setup["key"])}
 
     status, body = await post(harness, VERIFY, intruder, attempt)
     assert (status, body["code"]) == (400, 60)
-    assert (await post(harness, GENERATE, intruder))[0] == 200  # the intruder's 2FA is still off
+    assert (await post(harness, GENERATE, intruder, CURRENT))[0] == 200  # the intruder's 2FA is still off
 
     assert await post(harness, VERIFY, owner, attempt) == (200, {"code": 0})
 
@@ -200,8 +202,8 @@ async def test_a_set_up_belongs_to_its_user(harness: Harness) -> None:
 async def test_verify_refuses_bad_codes_and_stale_set_ups(harness: Harness) -> None:
     await harness.create_app_label()
     access = await rider(harness)
-    _, first = await post(harness, GENERATE, access)
-    _, setup = await post(harness, GENERATE, access)
+    _, first = await post(harness, GENERATE, access, CURRENT)
+    _, setup = await post(harness, GENERATE, access, CURRENT)
 
     status, body = await post(harness, VERIFY, access, {"token": first["token"], "mfa_token": code(first["key"])})
     assert (status, body["code"]) == (400, 60)  # replaced by the second set-up
@@ -217,7 +219,7 @@ async def test_verify_refuses_bad_codes_and_stale_set_ups(harness: Harness) -> N
 
 
 async def test_2fa_set_up_needs_a_user(harness: Harness) -> None:
-    status, body = await post(harness, GENERATE, None)
+    status, body = await post(harness, GENERATE, None, CURRENT)
     assert (status, body["code"]) == (401, 3)
     status, body = await post(harness, VERIFY, "not-a-token", {"token": "x", "mfa_token": "123456"})
     assert (status, body["code"]) == (401, 3)

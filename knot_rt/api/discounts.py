@@ -186,8 +186,11 @@ async def shop(query_args: ShopQuery) -> Data[list[Discount]]:
 @validate_request(UseCodeBody)
 @validate_response(Data[Discount])
 async def use(data: UseCodeBody) -> Data[Discount]:
-    """Use a discount code."""
+    """Use a discount code. Attempts are rate limited per user (20 an hour by default): 429 code 9."""
+    svc = services()
     user_id = current_caller().user_id
+    rates = svc.settings.rate_limits
+    svc.limiter.check((rates.discount_code_per_user, "discount_code:user", str(user_id)))
     on = today()
-    row = await services().db.transaction(lambda conn: use_code(conn, user_id, data.code, data.lat, data.lng, on))
+    row = await svc.db.transaction(lambda conn: use_code(conn, user_id, data.code, data.lat, data.lng, on))
     return Data(data=discount_of(row))

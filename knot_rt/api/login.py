@@ -4,6 +4,10 @@ Every login route ends the same way (``admit``): an unconfirmed address answers
 code 7 with a token that only resends the confirmation; the dashboard scope
 needs at least one permission (13); an account with 2FA answers code 146 with a
 five-minute token for ``/login/2fa``; otherwise a session opens.
+
+Enabling 2FA and turning it off ask the caller to prove again who they are
+(``confirm_identity``: the current password, or for a social-only account a
+recent login); wrong codes lock that step for the user (``totp.guarded``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from functools import wraps
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
-from pydantic import BaseModel, EmailStr, StringConstraints, ValidationError
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, ValidationError
 from quart import Blueprint, request
 from quart_schema import (
     RequestSchemaValidationError,
@@ -31,7 +35,7 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
-from ..services import totp
+from ..services import email_tokens, totp
 from ..services.accounts import app_label_id, find_user_by_email
 from ..services.permissions import load_permissions
 from ..services.sessions import Device, open_session, revoke_sessions, rotate_refresh_token, update_device
@@ -42,6 +46,7 @@ from ..web.auth import (
     bearer_token,
     caller_permissions,
     client_address,
+    confirm_identity,
     current_caller,
     purpose_claims,
     require_purpose,
@@ -59,6 +64,15 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
 OtpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
 DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=50)]
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+CurrentPassword = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+CURRENT_PASSWORD_FIELD = Field(
+    default=None,
+    description="The account's current password. Required when the account has one (400 code 2 when missing, "
+    "401 code 8 when wrong). A social-only account (no password) leaves it out and must have logged in "
+    "within the last 5 minutes, or give a current 2FA code in `mfa_token` where the route takes one. "
+    "Optional in the schema because the contract's clients and social-only accounts send none.",
+)
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -92,6 +106,15 @@ class SecondFactorBody(Body):
 class TwoFactorVerifyBody(Body):
     token: OpaqueToken
     mfa_token: OtpCode
+
+
+class TwoFactorBeginBody(Body):
+    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+
+
+class TwoFactorDisableBody(Body):
+    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+    mfa_token: OtpCode = Field(description="A current code of the OTP app.")
 
 
 class LogoutBody(Body):
@@ -290,25 +313,28 @@ async def second_factor(data: SecondFactorBody) -> LoginResponse:
     )
     intent = LoginIntent(str(claims["scope"]), claims.get("app_label_id"), device_of(data.device))
 
-    async def work(conn: asyncpg.Connection) -> LoginResponse:
+    async def work(conn: asyncpg.Connection) -> LoginResponse | None:
         accepted = await totp.accept_login_code(
             conn, svc.box, user_id, data.mfa_token, last_step_seen=int(claims["totp_step"])
         )
-        if not accepted:
-            raise ApiError(ErrorCode.INVALID_2FA_CODE)
-        return await _open_session(conn, user_id, intent)
+        return await _open_session(conn, user_id, intent) if accepted else None
 
-    return await svc.db.transaction(work)
+    return await totp.guarded(svc.db, user_id, totp.Step.CODE, work)
 
 
 @bp.post("/login/2fa/generate")
 @tag(TAGS)
 @require_user
+@optional_body(TwoFactorBeginBody)
 @validate_response(TwoFactorKey)
-async def begin_two_factor() -> TwoFactorKey:
-    """Begin enabling 2FA: a key for an OTP app, and the token for ``/login/2fa/verify``."""
+async def begin_two_factor(data: TwoFactorBeginBody) -> TwoFactorKey:
+    """Begin enabling 2FA: a key for an OTP app, and the token for ``/login/2fa/verify``.
+
+    Needs the current ``password`` (a social-only account: a login of the last 5 minutes).
+    """
     svc = services()
     user_id = current_caller().user_id
+    await confirm_identity(data.password, None)
     setup = await svc.db.transaction(lambda conn: totp.begin_setup(conn, svc.box, user_id))
     return TwoFactorKey(key=setup.key, key_url=setup.key_url, token=setup.token)
 
@@ -319,10 +345,36 @@ async def begin_two_factor() -> TwoFactorKey:
 @validate_request(TwoFactorVerifyBody)
 @validate_response(Ok)
 async def finish_two_factor(data: TwoFactorVerifyBody) -> Ok:
-    """Finish enabling 2FA with one code from the OTP app."""
+    """Finish enabling 2FA with one code from the OTP app (5 wrong codes lock this step 15 minutes: 429 code 9)."""
     svc = services()
     user_id = current_caller().user_id
-    await svc.db.transaction(lambda conn: totp.finish_setup(conn, svc.box, user_id, data.token, data.mfa_token))
+    await totp.guarded(
+        svc.db, user_id, totp.Step.SETUP,
+        lambda conn: totp.finish_setup(conn, svc.box, user_id, data.token, data.mfa_token),
+    )
+    return Ok()
+
+
+@bp.post("/login/2fa/disable")
+@tag(TAGS)
+@require_user
+@validate_request(TwoFactorDisableBody)
+@validate_response(Ok)
+async def disable_two_factor(data: TwoFactorDisableBody) -> Ok:
+    """Turn 2FA off with the current ``password`` and a current code of the OTP app.
+
+    A social-only account (no password) gives the code alone. Wrong codes count
+    with the login's second step: 5 lock both for 15 minutes (429 code 9).
+    409 code 24 when 2FA is not enabled.
+    """
+    svc = services()
+    user_id = current_caller().user_id
+    await confirm_identity(data.password, None, code_checked_after=True)
+
+    async def work(conn: asyncpg.Connection) -> bool | None:
+        return await totp.disable(conn, svc.box, user_id, data.mfa_token) or None
+
+    await totp.guarded(svc.db, user_id, totp.Step.CODE, work)
     return Ok()
 
 
@@ -370,9 +422,20 @@ async def refresh() -> RefreshResponse:
 @optional_body(LogoutBody)
 @validate_response(Ok)
 async def logout(data: LogoutBody) -> Ok:
-    """Log out one device (``device_id``) or, without it, every device of the user."""
+    """Log out one device (``device_id``) or, without it, every device of the user.
+
+    Logging out every device also cancels the pending email-change and password-reset
+    links and any 2FA set-up in progress.
+    """
     svc = services()
     user_id = current_caller().user_id
-    revoked = await svc.db.run(lambda conn: revoke_sessions(conn, user_id, data.device_id))
+
+    async def work(conn: asyncpg.Connection) -> list[uuid.UUID]:
+        if data.device_id is None:
+            await email_tokens.revoke(conn, user_id, *email_tokens.ACCOUNT_CHANGES)
+            await totp.cancel_setups(conn, user_id)
+        return await revoke_sessions(conn, user_id, data.device_id)
+
+    revoked = await svc.db.transaction(work)
     svc.hub.sessions_revoked(revoked)  # their feed sockets close too
     return Ok()

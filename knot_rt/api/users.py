@@ -2,6 +2,10 @@
 
 Every mail is written to the outbox in the transaction of the change that needs
 it; the mail sender is woken once that transaction committed.
+
+Asking for an email change needs the current password (a social-only account: a
+current 2FA code or a login of the last 5 minutes). Setting a new password from
+a reset link cancels the other pending links that change the account.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import asyncpg
-from pydantic import BaseModel, EmailStr, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
@@ -19,7 +23,7 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
-from ..services import email_tokens
+from ..services import email_tokens, totp
 from ..services.accounts import (
     Account,
     account_by_email,
@@ -37,7 +41,15 @@ from ..services.email_tokens import Purpose
 from ..services.notifications import Notifications
 from ..services.sessions import revoke_sessions
 from ..services.tokens import PURPOSE_CONFIRM
-from ..web.auth import client_address, current_caller, purpose_claims, require_purpose, require_user
+from ..web.auth import (
+    client_address,
+    confirm_identity,
+    current_caller,
+    purpose_claims,
+    require_purpose,
+    require_user,
+)
+from .login import CURRENT_PASSWORD_FIELD, CurrentPassword, OtpCode
 from .models import AppLabelName, Body, Data, Lang, Ok, PageQuery
 
 bp = Blueprint("users", __name__, url_prefix="/api/application")
@@ -71,6 +83,12 @@ class Profile(BaseModel):
 
 class EmailBody(Body):
     email: EmailStr
+    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+    mfa_token: OtpCode | None = Field(
+        default=None,
+        description="A current 2FA code: how a social-only account with 2FA proves it is the caller "
+        "(instead of a login of the last 5 minutes).",
+    )
 
 
 class TokenQuery(PageQuery):
@@ -178,11 +196,16 @@ async def profile() -> Data[Profile]:
 @validate_request(EmailBody)
 @validate_response(Ok)
 async def ask_email_change(data: EmailBody) -> Ok:
-    """Send an email containing a confirmation link to change the user's email address to a new one."""
+    """Send an email containing a confirmation link to change the user's email address to a new one.
+
+    Needs the current ``password``; a social-only account gives a current 2FA code
+    (``mfa_token``) or asks within 5 minutes of its login.
+    """
     svc = services()
     rates = svc.settings.rate_limits
     user_id = current_caller().user_id
     new_email = normalize_email(data.email)
+    await confirm_identity(data.password, data.mfa_token)  # guesses count against the account's logins
     svc.limiter.check(
         (rates.confirmation_per_address, "email_change_per_address", new_email),
         (rates.confirmation_per_client, "email_change_per_client", client_address()),
@@ -317,7 +340,8 @@ async def ask_password_reset(data: PasswordResetBody) -> Ok:
 @validate_request(NewPasswordBody)
 @validate_response(Ok)
 async def set_new_password(data: NewPasswordBody) -> Ok:
-    """Set a new password from a reset email; every session of the account ends."""
+    """Set a new password from a reset email; every session of the account ends, and the pending
+    email-change and password-reset links and 2FA set-ups are cancelled."""
     svc = services()
     # A cheap look first, so that a wrong token costs no password hashing.
     await svc.db.run(lambda conn: email_tokens.peek(conn, data.token, Purpose.PASSWORD_RESET))
@@ -326,6 +350,8 @@ async def set_new_password(data: NewPasswordBody) -> Ok:
     async def work(conn: asyncpg.Connection) -> list[uuid.UUID]:
         found = await email_tokens.use(conn, data.token, Purpose.PASSWORD_RESET)
         await set_password_hash(conn, found.user_id, password_hash)
+        await email_tokens.revoke(conn, found.user_id, *email_tokens.ACCOUNT_CHANGES)
+        await totp.cancel_setups(conn, found.user_id)
         return await revoke_sessions(conn, found.user_id)
 
     revoked = await svc.db.transaction(work)

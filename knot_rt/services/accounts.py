@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 
@@ -128,3 +129,27 @@ async def change_email(conn: asyncpg.Connection, user_id: int, email: str) -> No
 
 async def set_password_hash(conn: asyncpg.Connection, user_id: int, password_hash: str) -> None:
     await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What re-authenticating a logged-in user checks: the password, or for a social-only account
+    (no password) a current second-factor code or a login of the last few minutes."""
+
+    email: str
+    password_hash: str | None
+    two_factor_enabled: bool
+    recent_login: bool  # the caller's session opened within the window asked for
+
+
+async def load_credentials(
+    conn: asyncpg.Connection, user_id: int, session_id: object, recent: timedelta
+) -> Credentials | None:
+    row = await conn.fetchrow(
+        """SELECT u.email, u.password_hash, u.totp_secret IS NOT NULL AS two_factor_enabled,
+                  COALESCE(s.created_at > now() - $3::interval, false) AS recent_login
+           FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id AND s.revoked_at IS NULL
+           WHERE u.id = $1""",
+        user_id, session_id, recent,
+    )
+    return None if row is None else Credentials(**dict(row))

@@ -25,6 +25,11 @@ class Purpose(StrEnum):
     PASSWORD_RESET = "password_reset"
 
 
+# What a password reset or a logout of every device cancels: links that change the account.
+# (A pending confirmation link stays: it only proves the user reads the address.)
+ACCOUNT_CHANGES = (Purpose.EMAIL_CHANGE, Purpose.PASSWORD_RESET)
+
+
 @dataclass(frozen=True, slots=True)
 class EmailToken:
     user_id: int

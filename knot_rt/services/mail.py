@@ -2,15 +2,24 @@
 then sent over SMTP by a background task, with retries and backoff.
 
 Without ``SMTP_URL`` a mail is logged and stays in the outbox.
+
+Mailed links carry tokens (``?token=…``) that act on the account: the log shows
+a mail with its token values removed (``redact``), and once a mail is sent (or
+given up) its body in the outbox is replaced by the redacted one, so the outbox
+keeps what was sent to whom, never a usable link. TLS to the SMTP server
+(``smtps://``, ``smtp+starttls://``) verifies the certificate and the host name
+against the system's CAs plus ``SMTP_CA_FILE`` when set.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
+from ssl import SSLContext, create_default_context
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -19,6 +28,14 @@ import trio
 from ..db import Database
 
 log = logging.getLogger(__name__)
+
+_TOKEN_VALUE = re.compile(r"([?&;]token=)[^\s&#;]+", re.IGNORECASE)
+REDACTED = "[removed]"
+
+
+def redact(body: str) -> str:
+    """The body with the value of every ``token=`` link parameter removed."""
+    return _TOKEN_VALUE.sub(lambda m: m.group(1) + REDACTED, body)
 
 
 async def enqueue(conn: asyncpg.Connection, to_addr: str, subject: str, body: str) -> int:
@@ -37,9 +54,10 @@ class SmtpTarget:
     password: str | None = None
     starttls: bool = False
     ssl: bool = False
+    ca_file: str | None = None
 
     @classmethod
-    def parse(cls, url: str) -> SmtpTarget:
+    def parse(cls, url: str, *, ca_file: str | None = None) -> SmtpTarget:
         """``smtp://[user:pass@]host[:port]``, ``smtp+starttls://…`` or ``smtps://…``."""
         parts = urlsplit(url)
         if parts.scheme not in {"smtp", "smtps", "smtp+starttls"} or not parts.hostname:
@@ -52,16 +70,24 @@ class SmtpTarget:
             password=unquote(parts.password) if parts.password else None,
             starttls=parts.scheme == "smtp+starttls",
             ssl=ssl,
+            ca_file=ca_file,
         )
+
+    def tls_context(self) -> SSLContext:
+        """Verifies the server's certificate and host name (smtplib's own default verifies neither)."""
+        context = create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
 
     def send(self, message: EmailMessage) -> None:
         client: smtplib.SMTP
-        client = smtplib.SMTP_SSL(self.host, self.port, timeout=20) if self.ssl else smtplib.SMTP(
-            self.host, self.port, timeout=20
-        )
+        client = smtplib.SMTP_SSL(
+            self.host, self.port, timeout=20, context=self.tls_context()
+        ) if self.ssl else smtplib.SMTP(self.host, self.port, timeout=20)
         with client:
             if self.starttls:
-                client.starttls()
+                client.starttls(context=self.tls_context())
             if self.username:
                 client.login(self.username, self.password or "")
             client.send_message(message)
@@ -72,10 +98,10 @@ class MailSender:
 
     def __init__(
         self, db: Database, smtp_url: str | None, mail_from: str, *, retry_seconds: float = 5.0,
-        max_attempts: int = 8, poll_seconds: float = 2.0,
+        max_attempts: int = 8, poll_seconds: float = 2.0, ca_file: str | None = None,
     ) -> None:
         self._db = db
-        self._target = SmtpTarget.parse(smtp_url) if smtp_url else None
+        self._target = SmtpTarget.parse(smtp_url, ca_file=ca_file) if smtp_url else None
         self._from = mail_from
         self._retry = retry_seconds
         self._max_attempts = max_attempts
@@ -110,7 +136,9 @@ class MailSender:
                WHERE sent_at IS NULL AND attempts = 0 RETURNING to_addr, subject, body"""
         )
         for row in rows:
-            log.info("mail to %s (not sent, no SMTP_URL): %s\n%s", row["to_addr"], row["subject"], row["body"])
+            log.info(
+                "mail to %s (not sent, no SMTP_URL): %s\n%s", row["to_addr"], row["subject"], redact(row["body"])
+            )
 
     async def _send_batch(self) -> int:
         # Lease the due mail for a minute, so that another process does not send it too.
@@ -141,8 +169,8 @@ class MailSender:
         except ValueError as exc:  # e.g. a line break in a header: no retry can help
             log.error("mail %s to %s cannot be written, given up: %s", row["id"], row["to_addr"], exc)
             await self._db.execute(
-                "UPDATE outbox SET attempts = $2, last_error = $3 WHERE id = $1",
-                row["id"], self._max_attempts, str(exc)[:500],
+                "UPDATE outbox SET attempts = $2, last_error = $3, body = $4 WHERE id = $1",
+                row["id"], self._max_attempts, str(exc)[:500], redact(row["body"]),
             )
             return
         try:
@@ -150,10 +178,17 @@ class MailSender:
         except (OSError, smtplib.SMTPException, UnicodeError) as exc:
             delay = timedelta(seconds=self._retry * 2 ** (row["attempts"] - 1))
             log.warning("mail %s to %s failed (attempt %s): %s", row["id"], row["to_addr"], row["attempts"], exc)
+            # The last attempt keeps no usable link: nothing will send it any more.
+            given_up = row["attempts"] >= self._max_attempts
             await self._db.execute(
-                "UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3 WHERE id = $1",
-                row["id"], delay, str(exc)[:500],
+                """UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3,
+                          body = CASE WHEN $4 THEN $5 ELSE body END
+                   WHERE id = $1""",
+                row["id"], delay, str(exc)[:500], given_up, redact(row["body"]),
             )
             return
-        await self._db.execute("UPDATE outbox SET sent_at = now(), last_error = NULL WHERE id = $1", row["id"])
+        await self._db.execute(
+            "UPDATE outbox SET sent_at = now(), last_error = NULL, body = $2 WHERE id = $1",
+            row["id"], redact(row["body"]),
+        )
         self.sent += 1
