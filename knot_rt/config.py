@@ -29,7 +29,7 @@ def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_network(part, strict=False)
         except ValueError as exc:
-            raise ValueError(f"KNOT_TRUSTED_PROXIES: {part!r} is not an address or a CIDR") from exc
+            raise ConfigError(f"KNOT_TRUSTED_PROXIES: {part!r} is not an address or a CIDR") from exc
     return found
 
 
