@@ -51,6 +51,12 @@ MAX_ID_LENGTH: Final = 36
 MIN_SECRET_LENGTH: Final = 16
 #: Close code of an older connection when the same station connects again.
 REPLACED: Final = 4001
+#: Close code of a connection whose station secret was rotated (or whose station was removed).
+SECRET_ROTATED: Final = 4003
+#: Close code when the station's actor is unavailable (failing, or the service restarting): reconnect later.
+TRY_AGAIN_LATER: Final = 1013
+#: Longest station id accepted in Basic auth: a bigint has at most 19 digits.
+MAX_STATION_ID_DIGITS: Final = 19
 #: Id used in an ERROR answering a frame whose id could not be read.
 UNKNOWN_ID: Final = "-1"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 1800  # seconds, sent in the boot RESULT
