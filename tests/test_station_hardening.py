@@ -311,7 +311,7 @@ async def test_handshake_and_connection_caps(harness: Harness) -> None:
     silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]  # connect, send nothing
     await eventually(lambda: gateway.handshakes == 2)
     with pytest.raises(Exception):  # noqa: B017 - closed during the handshake, however it shows
-        async with station_socket(harness.station_url, *site.stations[0]) as station:
+        async with station_socket(harness.station_url, *site.stations[0], connect_timeout=2) as station:
             await station.boot()
     assert gateway.counters.busy >= 1
     for stream in silent:
@@ -324,8 +324,9 @@ async def test_handshake_and_connection_caps(harness: Harness) -> None:
         await first.boot()
         await second.boot()
         with pytest.raises(Exception):  # noqa: B017
-            async with station_socket(harness.station_url, *site.stations[2]) as third:
+            async with station_socket(harness.station_url, *site.stations[2], connect_timeout=2) as third:
                 await third.boot()
+        assert gateway.counters.busy >= 2
         assert (await first.state({1: None}))[::2] == [3, {}]
     await eventually(lambda: gateway.sockets == 0)
     async with station_socket(harness.station_url, *site.stations[2]) as third:
