@@ -201,9 +201,16 @@ async def test_a_subtree_escalation_degrades_health_and_the_subtree_comes_back(h
         assert "RestartIntensityExceeded" in body["message"]
         assert (await harness.client.get("/api/application/faq")).status_code != 503  # HTTP keeps serving
         for station in sockets:  # their actors were stopped with the subtree
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await station.receive()
+            assert closed.value.reason.code == wire.TRY_AGAIN_LATER
+        # While the subtree is down, a station that connects is told to come back later; nothing else happens.
+        async with station_socket(harness.station_url, *site.stations[0]) as early:
+            with pytest.raises(ConnectionClosed) as closed:
+                await early.boot()
+            assert closed.value.reason.code == wire.TRY_AGAIN_LATER
+        assert harness.svc.stations.down()
 
     async def healthy() -> bool:
         return (await harness.client.get("/health")).status_code == 200
