@@ -232,6 +232,7 @@ class Failure(StrEnum):
     TIMEOUT = "timeout"  # no answer in time (HTTP 504, code 40)
     REJECTED = "rejected"  # the station refused or answered an ERROR
     INVALID = "invalid"  # the command does not fit the station (HTTP 400)
+    UNAVAILABLE = "unavailable"  # the backend could not record the command (database down; HTTP 503, code 48)
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +525,11 @@ class StationActor(Actor[StationMessage, StationReply]):
             return link
         if self.view is None or self.view.spot(spot) is None:
             return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
-        unlock_id = await self._store.next_unlock_id()
+        try:
+            unlock_id = await self._store.next_unlock_id()
+        except Exception as exc:  # e.g. the database is down: nothing sent, the caller may retry
+            log.warning("station %s: no unlock id for spot %s: %r", self.station_id, spot, exc)
+            return CommandFailed(Failure.UNAVAILABLE, "the unlock could not be recorded; try again shortly")
         self._unlocks[unlock_id] = spot
         if len(self._unlocks) > 256:  # never answered: forget the oldest
             del self._unlocks[next(iter(self._unlocks))]

@@ -29,6 +29,7 @@ _FAILURES: dict[Failure, ErrorCode] = {
     Failure.TIMEOUT: ErrorCode.DEVICE_TIMEOUT,
     Failure.REJECTED: ErrorCode.DEVICE_REJECTED,
     Failure.INVALID: ErrorCode.INVALID_INPUT,
+    Failure.UNAVAILABLE: ErrorCode.SERVICE_UNAVAILABLE,
 }
 
 

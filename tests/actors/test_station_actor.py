@@ -166,6 +166,7 @@ class MemoryStationStore:
 
     async def next_unlock_id(self) -> int:
         await trio.lowlevel.checkpoint()
+        self._check()
         return next(self._unlock_ids)
 
 
@@ -856,6 +857,19 @@ async def test_a_boot_the_store_cannot_record_is_refused_and_can_be_retried() ->
         view = await view_of(ref)
     assert refused[2] == "InternalError" and early[2] == "ProtocolError"
     assert accepted[2]["status"] == "accepted" and link.booted and view.online
+    assert r.sup.metrics.restarts_total == 0
+
+
+async def test_an_unlock_the_store_cannot_number_is_refused_and_the_actor_lives() -> None:
+    async with rig() as r:
+        ref, link = await online_station(r)
+        r.store.down = True
+        refused = await ref.ask(UnlockSpot(2))
+        r.store.down = False
+        link.sent.clear()
+        retried = await pending(ref, UnlockSpot(2))
+    assert isinstance(refused, CommandFailed) and refused.failure is Failure.UNAVAILABLE
+    assert retried.unlock_id is not None
     assert r.sup.metrics.restarts_total == 0
 
 
