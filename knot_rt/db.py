@@ -132,7 +132,7 @@ class Database:
                 # The acquire timeout also bounds the release (asyncpg applies it to the reset).
                 conn = await self._pool.acquire(timeout=self.acquire_timeout)
             except Exception as exc:  # whatever stops us from getting a connection: refused, timeout, full
-                raise DatabaseUnavailable(_describe(exc)) from exc
+                raise DatabaseUnavailable(_describe(exc, "no connection within the acquire timeout")) from exc
             try:
                 if in_transaction:
                     async with conn.transaction():
@@ -141,7 +141,7 @@ class Database:
                     result = await work(conn)
             except Exception as exc:
                 if _is_connection_failure(exc, conn):
-                    raise DatabaseUnavailable(_describe(exc)) from exc
+                    raise DatabaseUnavailable(_describe(exc, "no answer within the command timeout")) from exc
                 raise
             finally:
                 try:
@@ -188,8 +188,8 @@ class Database:
         return await self.run(lambda conn: conn.execute(sql, *args))
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error).strip()
+def _describe(error: BaseException, timed_out: str = "") -> str:
+    text = str(error).strip() or (timed_out if isinstance(error, TimeoutError) else "")
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
