@@ -141,8 +141,21 @@ async def test_postgresql_stopped_and_started_under_a_running_server(
         finally:
             await db.close()
         settings = outage_settings(private_cluster.url, smtp_sink, tmp_path)
-        async with serving(settings, connect_timeout=2.0, acquire_timeout=3.0, command_timeout=5.0) as harness:
+        async with serving(settings, connect_timeout=2.0, acquire_timeout=3.0, command_timeout=5.0) as harness, \
+                trio.open_nursery() as loops:
+            # One more feed pruner, every 0.2 s: it keeps failing through the outage and prunes after it.
+            loops.start_soon(harness.svc.bus.run_pruner, 0.2)
             await outage_scenario(harness, private_cluster, smtp_sink)
+            await harness.db.execute(
+                """INSERT INTO feed_events (topic, seq, event, data, created_at)
+                   VALUES ('cluster:0', 1, 'cluster.updated', '{}', now() - interval '3 days')"""
+            )
+
+            async def pruned() -> bool:
+                return await harness.db.fetchval("SELECT count(*) FROM feed_events WHERE topic = 'cluster:0'") == 0
+
+            await eventually(pruned)
+            loops.cancel_scope.cancel()
 
 
 async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpSink) -> None:
