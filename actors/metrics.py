@@ -41,6 +41,7 @@ class ActorMetrics:
         self.restarts_total = 0
         self.restarts_by_kind: Counter[str] = Counter()
         self.escalations_total = 0
+        self.given_up_total = 0  # children stopped for good past their own restart intensity
         self.recent_restarts: deque[RestartEvent] = deque(maxlen=recent)
         self._live: set[Gauged] = set()
 
@@ -53,6 +54,9 @@ class ActorMetrics:
 
     def record_escalation(self) -> None:
         self.escalations_total += 1
+
+    def record_give_up(self) -> None:
+        self.given_up_total += 1
 
     def track(self, actor: Gauged) -> None:
         self._live.add(actor)

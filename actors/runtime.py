@@ -210,6 +210,13 @@ class ActorRef(Generic[M, R]):
         else:
             self._done_callbacks.append(callback)
 
+    def remove_done_callback(self, callback: Callable[[ActorRef[M, R]], None]) -> None:
+        """Forget a callback given to ``add_done_callback`` (no-op if absent or already called)."""
+        try:
+            self._done_callbacks.remove(callback)
+        except ValueError:
+            pass
+
     def _finish(self) -> None:
         """The actor is gone for good: fail what is still queued and notify (once)."""
         if self._done.is_set():

@@ -13,7 +13,12 @@ test without a server.
 
 Nothing a station sends can crash it: a frame that does not fit the station
 (an unknown spot) is answered with an ERROR. A command that cannot be sent is a
-reply (``CommandFailed``), not an exception.
+reply (``CommandFailed``), not an exception. A store that fails (the database
+is down) does not crash it either: the event is answered ``InternalError``
+(nothing was recorded or applied; the station keeps it and sends it again
+later), a ``boot`` is refused the same way (the link stays unbooted), and
+going offline is applied in memory and logged, the database catching up the
+next time this actor starts (``on_start`` reconciles the online flag).
 """
 
 from __future__ import annotations
@@ -314,7 +319,7 @@ class StationActor(Actor[StationMessage, StationReply]):
             case Detached(link):
                 if link is self._link:
                     self._link = None
-                    await self._set_online(False)
+                    await self._set_online(False, strict=False)
                 return None
             case UnlockSpot(spot):
                 return await self._unlock(spot)
@@ -332,19 +337,36 @@ class StationActor(Actor[StationMessage, StationReply]):
         was_online = self.view is not None and self.view.online
         self._link = link
         if was_online:  # the previous connection is gone: offline until this one boots
-            await self._set_online(False)
+            await self._set_online(False, strict=False)
 
-    async def _set_online(self, online: bool, firmware: dict[str, Any] | None = None) -> None:
+    async def _set_online(self, online: bool, firmware: dict[str, Any] | None = None, *, strict: bool = True) -> None:
+        """Record and announce the online state.
+
+        ``strict=False`` (going offline): a failure of the store or of a listener is
+        logged and the state is applied in memory anyway; the socket is gone either way.
+        """
         assert self.view is not None
         before = self.view
         if before.online == online and firmware is None:
             return
-        await self._store.set_online(self.station_id, online, firmware=firmware)
+        try:
+            await self._store.set_online(self.station_id, online, firmware=firmware)
+        except Exception:
+            if strict:
+                raise
+            log.warning("station %s: recording online=%s failed; applied in memory only", self.station_id, online,
+                        exc_info=True, extra={"station_id": self.station_id})
         self.view = replace(before, online=online, last_seen_ms=now_ms(), firmware=firmware or before.firmware)
         if before.online != online:
             event = "station.online" if online else "station.offline"
-            await self._listener.station_event(self.view, event, {"station_id": self.station_id, "online": online})
-            await self._listener.station_changed(before, self.view)
+            try:
+                await self._listener.station_event(self.view, event, {"station_id": self.station_id, "online": online})
+                await self._listener.station_changed(before, self.view)
+            except Exception:
+                if strict:
+                    raise
+                log.warning("station %s: announcing online=%s failed", self.station_id, online, exc_info=True,
+                            extra={"station_id": self.station_id})
 
     # station -> backend ----------------------------------------------------
 
@@ -370,9 +392,13 @@ class StationActor(Actor[StationMessage, StationReply]):
             return
         payload = call.payload.model_dump(mode="json")
         feed = self._feed_item(call, payload)
-        earlier = await self._store.record(
-            self.station_id, call.id, call.action.value, payload, result, changes, feed=feed
-        )
+        try:
+            earlier = await self._store.record(
+                self.station_id, call.id, call.action.value, payload, result, changes, feed=feed
+            )
+        except Exception as exc:  # e.g. the database is down: nothing recorded, nothing applied
+            await self._internal_error(link, call, "record", exc)
+            return
         if earlier is not None:  # a resend: same answer, nothing applied twice
             await self._answer(link, wire.result(call.id, earlier))
             return
@@ -380,6 +406,13 @@ class StationActor(Actor[StationMessage, StationReply]):
             self._unlocks.pop(call.payload.unlock, None)
         await self._apply(call, changes)
         await self._answer(link, wire.result(call.id, result))
+
+    async def _internal_error(self, link: StationLink, call: wire.Call, what: str, exc: Exception) -> None:
+        log.warning("station %s: %s of %s %r failed: %r; answered InternalError", self.station_id, what,
+                    call.action.value, call.id, exc, extra={"station_id": self.station_id})
+        await self._answer(link, wire.error(
+            call.id, wire.ErrorCode.INTERNAL_ERROR, "the event could not be recorded now; send it again later"
+        ))
 
     def _feed_item(self, call: wire.Call, payload: dict[str, Any]) -> FeedItem | None:
         event = _FEED_EVENTS.get(call.action)
@@ -400,8 +433,12 @@ class StationActor(Actor[StationMessage, StationReply]):
             self.background.start_soon(link.close, 1008, "station disabled")
             return
         firmware = call.payload.model_dump(mode="json")
+        try:
+            await self._set_online(True, firmware)
+        except Exception as exc:
+            await self._internal_error(link, call, "boot", exc)
+            return
         link.booted = True
-        await self._set_online(True, firmware)
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self._heartbeat,
                                    server_time=now_ms())
         await self._answer(link, wire.result(call.id, accepted))
@@ -457,7 +494,11 @@ class StationActor(Actor[StationMessage, StationReply]):
             )
         self.view = after
         if changes.spots or changes.vehicles:
-            await self._listener.station_changed(before, after)
+            try:
+                await self._listener.station_changed(before, after)
+            except Exception:  # the event is recorded and applied: a listener's trouble stays its own
+                log.exception("station %s: a listener failed on a change", self.station_id,
+                              extra={"station_id": self.station_id})
 
     # backend -> station ----------------------------------------------------
 

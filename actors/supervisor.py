@@ -26,6 +26,25 @@ first start and for every restart) and other supervisors (``SupervisorSpec``).
   window escalates, many different children crashing once each do not. A
   child's history lives and dies with the child: a removed child that is
   started again begins with an empty window.
+- Back-off: ``intensity.backoff`` > 0 delays each restart, doubling with each
+  crash in a row (a run shorter than ``period``), capped at ``max_backoff``:
+  a child that crashes at once on every start (a poison message resent, a
+  database that is down) costs a few restarts per minute, not a busy loop.
+  While it waits the child counts as down (``down()``, read by ``/health``);
+  its mailbox keeps what arrives, up to its size. The cost is latency: a
+  child that crashed for a passing reason comes back ``backoff`` later.
+- What happens past the intensity (``intensity.exceeded``): ``"escalate"``
+  (Erlang's rule, above); ``"stop_child"`` (with ``scope="child"``): that
+  child alone is stopped for good and removed, its ref fails what is queued,
+  and whoever holds the ref hears of it through ``add_done_callback`` (the
+  station gateway then closes that station's socket; it may reconnect and
+  gets a fresh actor); the siblings never notice. ``max_total_restarts``
+  still escalates when all children together restart that often within
+  ``period`` (a storm means something they share is broken).
+  ``"back_off"``: never give up, keep restarting at the capped back-off (the
+  root of the tree: a subtree that keeps failing must never stop HTTP or the
+  other subtrees; it stays down, reported by ``down()``, and comes back by
+  itself when the cause goes away).
 - Stop: ``stop()``, or a cancellation of ``run``, stops the children in
   reverse order of start (dynamic children last started, first stopped); each
   actor gets its ``shutdown_timeout`` to drain its mailbox and run ``on_stop``.
@@ -70,23 +89,48 @@ R = TypeVar("R")
 
 
 RestartScope: TypeAlias = Literal["supervisor", "child"]
+Exceeded: TypeAlias = Literal["escalate", "stop_child", "back_off"]
 
 
 @dataclass(frozen=True)
 class RestartIntensity:
     """At most ``max_restarts`` restarts within ``period`` seconds, counted over all
     children together (``scope="supervisor"``, Erlang's rule) or for each child on
-    its own (``scope="child"``); one more and the supervisor fails."""
+    its own (``scope="child"``); one more and ``exceeded`` applies: the supervisor
+    fails (``"escalate"``), the child alone is stopped (``"stop_child"``, per-child
+    scope only) or restarts go on at the capped back-off (``"back_off"``).
+
+    Each restart waits ``backoff * 2**(n-1)`` seconds (at most ``max_backoff``),
+    ``n`` the crashes in a row; 0 restarts at once. ``max_total_restarts`` (per-child
+    scope) escalates when all children together restart that often in ``period``."""
 
     max_restarts: int = 3
     period: float = 5.0
     scope: RestartScope = "supervisor"
+    backoff: float = 0.0
+    max_backoff: float = 30.0
+    exceeded: Exceeded = "escalate"
+    max_total_restarts: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0 or self.period <= 0:
             raise ValueError("max_restarts must be >= 0 and period > 0")
         if self.scope not in get_args(RestartScope):
             raise ValueError(f"scope must be one of {get_args(RestartScope)}, not {self.scope!r}")
+        if self.exceeded not in get_args(Exceeded):
+            raise ValueError(f"exceeded must be one of {get_args(Exceeded)}, not {self.exceeded!r}")
+        if self.exceeded == "stop_child" and self.scope != "child":
+            raise ValueError('exceeded="stop_child" needs scope="child"')
+        if self.backoff < 0 or self.max_backoff < self.backoff:
+            raise ValueError("backoff must be >= 0 and max_backoff >= backoff")
+        if self.max_total_restarts is not None and self.max_total_restarts < 0:
+            raise ValueError("max_total_restarts must be >= 0")
+
+    def delay(self, crashes_in_a_row: int) -> float:
+        """Seconds to wait before the restart that follows ``crashes_in_a_row`` crashes (>= 1)."""
+        if self.backoff == 0:
+            return 0.0
+        return float(min(self.max_backoff, self.backoff * 2 ** min(crashes_in_a_row - 1, 62)))
 
 
 @dataclass(frozen=True)
@@ -115,6 +159,8 @@ class _Child(ABC):
     # Times of this child's recent restarts, for a per-child intensity; created
     # on the first restart (most children never crash).
     restart_times: deque[float] | None = None
+    # Crashes in a row (each after a run shorter than the intensity's period): the back-off's exponent.
+    crashes_in_a_row: int = 0
 
     @property
     @abstractmethod
@@ -131,6 +177,10 @@ class _Child(ABC):
 
     @abstractmethod
     def finish(self) -> None: ...
+
+    @abstractmethod
+    async def pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds before a restart; a stop request ends the wait at once."""
 
     async def stop(self) -> None:
         self.request_stop()
@@ -169,6 +219,16 @@ class _ActorChild(_Child, Generic[M, R]):
         self.metrics.untrack(self.ref)
         self.ref._finish()
 
+    async def pause(self, delay: float) -> None:
+        # The ref's stop cancels its background scope: between incarnations, that is this wait.
+        with trio.CancelScope() as waiting:
+            self.ref._background = waiting
+            try:
+                if not self.ref.stopping:
+                    await trio.sleep(delay)
+            finally:
+                self.ref._background = None
+
 
 class _SupervisorChild(_Child):
     kind = "supervisor"
@@ -180,6 +240,7 @@ class _SupervisorChild(_Child):
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self._stopping = False
+        self._pause = trio.CancelScope()
 
     @property
     def stopping(self) -> bool:
@@ -190,6 +251,7 @@ class _SupervisorChild(_Child):
 
     def request_stop(self) -> None:
         self._stopping = True
+        self._pause.cancel()
         self.supervisor._request_stop()
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.shutdown_timeout)
 
@@ -198,6 +260,13 @@ class _SupervisorChild(_Child):
 
     def finish(self) -> None:
         self.done.set()
+
+    async def pause(self, delay: float) -> None:
+        with self._pause:
+            if not self._stopping:
+                await trio.sleep(delay)
+        if not self._pause.cancel_called:
+            self._pause = trio.CancelScope()
 
 
 class Supervisor:
@@ -226,6 +295,8 @@ class Supervisor:
         self._run_done = trio.Event()
         self._failure: BaseException | None = None
         self._restart_times: deque[float] = deque()
+        self._total_times: deque[float] = deque()
+        self._down: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r}>"
@@ -272,6 +343,10 @@ class Supervisor:
         """A stop was asked for (not set when the supervisor is failing)."""
         return self._stop_wanted
 
+    def down(self) -> dict[str, str]:
+        """Children waiting to be restarted after a crash: child id -> why (empty when all run)."""
+        return dict(self._down)
+
     async def _run(self, on_ready: Callable[[], None]) -> None:
         if self._active:
             raise RuntimeError(f"{self!r} is already running")
@@ -282,6 +357,8 @@ class Supervisor:
         self._run_done = trio.Event()
         self._failure = None
         self._restart_times = deque()
+        self._total_times = deque()
+        self._down = {}
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -410,14 +487,28 @@ class Supervisor:
         try:
             with child.scope:
                 while True:
+                    began = trio.current_time()
                     try:
                         await child.run_once(on_ready)
                         break
                     except Exception as exc:
                         if not started:
                             raise
-                        if not self._restart_allowed(child, _unwrap(exc)):
-                            break
+                        cause = _unwrap(exc)
+                    if trio.current_time() - began >= self.intensity.period:
+                        child.crashes_in_a_row = 0  # it ran well for a while: start the back-off over
+                    child.crashes_in_a_row += 1
+                    if not self._restart_allowed(child, cause):
+                        break
+                    delay = self.intensity.delay(child.crashes_in_a_row)
+                    if delay > 0:
+                        self._down[child.child_id] = f"{child} crashed ({cause!r}); restarting in {delay:g}s"
+                        try:
+                            await child.pause(delay)
+                        finally:
+                            self._down.pop(child.child_id, None)
+                    if child.stopping or self._stop_requested.is_set():
+                        break
         except Exception as exc:
             cause = _unwrap(exc)
             if not started:
@@ -441,23 +532,24 @@ class Supervisor:
             times.popleft()
         limit = intensity.max_restarts
         counted = "restarts of this child" if intensity.scope == "child" else "restarts"
-        if len(times) >= limit:
-            failure = RestartIntensityExceeded(
-                f"{self.name}: more than {limit} {counted} in {intensity.period}s; last: {child} crashed: {cause!r}"
-            )
-            failure.__cause__ = cause
+        total = intensity.max_total_restarts
+        if intensity.scope == "child" and total is not None:
+            storm = self._total_times
+            while storm and storm[0] <= now - intensity.period:
+                storm.popleft()
+            if len(storm) >= total:
+                return self._escalate(child, cause, f"more than {total} restarts of all children in {intensity.period}s")
+            storm.append(now)
+        if len(times) >= limit and intensity.exceeded == "stop_child":
+            self.metrics.record_give_up()
             logger.error(
-                "%s: %s crashed; restart intensity exceeded (%d %s in %ss), stopping and escalating",
-                self.name,
-                child,
-                limit,
-                counted,
-                intensity.period,
-                exc_info=cause,
+                "%s: %s crashed; more than %d %s in %ss: stopping it for good (its siblings keep running)",
+                self.name, child, limit, counted, intensity.period, exc_info=cause,
                 extra={"supervisor": self.name, "actor_kind": child.kind, "child_id": child.child_id},
             )
-            self._fail(failure)
             return False
+        if len(times) >= limit and intensity.exceeded == "escalate":
+            return self._escalate(child, cause, f"more than {limit} {counted} in {intensity.period}s")
         times.append(now)
         self.metrics.record_restart(RestartEvent(self.name, child.kind, child.child_id, cause, now))
         logger.error(
@@ -473,6 +565,17 @@ class Supervisor:
             extra={"supervisor": self.name, "actor_kind": child.kind, "child_id": child.child_id},
         )
         return True
+
+    def _escalate(self, child: _Child, cause: BaseException, why: str) -> bool:
+        failure = RestartIntensityExceeded(f"{self.name}: {why}; last: {child} crashed: {cause!r}")
+        failure.__cause__ = cause
+        logger.error(
+            "%s: %s crashed; restart intensity exceeded (%s), stopping and escalating",
+            self.name, child, why, exc_info=cause,
+            extra={"supervisor": self.name, "actor_kind": child.kind, "child_id": child.child_id},
+        )
+        self._fail(failure)
+        return False
 
     def _restart_window(self, child: _Child) -> deque[float]:
         """The restart times counted against ``child``'s next restart."""

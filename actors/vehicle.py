@@ -36,7 +36,13 @@ hear of it; a message that changes nothing saves nothing and notifies
 nobody. ``on_start`` rebuilds the state from the store (an unknown vehicle
 starts empty), so a restarted actor is where the last saved change left it.
 A failed save crashes the actor: the asker gets ``ActorCrashed`` and the
-restarted actor knows nothing of the change. A failing listener is logged
+restarted actor knows nothing of the change.
+
+Idle: with ``idle_after`` set, an actor that handled no message for that many
+seconds stops itself in order (its state is all saved); the registry forgets
+it and the next message starts a fresh one from the store. Thousands of
+vehicles seen once (or a station reporting many) do not stay in memory; the
+cost is one load from the store when a stopped vehicle is used again. A failing listener is logged
 and does not undo the change nor keep the other listeners from hearing of it.
 """
 
@@ -44,9 +50,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, assert_never
+
+import trio
 
 from actors.registry import ActorKind
 from actors.runtime import Actor
@@ -181,17 +190,34 @@ class VehicleListener(Protocol):
 
 
 class Vehicle(Actor[VehicleMessage, VehicleView]):
-    def __init__(self, vehicle_id: int, store: VehicleStore, listeners: Sequence[VehicleListener] = ()) -> None:
+    def __init__(
+        self, vehicle_id: int, store: VehicleStore, listeners: Sequence[VehicleListener] = (),
+        *, idle_after: float = math.inf,
+    ) -> None:
         self.vehicle_id = vehicle_id
         self.store = store
         self.listeners = tuple(listeners)
         self.view = VehicleView(vehicle_id)
+        self.idle_after = idle_after
+        self._last_used = 0.0
 
     async def on_start(self) -> None:
         record = await self.store.load(self.vehicle_id)
         self.view = VehicleView(self.vehicle_id) if record is None else _from_record(self.vehicle_id, record)
+        self._last_used = trio.current_time()
+        if self.idle_after < math.inf:
+            self.background.start_soon(self._stop_when_idle)
+
+    async def _stop_when_idle(self) -> None:
+        while True:
+            await trio.sleep_until(self._last_used + self.idle_after)
+            if trio.current_time() >= self._last_used + self.idle_after:
+                logger.debug("vehicle %d: idle, stopping", self.vehicle_id)
+                self.ref.stop_nowait()
+                return
 
     async def handle(self, message: VehicleMessage) -> VehicleView:
+        self._last_used = trio.current_time()
         view = self.view
         match message:
             case Snapshot():
@@ -259,7 +285,9 @@ def _from_record(vehicle_id: int, record: VehicleRecord) -> VehicleView:
 VEHICLE = ActorKind[VehicleMessage, VehicleView]("vehicle")
 
 
-def vehicle_factory(store: VehicleStore, listeners: Sequence[VehicleListener] = ()) -> Callable[[str], Vehicle]:
+def vehicle_factory(
+    store: VehicleStore, listeners: Sequence[VehicleListener] = (), *, idle_after: float = math.inf
+) -> Callable[[str], Vehicle]:
     """The factory to register ``VEHICLE`` with a ``Registry`` (actor ids are vehicle ids)."""
     listeners = tuple(listeners)
-    return lambda actor_id: Vehicle(int(actor_id), store, listeners)
+    return lambda actor_id: Vehicle(int(actor_id), store, listeners, idle_after=idle_after)

@@ -89,6 +89,16 @@ class Settings:
     station_heartbeat_seconds: int = 1800
     station_ping_seconds: float = 30.0
     station_call_timeout: float = 10.0
+    # Station gateway hardening (see knot_rt/stations/gateway.py and service.py).
+    station_max_connections: int = 20_000  # open sockets, handshakes included; more are closed at once
+    station_max_handshakes: int = 512  # sockets not yet authenticated
+    station_handshake_seconds: float = 10.0  # to send the upgrade request, then to be authenticated
+    station_auth_failures: str = "20/minute"  # failed logins per address (`limits` rate); then 429
+    station_secret_check_seconds: float = 15.0  # how often open sockets are checked against rotated secrets
+    station_restart_backoff: float = 0.5  # first delay before an actor restart, doubling, capped at 30 s
+    station_restart_storm: int = 500  # restarts of all station actors within 5 s that escalate the subtree
+    subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
+    vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
     feed_queue_capacity: int = 256
     feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0
@@ -111,6 +121,9 @@ class Settings:
             data_dir=Path(env("KNOT_DATA_DIR", ".knot-data")),
             public_url=env("KNOT_PUBLIC_URL", ""),
             mail_from=env("KNOT_MAIL_FROM", "Knot <no-reply@knot.local>"),
+            station_max_connections=_env_int("KNOT_STATION_MAX_CONNECTIONS", 20_000),
+            station_max_handshakes=_env_int("KNOT_STATION_MAX_HANDSHAKES", 512),
+            station_auth_failures=env("KNOT_STATION_AUTH_FAILURES", "20/minute"),
             social=SocialConfig.from_env(),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ class Services:
         stations = StationService(
             db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
+            settings=settings,
         )
         catalog = Catalog(db)
         stations.live_vehicles.followers.append(catalog)  # free-floating vehicles move on the map

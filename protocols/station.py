@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .wire import WireModel, field_path
+from .wire import INT32_MAX, INT64_MAX, StorableText, WireModel, field_path, is_storable_text
 
 # --------------------------------------------------------------------------
 # Transport constants
@@ -51,6 +51,12 @@ MAX_ID_LENGTH: Final = 36
 MIN_SECRET_LENGTH: Final = 16
 #: Close code of an older connection when the same station connects again.
 REPLACED: Final = 4001
+#: Close code of a connection whose station secret was rotated (or whose station was removed).
+SECRET_ROTATED: Final = 4003
+#: Close code when the station's actor is unavailable (failing, or the service restarting): reconnect later.
+TRY_AGAIN_LATER: Final = 1013
+#: Longest station id accepted in Basic auth: a bigint has at most 19 digits.
+MAX_STATION_ID_DIGITS: Final = 19
 #: Id used in an ERROR answering a frame whose id could not be read.
 UNKNOWN_ID: Final = "-1"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 1800  # seconds, sent in the boot RESULT
@@ -60,7 +66,7 @@ DEFAULT_CALL_TIMEOUT: Final = 10.0  # seconds a backend CALL waits for its answe
 ID_RETENTION_DAYS: Final = 7  # how long answered CALL ids are remembered
 
 MAX_SPOTS: Final = 32
-_INT64_MAX: Final = 2**63 - 1
+_INT64_MAX: Final = INT64_MAX
 
 
 class MessageType(IntEnum):
@@ -217,11 +223,18 @@ def _badge_id(value: str) -> str:
     return value.upper()
 
 
+# Every integer is bounded by the column it may be stored in (``knot_rt/migrations``): vehicle
+# ids and times are bigint, voltages integer (``vehicles.voltage``); values kept only in jsonb
+# (radio levels, energy counters) get the same bounds, so no value is beyond what a reader expects.
 SpotNumber = Annotated[int, Field(ge=1, le=MAX_SPOTS)]
 VehicleId = Annotated[int, Field(ge=0, le=_INT64_MAX)]  # 0: the id could not be read
 EpochMs = Annotated[int, Field(ge=0, le=_INT64_MAX)]
-Millivolts = Annotated[int, Field(ge=0)]
+Millivolts = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Percent = Annotated[int, Field(ge=0, le=100)]
+RadioLevel = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]  # dBm
+Celsius = Annotated[float, Field(ge=-273.15, le=1000.0, allow_inf_nan=False)]
+#: Free text of a station (firmware versions, alert and fault names): storable, bounded.
+Name = StorableText
 #: An ISO 14443A UID in hex, normalised to upper case.
 BadgeId = Annotated[str, AfterValidator(_badge_id)]
 
@@ -242,8 +255,8 @@ class _Empty(Payload):
 
 
 class BoardInfo(Payload):
-    firmware_version: str
-    board_revision: str
+    firmware_version: Name
+    board_revision: Name
 
 
 class BootPayload(Payload):
@@ -254,7 +267,7 @@ class BootPayload(Payload):
 class MainboardState(Payload):
     v5: Millivolts
     v48: Millivolts
-    temp: float  # °C
+    temp: Celsius
 
 
 class SpotState(Payload):
@@ -271,13 +284,13 @@ class VehicleState(Payload):
 
 class Connectivity(Payload):
     type: Annotated[ConnectivityType, _enum(ConnectivityType)]
-    rssi: int
-    rsrp: int
+    rssi: RadioLevel
+    rsrp: RadioLevel
 
 
 class Energy(Payload):
-    total_active_energy: Annotated[int, Field(ge=0)]
-    total_apparent_energy: Annotated[int, Field(ge=0)]
+    total_active_energy: Annotated[int, Field(ge=0, le=_INT64_MAX)]
+    total_apparent_energy: Annotated[int, Field(ge=0, le=_INT64_MAX)]
 
 
 class StatePayload(Payload):
@@ -322,15 +335,15 @@ class BadgeRfidPayload(Payload):
 
 class AlertPayload(Payload):
     alert: Annotated[Alert, _enum(Alert)]
-    alert_name: str
+    alert_name: Name
     alert_status: Annotated[AlertStatus, _enum(AlertStatus)]
     spot: SpotNumber | None = None  # absent: the whole station
 
 
 class FaultPayload(Payload):
     fault: Annotated[Fault, _enum(Fault)]
-    fault_name: str
-    fault_status: str  # the contract does not enumerate its values
+    fault_name: Name
+    fault_status: Name  # the contract does not enumerate its values
     spot: SpotNumber
 
 
@@ -536,7 +549,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _readable_id(value: Any) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+    """A message id we can store and echo: 1..36 characters, no NUL, no lone surrogate."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and is_storable_text(value):
         return value
     return None
 
@@ -579,7 +593,10 @@ def parse_frame(text: str | bytes, *, actions: Mapping[str, type[Payload]] = STA
         raise violation(id, "frame type must be 2 (CALL), 3 (RESULT) or 4 (ERROR)")
     message_type = MessageType(kind)
     if id is None:
-        raise violation(None, f"message id must be a string of 1 to {MAX_ID_LENGTH} characters", message_type)
+        raise violation(
+            None, f"message id must be a string of 1 to {MAX_ID_LENGTH} characters, without NUL or lone surrogates",
+            message_type,
+        )
 
     if message_type is MessageType.CALL:
         if len(data) != 4 or not isinstance(data[2], str) or not isinstance(data[3], dict):
@@ -616,7 +633,7 @@ def _dumps(value: Any) -> str:
 
 
 def _check_id(id: str) -> None:
-    if not isinstance(id, str) or not 0 < len(id) <= MAX_ID_LENGTH:
+    if not isinstance(id, str) or not 0 < len(id) <= MAX_ID_LENGTH or not is_storable_text(id):
         raise ValueError(f"message id must be a string of 1 to {MAX_ID_LENGTH} characters, not {id!r}")
 
 

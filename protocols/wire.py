@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic_core import PydanticCustomError
+
+#: Bounds of the integer columns a wire value may end up in (PostgreSQL smallint, integer, bigint).
+INT16_MAX: Final = 2**15 - 1
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
 
 
 class WireModel(BaseModel):
@@ -28,3 +34,35 @@ def field_path(loc: tuple[int | str, ...], root: str) -> str:
         else:
             path += f".{part}" if path else part
     return path or root
+
+
+def storable_text(value: str) -> str:
+    """``value`` if PostgreSQL can store it as text or in jsonb: no NUL, no lone surrogate.
+
+    JSON may escape both (``"\\u0000"``, ``"\\ud800"``) and Python decodes them, but
+    PostgreSQL refuses them in ``text`` and ``jsonb``, and a lone surrogate cannot
+    even be written back as UTF-8. Valid surrogate pairs are already one code point
+    once decoded, so any surrogate left is a lone one.
+    """
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "String should not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("lone_surrogate", "String should be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def is_storable_text(value: str) -> bool:
+    try:
+        storable_text(value)
+    except PydanticCustomError:
+        return False
+    return True
+
+
+#: Longest free-text field of a socket message (names, versions, statuses), in characters.
+MAX_TEXT_LENGTH: Final = 256
+
+#: A string PostgreSQL can store (see :func:`storable_text`), of at most :data:`MAX_TEXT_LENGTH` characters.
+StorableText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(storable_text)]

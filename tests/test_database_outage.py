@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed
 
 from knot_rt.config import Settings
 from knot_rt.context import Services
-from knot_rt.db import Backoff, Database, DatabaseUnavailable, migrate, repeat
+from knot_rt.db import Database, migrate
 from knot_rt.pgcluster import PgCluster
 from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords

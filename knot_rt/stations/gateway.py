@@ -7,6 +7,30 @@ closed with 4001), pings every connection and drops one that misses two pongs.
 Frames are parsed by ``protocols.station``: CALLs go to the station's actor (in
 order, one at a time), RESULTs and ERRORs settle the backend's own CALLs, and a
 malformed frame is answered with an ERROR without touching the actor.
+
+Hardening (one peer never hurts another):
+
+- Caps: at most ``max_connections`` open sockets and ``max_handshakes`` sockets
+  not yet authenticated; a socket past either cap is closed at once, before a
+  byte is read (cheapest for us under a flood; the station retries). A
+  handshake has ``handshake_timeout`` seconds to send its upgrade request, and
+  as long again to be authenticated (else 503).
+- Auth failures are counted per address (a ``limits`` moving window): past
+  ``auth_failures``, that address gets 429 without a database lookup, even
+  with a right secret, until the window moves. Stations behind one NAT share
+  the count, so the default is generous; a right secret never counts.
+- A Basic-auth user that is not 1..19 ASCII digits within bigint (``"²"`` is a
+  digit to Python, 5,000 digits do not fit) is a plain 401, like a wrong secret.
+- A rotated secret closes the sockets that authenticated with the old one
+  (close code 4003): every ``secret_check_interval`` seconds one query reads the
+  secret hashes of the connected stations and compares them with the hash each
+  socket used. Chosen over LISTEN/NOTIFY because it needs no listening
+  connection to keep alive and cannot miss a rotation made while the database
+  or this process was away; it costs one indexed query per interval for all
+  connected stations, and an old socket lives up to one interval longer.
+- The station's actor not starting (the database is down) or being stopped for
+  good (it kept crashing) closes that station's socket with 1013 ("try again
+  later"); nothing else is touched, and the station reconnects later.
 """
 
 from __future__ import annotations
@@ -15,15 +39,18 @@ import base64
 import binascii
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
-from actors import ActorRef, ActorStopped
+from actors import ActorError, ActorRef, ActorStopped
 from actors.station import (
     Attached,
     CallRefused,
@@ -59,9 +86,10 @@ class StationConnection:
 
     _serial = itertools.count(1)
 
-    def __init__(self, ws: WebSocketConnection, station_id: int) -> None:
+    def __init__(self, ws: WebSocketConnection, station_id: int, secret_hash: str = "") -> None:
         self.ws = ws
         self.station_id = station_id
+        self.secret_hash = secret_hash  # the stored hash this socket authenticated against
         self.serial = next(self._serial)
         self.booted = False
         self._send_lock = trio.Lock()
@@ -150,21 +178,34 @@ class LinkTable:
     def __len__(self) -> int:
         return len(self._links)
 
+    def connections(self) -> Iterable[StationConnection]:
+        return list(self._links.values())
+
 
 def parse_basic_auth(header: str | None) -> tuple[int, str] | None:
+    """``(station id, secret)`` from a Basic ``Authorization`` header; None for anything else.
+
+    The id is 1 to 19 ASCII digits within bigint: ``str.isdigit`` alone also takes
+    ``"²"`` (which ``int`` refuses) and 5,000 digits (which ``int`` refuses too).
+    """
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
+    if scheme.lower() != "basic" or len(encoded) > 4 * wire.MAX_FRAME_BYTES:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     user, sep, secret = decoded.partition(":")
-    if not sep or not user.isdigit() or len(secret) < wire.MIN_SECRET_LENGTH:
+    if not sep or len(secret) < wire.MIN_SECRET_LENGTH:
         return None
-    return int(user), secret
+    if not (0 < len(user) <= wire.MAX_STATION_ID_DIGITS and user.isascii() and user.isdigit()):
+        return None
+    station_id = int(user)
+    if not 0 < station_id <= wire.INT64_MAX:
+        return None
+    return station_id, secret
 
 
 @dataclass
@@ -174,6 +215,57 @@ class GatewayCounters:
     replaced: int = 0
     frames_in: int = 0
     malformed: int = 0
+    busy: int = 0  # sockets closed at once: too many connections or handshakes
+    throttled: int = 0  # upgrades answered 429: too many auth failures from the address
+    rotated: int = 0  # sockets closed because their secret was rotated
+    unavailable: int = 0  # sockets closed because the station's actor could not run
+
+
+class _Handshake:
+    """One socket not yet authenticated, counted against the gateway's cap until ``finish``."""
+
+    __slots__ = ("_gateway", "_open")
+
+    def __init__(self, gateway: StationGateway) -> None:
+        self._gateway = gateway
+        self._open = True
+        gateway.handshakes += 1
+
+    def finish(self) -> None:
+        if self._open:
+            self._open = False
+            self._gateway.handshakes -= 1
+
+
+# The handshake of the socket the current task serves (trio-websocket calls the handler in that task).
+_HANDSHAKE: ContextVar[_Handshake | None] = ContextVar("station_handshake", default=None)
+
+
+class _CappedServer(WebSocketServer):
+    """trio-websocket's server, counting sockets and handshakes before it reads a byte."""
+
+    def __init__(self, gateway: StationGateway, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self._gateway = gateway
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        gateway = self._gateway
+        if gateway.sockets >= gateway.max_connections or gateway.handshakes >= gateway.max_handshakes:
+            gateway.counters.busy += 1
+            await trio.aclose_forcefully(stream)
+            return
+        gateway.sockets += 1
+        handshake = _Handshake(gateway)
+        token = _HANDSHAKE.set(handshake)
+        try:
+            await super()._handle_connection(stream)
+        finally:
+            handshake.finish()
+            gateway.sockets -= 1
+            _HANDSHAKE.reset(token)
+
+
+SecretHashes = Callable[[list[int]], Awaitable[dict[int, str]]]
 
 
 class StationGateway:
@@ -183,25 +275,45 @@ class StationGateway:
         actor_for: Callable[[int], Awaitable[StationRef]],
         *,
         ping_interval: float = wire.DEFAULT_PING_INTERVAL,
+        secret_hashes: SecretHashes | None = None,
+        max_connections: int = 20_000,
+        max_handshakes: int = 512,
+        handshake_timeout: float = 10.0,
+        auth_failures: str = "20/minute",
+        secret_check_interval: float = 15.0,
     ) -> None:
         self._secret_hash = secret_hash
+        self._secret_hashes = secret_hashes
         self._actor_for = actor_for
         self.ping_interval = ping_interval
+        self.max_connections = max_connections
+        self.max_handshakes = max_handshakes
+        self.handshake_timeout = handshake_timeout
+        self.secret_check_interval = secret_check_interval
+        self._failures = MovingWindowRateLimiter(MemoryStorage())
+        self._failure_limit = parse(auth_failures)
         self.links = LinkTable()
         self.counters = GatewayCounters()
+        self.sockets = 0  # open sockets, handshakes included
+        self.handshakes = 0  # sockets not yet authenticated
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as handlers:
-            server = await handlers.start(partial(
-                serve_websocket, self._guarded, host, port, None, handler_nursery=handlers,
-                max_message_size=TRANSPORT_MAX_MESSAGE,
-            ))
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            server = _CappedServer(
+                self, self._guarded, listeners, handler_nursery=handlers, max_message_size=TRANSPORT_MAX_MESSAGE,
+                connect_timeout=self.handshake_timeout,
+            )
+            await handlers.start(server.run)
             bound: int = server.port
+            if self._secret_hashes is not None:
+                handlers.start_soon(self._close_rotated)
             log.info("station gateway on ws://%s:%s%s", host, bound, wire.WS_PATH)
             task_status.started(bound)
 
-    async def _authenticate(self, request: WebSocketRequest) -> int | None:
-        headers = {name.decode().lower(): value.decode(errors="replace") for name, value in request.headers}
+    async def _authenticate(self, request: WebSocketRequest) -> tuple[int, str] | None:
+        """``(station id, stored hash)`` when the credentials are right, else None."""
+        headers = {name.decode("latin-1").lower(): value.decode(errors="replace") for name, value in request.headers}
         credentials = parse_basic_auth(headers.get("authorization"))
         if credentials is None:
             return None
@@ -209,7 +321,31 @@ class StationGateway:
         stored = await self._secret_hash(station_id)
         if stored is None or not station_secret_matches(secret, stored):
             return None
-        return station_id
+        return station_id, stored
+
+    @staticmethod
+    def _address(request: WebSocketRequest) -> str:
+        remote = request.remote
+        return str(getattr(remote, "address", remote))
+
+    async def _close_rotated(self) -> None:
+        """Close the sockets whose station secret changed since they authenticated."""
+        assert self._secret_hashes is not None
+        while True:
+            await trio.sleep(self.secret_check_interval)
+            connections = [c for c in self.links.connections() if c.secret_hash]
+            if not connections:
+                continue
+            try:
+                current = await self._secret_hashes([c.station_id for c in connections])
+            except Exception as exc:  # the database is away: check again next time
+                log.warning("stations: checking secrets failed: %r", exc)
+                continue
+            for connection in connections:
+                if current.get(connection.station_id) != connection.secret_hash:
+                    self.counters.rotated += 1
+                    log.info("station %s: secret rotated, closing its socket", connection.station_id)
+                    await connection.close(wire.SECRET_ROTATED, "secret rotated")
 
     async def _guarded(self, request: WebSocketRequest) -> None:
         """One connection's failure is logged and ends that connection only."""
@@ -222,40 +358,86 @@ class StationGateway:
         if request.path.split("?")[0] != wire.WS_PATH:
             await request.reject(404, extra_headers=[], body=b"unknown path")
             return
-        station_id = await self._authenticate(request)
-        if station_id is None:
+        address = self._address(request)
+        if not self._failures.test(self._failure_limit, "station-auth", address):
+            self.counters.throttled += 1
+            await request.reject(429, extra_headers=[(b"Retry-After", b"60")],
+                                 body=b"too many failed logins from this address, try again later")
+            return
+        try:
+            with trio.fail_after(self.handshake_timeout):
+                authenticated = await self._authenticate(request)
+        except Exception as exc:  # the station directory (the database) is unavailable or too slow
+            log.warning("station gateway: authentication unavailable: %r", exc)
             self.counters.refused += 1
+            await request.reject(503, extra_headers=[(b"Retry-After", b"10")], body=b"try again later")
+            return
+        if authenticated is None:
+            self.counters.refused += 1
+            self._failures.hit(self._failure_limit, "station-auth", address)
             await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="knot-station"')],
                                  body=b"wrong station id or secret")
             return
+        station_id, secret_hash = authenticated
         if wire.SUBPROTOCOL not in request.proposed_subprotocols:
             self.counters.refused += 1
             await request.reject(400, body=f"subprotocol {wire.SUBPROTOCOL} required".encode())
             return
         ws = await request.accept(subprotocol=wire.SUBPROTOCOL)
+        handshake = _HANDSHAKE.get()
+        if handshake is not None:
+            handshake.finish()
         self.counters.accepted += 1
-        connection = StationConnection(ws, station_id)
+        connection = StationConnection(ws, station_id, secret_hash)
         previous = self.links.replace(connection)
-        if previous is not None:
-            self.counters.replaced += 1
-            await previous.close(wire.REPLACED, "replaced")
-        actor = await self._actor_for(station_id)
         try:
-            await actor.send(Attached(connection))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_alive, connection)
-                await self._read(connection, actor)
-                nursery.cancel_scope.cancel()
-        except* (ConnectionClosed, ActorStopped):
-            pass  # the station went away, or the service is stopping
+            if previous is not None:
+                self.counters.replaced += 1
+                await previous.close(wire.REPLACED, "replaced")
+            await self._serve_connection(connection)
         finally:
             connection.lost()
             self.links.remove(connection)
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await actor.send(Detached(connection))
-                except ActorStopped:
-                    pass
+
+    async def _serve_connection(self, connection: StationConnection) -> None:
+        station_id = connection.station_id
+        try:
+            actor = await self._actor_for(station_id)
+        except ActorError as exc:  # e.g. the database is down, or the stations subtree is restarting
+            log.warning("station %s: its actor could not start: %r; closing its socket", station_id, exc)
+            self.counters.unavailable += 1
+            await connection.close(wire.TRY_AGAIN_LATER, "station unavailable, try again later")
+            return
+        with trio.CancelScope() as serving:
+
+            def actor_gone(_: StationRef) -> None:
+                serving.cancel()
+
+            actor.add_done_callback(actor_gone)
+            try:
+                await actor.send(Attached(connection))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keep_alive, connection)
+                    await self._read(connection, actor)
+                    nursery.cancel_scope.cancel()
+            except* (ConnectionClosed, ActorStopped):
+                pass  # the station went away, or its actor did
+            finally:
+                actor.remove_done_callback(actor_gone)
+        if actor.stopped:  # given up after repeated crashes, or the service is stopping
+            log.warning("station %s: its actor stopped; closing its socket", station_id)
+            self.counters.unavailable += 1
+            connection.lost()
+            with trio.CancelScope(shield=True):
+                await connection.close(wire.TRY_AGAIN_LATER, "station unavailable, try again later")
+            return
+        connection.lost()
+        self.links.remove(connection)
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await actor.send(Detached(connection))
+            except ActorStopped:
+                pass
 
     async def _read(self, connection: StationConnection, actor: StationRef) -> None:
         while True:

@@ -1,4 +1,19 @@
-"""Wiring of the live station side: supervisors, registry, actors, gateway, live availability."""
+"""Wiring of the live station side: supervisors, registry, actors, gateway, live availability.
+
+The supervision tree: ``knot`` (the root) runs ``vehicles`` then ``stations``.
+
+- ``stations`` and ``vehicles`` count restarts per actor (3 in 5 s) with a
+  back-off between restarts (``station_restart_backoff``, doubling, capped at
+  30 s). An actor past its own intensity is stopped alone: a station's socket
+  is then closed (1013) and the station reconnects to a fresh actor; its
+  siblings never notice. Many actors restarting together
+  (``station_restart_storm`` within 5 s) means something they share is broken:
+  that subtree escalates.
+- The root never gives up: a subtree that escalated is restarted after a
+  back-off (``subtree_restart_backoff``, doubling, capped at 60 s) for as long
+  as it keeps failing, while HTTP and the other subtree keep serving;
+  ``down()`` names it, and ``/health`` answers ``degraded`` meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +26,12 @@ from actors.station import StationActor, StationMessage, StationReply, StationVi
 from actors.vehicle import VEHICLE, vehicle_factory
 
 from ..bus import FeedBus
+from ..config import Settings
 from ..db import Database, repeat
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
-from .vehicles import LiveVehicles, PgVehicleStore, VehicleMover
+from .vehicles import LiveVehicles, PgVehicleStore, VehicleMover, network_vehicles
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +49,59 @@ class StationService:
         heartbeat_interval: int = 1800,
         call_timeout: float = 10.0,
         ping_interval: float = 30.0,
+        settings: Settings | None = None,
     ) -> None:
+        options = settings or Settings()
         self.db = db
+        self.bus = bus
         self.store = PgStationStore(db, bus)
         self.live = LiveStations(bus)
         self.metrics = ActorMetrics()
-        self.stations = Supervisor("stations", intensity=_per_child_intensity(), metrics=self.metrics)
-        self.vehicles = Supervisor("vehicles", intensity=_per_child_intensity(), metrics=self.metrics)
+        actors = _per_child_intensity(options.station_restart_backoff, options.station_restart_storm)
+        self.stations = Supervisor("stations", intensity=actors, metrics=self.metrics)
+        self.vehicles = Supervisor("vehicles", intensity=actors, metrics=self.metrics)
         # Vehicles start first and stop last: stations talk to them.
         self.root = Supervisor(
             "knot", [SupervisorSpec("vehicles", self.vehicles), SupervisorSpec("stations", self.stations)],
+            intensity=RestartIntensity(
+                max_restarts=0, period=60.0, backoff=options.subtree_restart_backoff, max_backoff=60.0,
+                exceeded="back_off",
+            ),
             metrics=self.metrics,
         )
         self.registry = Registry()
         self.live_vehicles = LiveVehicles()
-        self.registry.register(VEHICLE, self.vehicles, vehicle_factory(PgVehicleStore(db), [self.live_vehicles]))
-        self.live.vehicle_moves = VehicleMover(self.registry)
+        self.registry.register(VEHICLE, self.vehicles, vehicle_factory(
+            PgVehicleStore(db), [self.live_vehicles], idle_after=options.vehicle_idle_seconds,
+        ))
+        self.live.vehicle_moves = VehicleMover(self.registry, members=self._network_vehicles,
+                                               unknown=self._unknown_vehicle)
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
-        self.gateway = StationGateway(self.store.secret_hash, self.actor, ping_interval=ping_interval)
+        self.gateway = StationGateway(
+            self.store.secret_hash, self.actor, ping_interval=ping_interval, secret_hashes=self.store.secret_hashes,
+            max_connections=options.station_max_connections, max_handshakes=options.station_max_handshakes,
+            handshake_timeout=options.station_handshake_seconds, auth_failures=options.station_auth_failures,
+            secret_check_interval=options.station_secret_check_seconds,
+        )
         self.registry.register(STATION, self.stations, self._new_station_actor)
+
+    async def _network_vehicles(self, station_id: int, vehicle_ids: list[int]) -> set[int]:
+        return await self.db.run(lambda conn: network_vehicles(conn, station_id, vehicle_ids))
+
+    async def _unknown_vehicle(self, view: StationView, vehicle_id: int, spot: int | None) -> None:
+        """A station reports an id that is no vehicle of its network: a fault on its topic, no actor."""
+        data: dict[str, object] = {
+            "station_id": view.station_id, "fault_name": "unknown-vehicle", "fault_status": "appearing",
+            "vehicle": vehicle_id,
+        }
+        if spot is not None:
+            data["spot"] = spot
+        await self.bus.publish(f"station:{view.station_id}", "fault", data)
+
+    def down(self) -> dict[str, str]:
+        """Subtrees of the actors that are down, waiting to be restarted: name -> why."""
+        return self.root.down()
 
     def _new_station_actor(self, actor_id: str) -> StationActor:
         return StationActor(
@@ -102,6 +151,10 @@ class StationService:
         await repeat("stations: pruning message ids", prune, every, wait_first=True)
 
 
-def _per_child_intensity() -> RestartIntensity:
-    """Counted per actor: many stations crashing once each never restarts them all."""
-    return RestartIntensity(max_restarts=3, period=5.0, scope="child")
+def _per_child_intensity(backoff: float, storm: int) -> RestartIntensity:
+    """Counted per actor: many stations crashing once each never restarts them all; one crashing
+    again and again is stopped alone; a storm of restarts across them escalates."""
+    return RestartIntensity(
+        max_restarts=3, period=5.0, scope="child", backoff=backoff, max_backoff=30.0, exceeded="stop_child",
+        max_total_restarts=storm,
+    )

@@ -122,6 +122,11 @@ class PgStationStore:
         found: str | None = await self._db.fetchval("SELECT secret_hash FROM stations WHERE id = $1", station_id)
         return found
 
+    async def secret_hashes(self, station_ids: list[int]) -> dict[int, str]:
+        """The stored secret hash of each station that still exists."""
+        rows = await self._db.fetch("SELECT id, secret_hash FROM stations WHERE id = ANY($1::bigint[])", station_ids)
+        return {row["id"]: row["secret_hash"] for row in rows}
+
     async def prune_messages(self) -> int:
         status = await self._db.execute(
             "DELETE FROM station_messages WHERE received_at < now() - $1::interval", MESSAGE_RETENTION

@@ -3,16 +3,23 @@
 A station's report (a spot's vehicle, the batteries it reads, the station going
 online or offline) becomes ``Docked``, ``Undocked`` and ``StationOnline``
 messages to the vehicle actors. Each vehicle actor is the one writer of its row.
+
+Only vehicles of the station's network get an actor: an id the station reports
+that is no vehicle of that network (a misread, a foreign vehicle, a forged
+frame) starts nothing; it is recorded as a ``fault`` event on the station's
+topic (``fault_name: "unknown-vehicle"``), once while the station keeps
+reporting it, again if it comes back after the station stopped reporting it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import trio
 
-from actors import ActorError, Registry
+from actors import ActorError, ActorStopped, Registry
 from actors.station import StationView
 from actors.vehicle import (
     VEHICLE,
@@ -102,23 +109,91 @@ def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int,
     return messages
 
 
+async def network_vehicles(conn: asyncpg.Connection, station_id: int, vehicle_ids: list[int]) -> set[int]:
+    """Which of ``vehicle_ids`` are vehicles of the network of ``station_id``."""
+    rows = await conn.fetch(
+        """SELECT v.id FROM vehicles v
+           JOIN clusters c ON c.network_id = v.network_id
+           JOIN stations s ON s.cluster_id = c.id
+           WHERE s.id = $1 AND v.id = ANY($2::bigint[])""",
+        station_id, vehicle_ids,
+    )
+    return {row["id"] for row in rows}
+
+
+Members = Callable[[int, list[int]], Awaitable[set[int]]]
+UnknownVehicle = Callable[[StationView, int, int | None], Awaitable[None]]
+
+
 class VehicleMover:
     """Delivers a station's changes to its vehicles' actors.
 
     The station's event is already recorded (its spots are the truth of where a
     vehicle is); the vehicles' rows follow, so the station does not wait for them:
     a message waits only for room in the vehicle's mailbox, bounded.
+
+    ``members(station_id, ids)`` tells which ids are vehicles of the station's
+    network (asked once per id and station: a vehicle does not change network
+    while docked; the answer is kept while this process runs); ``unknown(view,
+    vehicle_id, spot)`` records the fault of an id that is not.
     """
 
-    def __init__(self, registry: Registry, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, registry: Registry, *, timeout: float = 5.0, members: Members | None = None,
+        unknown: UnknownVehicle | None = None,
+    ) -> None:
         self._registry = registry
         self._timeout = timeout
+        self._members = members
+        self._unknown = unknown
+        self._known: dict[int, set[int]] = {}  # station id -> vehicle ids known to be of its network
+        self._faulted: dict[int, set[int]] = {}  # station id -> unknown ids it reports, fault recorded
 
     async def __call__(self, before: StationView, after: StationView) -> None:
-        for vehicle_id, message in vehicle_messages(before, after):
+        messages = vehicle_messages(before, after)
+        if self._members is not None:
+            messages = await self._of_the_network(after, messages)
+        for vehicle_id, message in messages:
+            await self._deliver(vehicle_id, message)
+
+    async def _of_the_network(
+        self, after: StationView, messages: list[tuple[int, VehicleMessage]]
+    ) -> list[tuple[int, VehicleMessage]]:
+        assert self._members is not None
+        station_id = after.station_id
+        known = self._known.setdefault(station_id, set())
+        asked = sorted({vehicle_id for vehicle_id, _ in messages} - known)
+        if asked:
+            try:
+                known |= await self._members(station_id, asked)
+            except Exception as exc:  # the database is away: those vehicles follow on a later report
+                log.warning("station %s: checking vehicles %s failed: %r", station_id, asked, exc)
+        faulted = self._faulted.setdefault(station_id, set())
+        reported = {spot.vehicle: spot.number for spot in after.spots if spot.vehicle}
+        faulted &= set(reported)  # no longer reported: a later report records the fault again
+        for vehicle_id in asked:
+            if vehicle_id in known or vehicle_id in faulted or vehicle_id not in reported:
+                continue
+            faulted.add(vehicle_id)
+            log.warning("station %s reports vehicle %s, no vehicle of its network", station_id, vehicle_id,
+                        extra={"station_id": station_id})
+            if self._unknown is not None:
+                try:
+                    await self._unknown(after, vehicle_id, reported.get(vehicle_id))
+                except Exception as exc:
+                    log.warning("station %s: recording the unknown vehicle %s failed: %r", station_id, vehicle_id, exc)
+        return [(vehicle_id, message) for vehicle_id, message in messages if vehicle_id in known]
+
+    async def _deliver(self, vehicle_id: int, message: VehicleMessage) -> None:
+        for _ in range(2):  # an idle actor may be stopping just as it is used: once more with a fresh one
             try:
                 ref = await self._registry.get(VEHICLE, str(vehicle_id))
                 with trio.fail_after(self._timeout):
                     await ref.send(message)
+                return
+            except ActorStopped:
+                continue
             except (ActorError, trio.TooSlowError) as exc:  # one vehicle's trouble never stops its station
                 log.warning("vehicle %s did not take %s: %r", vehicle_id, type(message).__name__, exc)
+                return
+        log.warning("vehicle %s did not take %s: its actor kept stopping", vehicle_id, type(message).__name__)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify
 from quart_schema import hide
 
+from protocols.errors import ErrorCode
+
 from ..context import services
 
 bp = Blueprint("ops", __name__)
@@ -13,7 +15,18 @@ bp = Blueprint("ops", __name__)
 @bp.get("/health")
 @hide
 async def health() -> Response:
-    return jsonify({"code": 0, "status": "ok"})
+    """``ok`` (200), or ``degraded`` (503, what load balancers take as "send elsewhere") with the reasons
+    while a part of the live side is down and waiting to be restarted (HTTP itself still serves)."""
+    down = services().stations.down()
+    if not down:
+        return jsonify({"code": 0, "status": "ok"})
+    response = jsonify({
+        "code": int(ErrorCode.SERVICE_UNAVAILABLE), "status": "degraded",
+        "message": "; ".join(f"{name}: {why}" for name, why in sorted(down.items())),
+        "down": [{"part": name, "reason": why} for name, why in sorted(down.items())],
+    })
+    response.status_code = 503
+    return response
 
 
 def _line(name: str, value: float, help_text: str, kind: str = "gauge", labels: str = "") -> str:
@@ -36,7 +49,18 @@ async def metrics() -> Response:
               "counter"),
         _line("knot_station_frames_total", gateway.frames_in, "frames received from stations", "counter"),
         _line("knot_station_frames_malformed_total", gateway.malformed, "malformed station frames", "counter"),
+        _line("knot_station_connections_busy_total", gateway.busy, "sockets closed at once: over the caps", "counter"),
+        _line("knot_station_auth_throttled_total", gateway.throttled, "upgrades answered 429 after auth failures",
+              "counter"),
+        _line("knot_station_secret_rotated_total", gateway.rotated, "sockets closed after a secret rotation",
+              "counter"),
+        _line("knot_station_unavailable_total", gateway.unavailable, "sockets closed: the station's actor could not run",
+              "counter"),
+        _line("knot_station_handshakes", stations.gateway.handshakes, "station sockets not yet authenticated"),
         _line("knot_actor_restarts_total", actors.restarts_total, "actor restarts", "counter"),
+        _line("knot_actor_given_up_total", actors.given_up_total, "actors stopped after crashing too often", "counter"),
+        _line("knot_actor_escalations_total", actors.escalations_total, "supervisors that gave up", "counter"),
+        _line("knot_actor_subtrees_down", len(stations.down()), "actor subtrees down, waiting to restart"),
         _line("knot_actor_max_mailbox_depth", actors.max_mailbox_depth(), "deepest actor mailbox"),
         _line("knot_feed_connections", svc.hub.connections, "app feed sockets"),
         _line("knot_feed_subscribers", svc.bus.subscriber_count, "feed connections with a subscription"),

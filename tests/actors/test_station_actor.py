@@ -94,6 +94,11 @@ class MemoryStationStore:
         self._unlock_ids = itertools.count(500)
         # Where the feed events written with an event go once "committed" (the real store: the bus).
         self.feed_sink: RecordingListener | None = None
+        self.down = False  # the database is unreachable: every call raises
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("database down")
 
     def add_station(self, station_id: int, spots: int = 4, *, enabled: bool = True,
                     maintenance: tuple[int, ...] = ()) -> None:
@@ -107,6 +112,7 @@ class MemoryStationStore:
 
     async def load(self, station_id: int) -> StationView | None:
         await trio.lowlevel.checkpoint()
+        self._check()
         self.loads.append(station_id)
         return self.view(station_id)
 
@@ -133,6 +139,7 @@ class MemoryStationStore:
         changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
         await trio.lowlevel.checkpoint()
+        self._check()
         earlier = self.station_messages.get((station_id, message_id))
         if earlier is not None:
             return earlier.result
@@ -151,6 +158,7 @@ class MemoryStationStore:
 
     async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
         await trio.lowlevel.checkpoint()
+        self._check()
         row = self.stations[station_id]
         row.online = online
         if firmware is not None:
@@ -810,3 +818,54 @@ async def test_a_restart_that_finds_the_link_gone_tells_the_listener() -> None:
     assert r.sup.metrics.restarts_total == 1
     assert not view.online and not r.store.stations[1].online
     assert r.listener.names()[-1] == "station.offline"
+
+
+# A store that fails (the database is down)
+
+
+async def test_an_event_the_store_cannot_record_is_an_internal_error_and_the_actor_lives() -> None:
+    async with rig(1, 2) as r:
+        ref, link = await online_station(r)
+        sibling, sibling_link = await online_station(r, 2)
+        r.store.down = True
+        failed = await call(ref, link, "locked", locked(2, 105), call_id="ev-1")
+        view_while_down = await view_of(ref)
+        r.store.down = False
+        link.sent.clear()
+        resent = await call(ref, link, "locked", locked(2, 105), call_id="ev-1")  # the station sends it again
+        link.sent.clear()
+        again = await call(ref, link, "locked", locked(2, 105), call_id="ev-1")
+        sibling_answer = await call(sibling, sibling_link, "unexpected-unlock", {"spot": 1})
+    assert failed[:3] == [4, "ev-1", "InternalError"]
+    assert view_while_down.spot(2) == SpotView(2, 102)  # nothing applied
+    assert resent == [3, "ev-1", {"accepted": 0}] and again == resent  # applied once, answered the same
+    assert r.store.messages(1) == [("ev-1", "locked")]
+    assert r.sup.metrics.restarts_total == 0
+    assert sibling_answer[0] == wire.MessageType.RESULT
+
+
+async def test_a_boot_the_store_cannot_record_is_refused_and_can_be_retried() -> None:
+    async with rig() as r:
+        ref = await r.start()
+        link = await r.connect(ref)
+        r.store.down = True
+        refused = await boot(ref, link)
+        early = await call(ref, link, "state", state_payload({}))
+        r.store.down = False
+        accepted = await boot(ref, link)
+        view = await view_of(ref)
+    assert refused[2] == "InternalError" and early[2] == "ProtocolError"
+    assert accepted[2]["status"] == "accepted" and link.booted and view.online
+    assert r.sup.metrics.restarts_total == 0
+
+
+async def test_a_station_leaving_while_the_store_is_down_goes_offline_in_memory() -> None:
+    async with rig() as r:
+        ref, link = await online_station(r)
+        r.store.down = True
+        await r.detach(ref, link)
+        view = await view_of(ref)
+        r.store.down = False
+    assert not view.online and r.listener.names()[-1] == "station.offline"
+    assert r.store.stations[1].online  # stale until the actor's next start reconciles it
+    assert r.sup.metrics.restarts_total == 0

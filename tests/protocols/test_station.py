@@ -356,8 +356,9 @@ def test_oversized_frames_are_rejected_before_parsing() -> None:
 
 
 def test_frame_of_exactly_the_limit_is_accepted_and_multibyte_text_is_measured_in_bytes() -> None:
-    base = frame(2, "a", "alert", {**STATION_PAYLOADS["alert"], "alert_name": ""})
-    exact = base.replace('"alert_name": ""', '"alert_name": "' + "x" * (MAX_FRAME_BYTES - len(base)) + '"')
+    # The padding is an unknown field (ignored): text fields themselves are bounded to 256 characters.
+    base = frame(2, "a", "alert", {**STATION_PAYLOADS["alert"], "padding": ""})
+    exact = base.replace('"padding": ""', '"padding": "' + "x" * (MAX_FRAME_BYTES - len(base)) + '"')
     assert len(exact.encode()) == MAX_FRAME_BYTES
     assert isinstance(parse_frame(exact), Call)
     assert isinstance(parse_frame(exact.encode()), Call)
@@ -426,6 +427,27 @@ BAD_PAYLOADS = [
     ("configured", "type", "brightness", "type"),
     ("configured", "value", 101, "value"),
     ("config-failed", "value", -1, "value"),
+    # What PostgreSQL cannot store: NUL, lone surrogates, integers beyond their column, infinite floats.
+    ("alert", "alert_name", "x\u0000y", "alert_name"),
+    ("alert", "alert_name", "x\ud800y", "alert_name"),
+    ("alert", "alert_name", "\udfff", "alert_name"),
+    ("alert", "alert_name", "n" * 257, "alert_name"),
+    ("fault", "fault_name", "\u0000", "fault_name"),
+    ("fault", "fault_status", "a\udbffb", "fault_status"),
+    ("boot", "mainboard.firmware_version", "1.0\u0000", "mainboard.firmware_version"),
+    ("boot", "spots.0.board_revision", "\ud83d", "spots[0].board_revision"),
+    ("locked", "vehicle", 2**63, "vehicle"),
+    ("locked", "time", 2**63, "time"),
+    ("unlocked", "unlock", 2**63, "unlock"),
+    ("unlocked", "vehicle", 10**30, "vehicle"),
+    ("state", "vehicles.0.voltage", 2**31, "vehicles[0].voltage"),
+    ("state", "vehicles.0.vehicle", 2**63, "vehicles[0].vehicle"),
+    ("state", "spots.0.vehicle", 2**64, "spots[0].vehicle"),
+    ("state", "mainboard.v5", 2**31, "mainboard.v5"),
+    ("state", "connectivity.rssi", -(2**31), "connectivity.rssi"),
+    ("state", "connectivity.rsrp", 2**40, "connectivity.rsrp"),
+    ("state", "energy.total_active_energy", 2**63, "energy.total_active_energy"),
+    ("state", "mainboard.temp", -300.0, "mainboard.temp"),
 ]
 
 
@@ -456,6 +478,46 @@ def test_bad_command_payload_is_a_format_violation_naming_the_field(
     err = rejected(frame(2, "cmd-1", action, _with(BACKEND_PAYLOADS[action], path, value)), actions=BACKEND_ACTIONS)
     assert err.code is ErrorCode.FORMAT_VIOLATION
     assert f": {field}: " in err.description
+
+
+def test_storable_limits_are_accepted() -> None:
+    """The largest values each column holds, and valid non-ASCII text (a surrogate pair is one character)."""
+    state = _with(STATION_PAYLOADS["state"], "vehicles.0.voltage", 2**31 - 1)
+    state = _with(state, "spots.0.vehicle", 2**63 - 1)
+    assert isinstance(parse_frame(frame(2, "ok-1", "state", state)), Call)
+    alert = _with(STATION_PAYLOADS["alert"], "alert_name", "coupure \U0001f50c " + "é" * 200)
+    parsed = parse_frame(json.dumps([2, "ok-2", "alert", alert]))  # ASCII JSON: the emoji is a surrogate pair
+    assert isinstance(parsed, Call) and isinstance(parsed.payload, AlertPayload)
+    assert parsed.payload.alert_name.startswith("coupure \U0001f50c")
+
+
+def test_a_number_beyond_float_range_is_not_a_temperature() -> None:
+    """``1e400`` is valid JSON that Python reads as infinity (jsonb cannot hold it)."""
+    text = frame(2, "t-1", "state", STATION_PAYLOADS["state"]).replace("23.5", "1e400")
+    err = rejected(text)
+    assert err.id == "t-1" and err.error.details["errors"][0]["field"] == "mainboard.temp"
+
+
+@pytest.mark.parametrize("bad_id", ["a\u0000b", "\ud800", "ok\udc00", "\u0000"])
+def test_ids_with_nul_or_lone_surrogates_are_unreadable(bad_id: str) -> None:
+    """Such an id can be neither stored nor echoed as UTF-8: the ERROR uses id "-1"."""
+    err = rejected(json.dumps([2, bad_id, "alert", STATION_PAYLOADS["alert"]]))
+    assert err.code is ErrorCode.FORMAT_VIOLATION and err.id == "-1"
+    assert "NUL" in err.description
+    err.frame.encode("utf-8")  # the answer itself is valid UTF-8
+    with pytest.raises(ValueError):
+        station.result(bad_id)
+
+
+def test_a_poisoned_frame_answer_is_always_valid_utf8() -> None:
+    """Whatever the action or the values, the ERROR frame can be sent (no lone surrogate in it)."""
+    for text in (
+        json.dumps([2, "p-1", "\ud800", {}]),
+        json.dumps([2, "p-2", "alert", {"alert": 0, "alert_name": "\ud800", "alert_status": "\u0000"}]),
+        json.dumps([4, "p-3", "\ud800", "x", {}]),
+    ):
+        err = rejected(text)
+        err.frame.encode("utf-8")
 
 
 def test_every_error_is_reported_in_the_details() -> None:
