@@ -53,6 +53,9 @@ _CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # 57P01: terminated by an administrator (pg_ctl stop -m fast)
     asyncpg.CrashShutdownError,  # 57P02: another backend crashed
     asyncpg.TooManyConnectionsError,  # 53300
+    # The driver's state machine met a connection the server just ended (seen at `pg_ctl stop`: the
+    # pool handed out a connection whose FATAL had arrived and whose socket was not closed yet).
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -234,7 +234,7 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
         "SELECT message_id, count(*) AS n FROM station_messages WHERE station_id = $1 GROUP BY message_id",
         station_id,
     )
-    assert {r["message_id"]: r["n"] for r in messages} == {"before-1": 1, "during-1": 1}
+    assert {r["message_id"]: r["n"] for r in messages} == {"t-2": 1, "before-1": 1, "during-1": 1}
     locked = await harness.db.fetchval(
         "SELECT count(*) FROM feed_events WHERE topic = $1 AND event = 'spot.locked'", f"station:{station_id}"
     )
