@@ -175,6 +175,11 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
                                     headers=operator)
         assert response.status_code == 200, response.text
         assert await locked_event(station, "before-1", 1, 101) == [3, "before-1", {"accepted": 0}]
+        # A cluster written by another process: this one's catalog learns of it at its next reload.
+        other_cluster = await harness.db.fetchval(
+            "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Parc', 48.581, 7.731) "
+            "RETURNING id", site.network,
+        )
 
         await trio.to_thread.run_sync(cluster.stop)
 
@@ -191,6 +196,8 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
         public = await outage_answer(client.get("/api/application/map/public", params=public_map))
         assert public.status_code == 200 and [c["cluster_id"] for c in public.json()["clusters"]] == [site.cluster]
         assert (await outage_answer(client.get("/health"))).status_code == 200
+        # A reload the database cannot serve is postponed, not failed: the catalog retries it by itself.
+        assert await harness.svc.catalog.reload() is False
 
         # The feed: a new connection cannot be authenticated, a subscription cannot be checked.
         with trio.fail_after(OUTAGE_ANSWER):
@@ -215,6 +222,12 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
             return response.status_code == 200
 
         await eventually(answers_again, timeout=RECOVERY)
+
+        async def map_shows_both() -> bool:
+            response = await client.get("/api/application/map/public", params=public_map)
+            return {c["cluster_id"] for c in response.json()["clusters"]} == {site.cluster, other_cluster}
+
+        await eventually(map_shows_both, timeout=RECOVERY)
         login = await client.post("/api/application/login", json={
             "email": "operator@example.com", "password": PASSWORD, "scope": "app", "app_label": "knot"})
         assert login.status_code == 200, login.text
