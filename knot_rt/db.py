@@ -105,7 +105,13 @@ class Database:
                 command_timeout=command_timeout,
             )
 
-        return cls(await trio_asyncio.aio_as_trio(create, loop=loop)(), loop, acquire_timeout=acquire_timeout)
+        try:
+            pool = await trio_asyncio.aio_as_trio(create, loop=loop)()
+        except Exception as exc:
+            if _is_connection_failure(exc):  # one exception for "cannot reach it", at start as later
+                raise DatabaseUnavailable(_describe(exc, "no connection within the connect timeout")) from exc
+            raise
+        return cls(pool, loop, acquire_timeout=acquire_timeout)
 
     async def close(self) -> None:
         async def close_pool() -> None:

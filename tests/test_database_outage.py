@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import trio
@@ -28,7 +30,7 @@ from trio_websocket import ConnectionClosed
 
 from knot_rt.config import Settings
 from knot_rt.context import Services
-from knot_rt.db import Database, migrate
+from knot_rt.db import Database, DatabaseUnavailable, migrate
 from knot_rt.pgcluster import PgCluster
 from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords
@@ -311,3 +313,26 @@ async def test_a_hanging_database_answers_503_within_the_timeouts_and_recovers(
             await eventually(answers_again, timeout=RECOVERY)
             assert harness.db.available
         nursery.cancel_scope.cancel()
+
+
+async def test_a_database_that_refuses_connections_is_unavailable_at_start_too() -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with trio_asyncio.open_loop():
+        with trio.fail_after(OUTAGE_ANSWER), pytest.raises(DatabaseUnavailable, match="ConnectionRefusedError"):
+            await Database.connect(f"postgresql://knot@127.0.0.1:{port}/knot", connect_timeout=2.0)
+
+
+async def test_errors_of_the_work_itself_are_not_an_outage(database_url: str) -> None:
+    async with trio_asyncio.open_loop():
+        db = await Database.connect(database_url, min_size=1, max_size=1)
+        try:
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await db.fetchval("SELECT 1 / 0")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await db.transaction(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
+            assert db.available
+            assert await db.fetchval("SELECT 41 + 1") == 42  # and the connection is still good
+        finally:
+            await db.close()
