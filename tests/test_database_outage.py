@@ -26,7 +26,7 @@ import httpx
 import pytest
 import trio
 import trio_asyncio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from knot_rt.config import Settings
 from knot_rt.context import Services
@@ -88,7 +88,8 @@ def outage_settings(url: str, smtp_sink: SmtpSink, tmp_path: Path) -> Settings:
 class Site:
     network: int
     cluster: int
-    station: tuple[int, str]
+    station: tuple[int, str]  # connected through the outage
+    late_station: tuple[int, str]  # connects during the outage
     operator_token: str
 
 
@@ -103,6 +104,7 @@ async def make_site(harness: Harness) -> Site:
         network,
     )
     station = await harness.db.transaction(lambda conn: create_station(conn, cluster, 4))
+    late = await harness.db.transaction(lambda conn: create_station(conn, cluster, 2))
     await harness.db.execute(
         "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 104) g",
         network,
@@ -111,7 +113,8 @@ async def make_site(harness: Harness) -> Site:
     await harness.create_user("operator@example.com", PASSWORD, perms=[("stations", True), ("clusters", True)],
                               networks=[network])
     login = await harness.login("operator@example.com")
-    return Site(network, cluster, (station.station_id, station.secret), login["token"])
+    return Site(network, cluster, (station.station_id, station.secret), (late.station_id, late.secret),
+                login["token"])
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -216,6 +219,12 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
             during = await locked_event(station, "during-1", 2, 102)
         assert during[0] == 4 and during[1] == "during-1" and during[2] == "InternalError", during
 
+        # A station connecting now cannot be checked: 503, and it tries again later.
+        with trio.fail_after(OUTAGE_ANSWER), pytest.raises(ConnectionRejected) as rejected:
+            async with station_socket(harness.station_url, *site.late_station):
+                pass
+        assert rejected.value.status_code == 503
+
         await trio.to_thread.run_sync(cluster.start)
 
         # Back within seconds, without a restart.
@@ -234,6 +243,8 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
             "email": "operator@example.com", "password": PASSWORD, "scope": "app", "app_label": "knot"})
         assert login.status_code == 200, login.text
 
+        async with station_socket(harness.station_url, *site.late_station) as late:
+            assert (await late.boot(spots=2))[2]["status"] == "accepted"
         # The resent event is recorded once, and answered like any event.
         assert await locked_event(station, "during-1", 2, 102) == [3, "during-1", {"accepted": 0}]
         assert await locked_event(station, "during-1", 2, 102) == [3, "during-1", {"accepted": 0}]
