@@ -141,7 +141,7 @@ class Database:
                 # The acquire timeout also bounds the release (asyncpg applies it to the reset).
                 conn = await self._pool.acquire(timeout=self.acquire_timeout)
             except Exception as exc:  # whatever stops us from getting a connection: refused, timeout, full
-                raise DatabaseUnavailable(_describe(exc, "no connection within the acquire timeout")) from exc
+                raise DatabaseUnavailable(_describe(exc, "no connection within the connect or acquire timeout")) from exc
             try:
                 if in_transaction:
                     async with conn.transaction():
@@ -150,11 +150,14 @@ class Database:
                     result = await work(conn)
             except Exception as exc:
                 if _is_connection_failure(exc, conn):
+                    # Dropped at once: handing it back would wait (up to the acquire timeout) for a
+                    # hung server to confirm the cancelled command, and the caller with it.
+                    conn.terminate()
                     raise DatabaseUnavailable(_describe(exc, "no answer within the command timeout")) from exc
                 raise
             finally:
                 try:
-                    await self._pool.release(conn)
+                    await self._pool.release(conn)  # nothing to do for a terminated one
                 except Exception as exc:  # the pool has terminated that connection already
                     log.info("database: a connection could not be reset and was dropped: %s", _describe(exc))
             return result
