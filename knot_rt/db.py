@@ -8,13 +8,16 @@ shielded cancel scope with a deadline, then terminated.
 Outages are handled here, at one depth: a unit of work that fails because
 PostgreSQL is down, refusing, full or hanging raises ``DatabaseUnavailable``
 (HTTP answers it with 503 code 48; background loops retry with ``Backoff``).
-Every wait is bounded: connecting (``connect_timeout``), getting a pooled
-connection (``acquire_timeout``, which also bounds handing it back) and each
-command (``command_timeout``). Nothing needs restarting when PostgreSQL comes
-back: the pool drops a broken connection when it is handed back and opens a new
-one on the next acquire. The cost: a write whose COMMIT was sent when the
-connection broke is reported unavailable although it may have been applied;
-callers that must not apply twice (station events) deduplicate by id.
+Every wait is bounded: connecting (``connect_timeout``, 5 s by default),
+getting a pooled connection (``acquire_timeout``, 10 s, which also bounds
+handing it back) and each command (``command_timeout``, 15 s). Nothing needs
+restarting when PostgreSQL comes back: a connection that failed is dropped at
+once, and the pool opens a new one on the next acquire (asyncpg also refills its
+minimum in the background). The costs: a refused connection is tried again by
+each request (cheap: a refused loopback connect takes about a millisecond), and
+a write whose COMMIT was sent when the connection broke is reported unavailable
+although it may have been applied; callers that must not apply twice (station
+events) deduplicate by id.
 """
 
 from __future__ import annotations
