@@ -277,10 +277,11 @@ class Catalog:
                     await backoff.sleep()
                     continue
                 except Exception:  # a bug: keep the last catalog and try again later
-                    log.exception("catalog: reload failed")
+                    if backoff.failures == 0:
+                        log.exception("catalog: reload failed; retrying")
                     await backoff.sleep()
                     continue
-                log.info("catalog: reloaded after %s failed attempts", backoff.failures)
+                log.info("catalog: postponed reload done (%s more failed attempts)", backoff.failures)
                 backoff.reset()
                 break
 
