@@ -10,8 +10,9 @@ first start and for every restart) and other supervisors (``SupervisorSpec``).
   raises ``ChildStartFailed``, and for a static child the whole supervisor
   fails to start.
 - one_for_one: a crashed child (an exception out of its ``on_start``,
-  ``handle``, background tasks or ``on_stop``) is restarted alone, at once,
-  behind the same ``ActorRef``; its siblings never notice. Each restart is
+  ``handle``, background tasks or ``on_stop``) is restarted alone, at once or
+  after its back-off (below), behind the same ``ActorRef``; its siblings never
+  notice. Each restart is
   logged with its cause and counted in ``metrics``.
 - Intensity: more than ``intensity.max_restarts`` restarts within
   ``intensity.period`` seconds and the supervisor stops its children in

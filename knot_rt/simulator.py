@@ -17,9 +17,12 @@ firmware would:
 Delivery guarantee, station side: every station CALL except ``boot`` is an
 *event* and is kept in an ordered outbox until its RESULT arrives. After a
 reconnect (once the new ``boot`` is accepted) every unanswered event is sent
-again, in order and with the same id, before anything new. An ERROR answer (or
-a RESULT whose payload does not fit) ends that event: it is logged and
-counted, never retried. An event left unanswered for ``call_timeout`` makes
+again, in order and with the same id, before anything new. An ``InternalError``
+answer (the backend could not record it now, e.g. its database is down) keeps
+the event in the outbox and sends it again on the same connection after a
+back-off (``backoff_min`` doubling per such answer, capped at ``backoff_max``).
+Any other ERROR answer (or a RESULT whose payload does not fit) ends that
+event: it is logged and counted, never retried. An event left unanswered for ``call_timeout`` makes
 the station drop the connection and reconnect, so that it is resent.
 
 Call ids are ``<token>-<boot counter>-<sequence>``: ``token`` is random per
@@ -125,6 +128,7 @@ class StationStats:
     events_resent: int = 0  # of which resends after a reconnect
     events_acknowledged: int = 0  # events answered with a RESULT
     events_failed: int = 0  # events answered with an ERROR or an unusable RESULT
+    events_retried: int = 0  # InternalError answers: the event is sent again later
     commands_answered: int = 0  # RESULT or ERROR frames sent to the backend
     commands_failed: int = 0  # of which ERRORs (unknown action, malformed frame)
     connects: int = 0  # WebSocket handshakes that succeeded
@@ -155,7 +159,7 @@ class _Spot:
 class Delivery:
     """One event in the outbox; ``await delivery.wait()`` until it is answered."""
 
-    __slots__ = ("_answered", "action", "error", "frame", "id", "payload", "result", "sends")
+    __slots__ = ("_answered", "action", "error", "frame", "id", "internal_errors", "payload", "result", "sends")
 
     def __init__(self, id: str, action: st.Action, payload: st.Payload) -> None:
         self.id = id
@@ -163,6 +167,7 @@ class Delivery:
         self.payload = payload
         self.frame = st.call(id, action, payload)  # written once: a resend is byte-identical
         self.sends = 0
+        self.internal_errors = 0
         self.result: dict[str, Any] | None = None
         self.error: st.Error | None = None
         self._answered = trio.Event()
@@ -190,8 +195,8 @@ class Delivery:
 class _Session:
     """One connection: its cancel scope, what is in flight, what is left to send."""
 
-    __slots__ = ("boot_answer", "boot_done", "boot_id", "close_code", "end_reason", "in_flight", "scope", "unsent",
-                 "wake", "ws")
+    __slots__ = ("boot_answer", "boot_done", "boot_id", "close_code", "end_reason", "in_flight", "retries",
+                 "retry_wake", "scope", "unsent", "wake", "ws")
 
     def __init__(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
         self.ws = ws
@@ -204,6 +209,8 @@ class _Session:
         self.in_flight: dict[str, float] = {}  # event id -> time sent, in send order
         self.unsent: deque[Delivery] = deque()
         self.wake = trio.Event()
+        self.retries: list[tuple[float, Delivery]] = []  # (when, event) answered InternalError, to send again
+        self.retry_wake = trio.Event()
 
     def end(self, reason: _End, code: int | None = None) -> None:
         if self.end_reason is None:
@@ -543,6 +550,7 @@ class SimulatedStation:
                     nursery.start_soon(self._sender, session)
                     nursery.start_soon(self._heartbeat, session)
                     nursery.start_soon(self._watchdog, session)
+                    nursery.start_soon(self._retrier, session)
                     self._notify()
             finally:
                 self._session = self._active = None
@@ -600,6 +608,21 @@ class SimulatedStation:
             if delivery.sends > 1:
                 self.stats.events_resent += 1
             await session.send(delivery.frame)
+
+    async def _retrier(self, session: _Session) -> None:
+        """Send again, when due, the events the backend answered with ``InternalError``."""
+        while True:
+            if not session.retries:
+                session.retry_wake = trio.Event()
+                await session.retry_wake.wait()
+                continue
+            due = min(when for when, _ in session.retries)
+            await trio.sleep_until(due)
+            now = trio.current_time()
+            ready = [delivery for when, delivery in session.retries if when <= now]
+            session.retries = [(when, delivery) for when, delivery in session.retries if when > now]
+            session.unsent.extendleft(reversed(ready))  # before anything new, in their order
+            session.wake.set()
 
     async def _heartbeat(self, session: _Session) -> None:
         assert self.heartbeat_interval is not None
@@ -701,7 +724,17 @@ class SimulatedStation:
             self.stats.unmatched_answers += 1
             log.debug("station %s: answer to no CALL in flight: %s", self.station_id, id)
             return
-        del self._outbox[id], session.in_flight[id]
+        del session.in_flight[id]
+        if error is not None and error.code is st.ErrorCode.INTERNAL_ERROR:
+            delivery.internal_errors += 1
+            self.stats.events_retried += 1
+            delay = min(self.backoff_max, self.backoff_min * 2 ** min(delivery.internal_errors - 1, 30))
+            log.info("station %s: %s %s answered InternalError; sending it again in %.1f s", self.station_id,
+                     delivery.action, id, delay)
+            session.retries.append((trio.current_time() + delay, delivery))
+            session.retry_wake.set()
+            return
+        del self._outbox[id]
         if error is not None:
             self.stats.events_failed += 1
             log.warning("station %s: %s %s answered %s: %s", self.station_id, delivery.action, id, error.code,

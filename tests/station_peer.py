@@ -17,7 +17,8 @@ empty):
 - every answer to a CALL of the peer matches one in flight.
 
 Knobs: ``withhold`` (actions left unanswered), ``error_for`` (actions answered
-with an ERROR), ``locked_answer``, ``boot_status``, ``heartbeat_interval``.
+with an ERROR), ``unavailable_for`` (actions answered ``InternalError`` without
+being recorded, as the backend does while its database is down), ``locked_answer``, ``boot_status``, ``heartbeat_interval``.
 Like the real gateway, the newest connection of a station wins: the older one
 is closed with 4001.
 """
@@ -108,6 +109,7 @@ class StationPeer:
         self.boot_status = boot_status
         self.withhold: set[str] = set()
         self.error_for: set[str] = set()
+        self.unavailable_for: set[str] = set()
         self.locked_answer = st.LockAccepted.ACCEPT
         self.received: list[Received] = []
         self.violations: list[str] = []
@@ -247,6 +249,9 @@ class StationPeer:
             return
         if frame.action in self.error_for:
             await conn.ws.send_message(st.error(frame.id, st.ErrorCode.GENERIC_ERROR, "refused by the test peer"))
+            return
+        if frame.action in self.unavailable_for:  # not recorded: the station is expected to send it again
+            await conn.ws.send_message(st.error(frame.id, st.ErrorCode.INTERNAL_ERROR, "not recorded, send it later"))
             return
         payload: st.Payload
         if frame.action is st.Action.BOOT:

@@ -297,6 +297,24 @@ async def test_event_answered_with_error_is_not_retried(peer: StationPeer, nurse
     assert len(peer.calls("badge-rfid")) == 1
 
 
+async def test_event_answered_internal_error_is_sent_again_until_recorded(
+    peer: StationPeer, nursery: trio.Nursery
+) -> None:
+    """The backend could not record it (its database is down): same id, same connection, after a back-off."""
+    station = await started(nursery, make_station(peer))
+    peer.unavailable_for = {"alert"}
+    delivery = await station.alert(st.Alert.SHAKE, st.AlertStatus.APPEARING)
+    await within(peer.wait_until(lambda: len(peer.calls("alert")) >= 3))
+    assert not delivery.answered and [d.id for d in station.pending] == [delivery.id]
+    peer.unavailable_for = set()
+    await within(delivery.wait())
+    assert delivery.acknowledged and station.pending == []
+    alerts = peer.calls("alert")
+    assert len({a.id for a in alerts}) == 1 and len({a.connection for a in alerts}) == 1
+    assert station.stats.events_retried == len(alerts) - 1 and station.stats.events_failed == 0
+    assert station.stats.connects == 1
+
+
 async def test_call_timeout_reconnects_and_resends(peer: StationPeer, nursery: trio.Nursery) -> None:
     station = await started(nursery, make_station(peer, call_timeout=0.2))
     peer.withhold = {"alert"}

@@ -314,3 +314,25 @@ def test_messages_refuse_impossible_values() -> None:
         Positioned(91.0, 0.0)
     with pytest.raises(ValueError):
         Positioned(0.0, -180.5)
+
+
+async def test_an_idle_vehicle_actor_stops_and_a_fresh_one_serves_the_next_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryVehicleStore()
+    registry = Registry()
+    async with Supervisor("vehicles").running() as sup:
+        registry.register(VEHICLE, sup, vehicle_factory(store, idle_after=60))
+        first = await registry.get(VEHICLE, "7")
+        await first.ask(Docked(1, 11, 1, 80, 41000, True))
+        await trio.sleep(50)
+        await first.ask(Snapshot())  # used: the idle clock starts again
+        await trio.sleep(50)
+        assert not first.stopping
+        await trio.sleep(11)  # 61 s without a message
+        assert first.stopped and registry.lookup(VEHICLE, "7") is None and sup.child_ids() == []
+        again = await registry.get(VEHICLE, "7")
+        view = await again.ask(Snapshot())
+    assert again is not first
+    assert (view.station_id, view.battery_level, view.online) == (1, 80, True)  # rebuilt from the store
+    assert sup.metrics.restarts_total == 0
