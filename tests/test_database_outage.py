@@ -35,6 +35,7 @@ from knot_rt.db import Database, DatabaseUnavailable, migrate
 from knot_rt.pgcluster import PgCluster
 from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords
+from knot_rt.simulator import SimulatedStation
 from knot_rt.stations.admin import create_station
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, station_socket
@@ -91,6 +92,7 @@ class Site:
     cluster: int
     station: tuple[int, str]  # connected through the outage
     late_station: tuple[int, str]  # connects during the outage
+    simulated_station: tuple[int, str]  # the station simulator, resending what got InternalError
     operator_token: str
 
 
@@ -106,6 +108,7 @@ async def make_site(harness: Harness) -> Site:
     )
     station = await harness.db.transaction(lambda conn: create_station(conn, cluster, 4))
     late = await harness.db.transaction(lambda conn: create_station(conn, cluster, 2))
+    simulated = await harness.db.transaction(lambda conn: create_station(conn, cluster, 2))
     await harness.db.execute(
         "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 104) g",
         network,
@@ -115,7 +118,7 @@ async def make_site(harness: Harness) -> Site:
                               networks=[network])
     login = await harness.login("operator@example.com")
     return Site(network, cluster, (station.station_id, station.secret), (late.station_id, late.secret),
-                login["token"])
+                (simulated.station_id, simulated.secret), login["token"])
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -184,8 +187,13 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
     operator = bearer(site.operator_token)
     public_map = {"app_label": "knot", "lat": 48.58, "lng": 7.73, "latDeg": 0.1, "lngDeg": 0.1}
 
+    simulator = SimulatedStation(*site.simulated_station, harness.station_url, spots=2, backoff_min=0.2,
+                                 backoff_max=1.0)
     async with station_socket(harness.station_url, station_id, secret) as station, \
-            open_feed(harness.base_url, site.operator_token) as feed:
+            open_feed(harness.base_url, site.operator_token) as feed, trio.open_nursery() as simulators:
+        await simulators.start(simulator.run)
+        with trio.fail_after(10):
+            await simulator.wait_connected()
         assert (await station.boot())[0] == 3
         assert await station.state({1: None, 2: None, 3: None, 4: None}) == [3, "t-2", {}]
         assert (await feed.subscribe(f"cluster:{site.cluster}"))["code"] == 0
@@ -233,6 +241,12 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
             during = await locked_event(station, "during-1", 2, 102)
         assert during[0] == 4 and during[1] == "during-1" and during[2] == "InternalError", during
 
+        # The simulator's events too; it keeps them and sends them again after a back-off.
+        returned = [await simulator.return_vehicle(1, 103), await simulator.return_vehicle(2, 104)]
+        # (polled: the simulator tells its waiters about final answers only)
+        await eventually(lambda: all(d.internal_errors >= 1 for d in returned), timeout=OUTAGE_ANSWER)
+        assert not any(d.answered for d in returned)
+
         # A station connecting now cannot be checked: 503, and it tries again later.
         with trio.fail_after(OUTAGE_ANSWER), pytest.raises(ConnectionRejected) as rejected:
             async with station_socket(harness.station_url, *site.late_station):
@@ -263,12 +277,17 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
         assert await locked_event(station, "during-1", 2, 102) == [3, "during-1", {"accepted": 0}]
         assert await locked_event(station, "during-1", 2, 102) == [3, "during-1", {"accepted": 0}]
         assert await locked_event(station, "before-1", 1, 101) == [3, "before-1", {"accepted": 0}]
+        with trio.fail_after(10):
+            for delivery in returned:
+                await delivery.wait()
+        assert [d.result for d in returned] == [{"accepted": 0}, {"accepted": 0}]
         # The live publisher survived: the cluster's totals reach the feed.
         with trio.fail_after(10):
             while True:
                 event = (await feed.events(1))[0]
-                if event["event"] == "cluster.updated" and event["data"]["available_vehicles"] == 2:
+                if event["event"] == "cluster.updated" and event["data"]["available_vehicles"] == 4:
                     break
+        simulator.stop()
 
     messages = await harness.db.fetch(
         "SELECT message_id, count(*) AS n FROM station_messages WHERE station_id = $1 GROUP BY message_id",
@@ -282,6 +301,14 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
     spots = await harness.db.fetch("SELECT number, vehicle_id FROM spots WHERE station_id = $1 ORDER BY number",
                                    station_id)
     assert [(r["number"], r["vehicle_id"]) for r in spots] == [(1, 101), (2, 102), (3, None), (4, None)]
+    simulated = await harness.db.fetch(
+        "SELECT message_id, count(*) AS n FROM station_messages WHERE station_id = $1 AND action = 'locked' "
+        "GROUP BY message_id", site.simulated_station[0],
+    )
+    assert {r["message_id"]: r["n"] for r in simulated} == {d.id: 1 for d in returned}
+    spots = await harness.db.fetch("SELECT number, vehicle_id FROM spots WHERE station_id = $1 ORDER BY number",
+                                   site.simulated_station[0])
+    assert [(r["number"], r["vehicle_id"]) for r in spots] == [(1, 103), (2, 104)]
     # The write acknowledged before the outage is there; the one answered 503 is not.
     details = await client.get(f"/api/application/clusters/{site.cluster}", headers=operator)
     assert details.json()["data"]["name"] == "Gare Sud"
