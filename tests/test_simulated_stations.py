@@ -58,6 +58,10 @@ async def operator_token(harness: Harness) -> str:
 
 async def test_unlock_round_trip_with_the_simulator(harness: Harness) -> None:
     cluster, [(station_id, secret)] = await make_stations(harness, 1)
+    await harness.db.execute(  # vehicles of the station's network (an unknown id would be a fault event)
+        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, min(id) FROM networks, "
+        "generate_series(501, 502) g GROUP BY g"
+    )
     token = await operator_token(harness)
     station = SimulatedStation(station_id, secret, harness.station_url, spots=4, vehicles={1: 501, 2: 502})
     async with trio.open_nursery() as nursery, open_feed(harness.base_url, token) as feed:

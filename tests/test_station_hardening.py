@@ -31,7 +31,7 @@ INNOCENTS = 100
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return replace(
-        settings, station_call_timeout=2.0, station_restart_backoff=0.05, subtree_restart_backoff=2.0,
+        settings, station_call_timeout=2.0, station_restart_backoff=0.05, subtree_restart_backoff=5.0,
         station_secret_check_seconds=0.2, vehicle_idle_seconds=0.5, station_handshake_seconds=3.0,
         station_auth_failures="3/minute",  # each test has its own server: only that test's failures count
     )
