@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import trio
 
-from .db import Database
+from .db import Database, repeat
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,14 @@ class FeedBus:
         return int(status.split()[-1])
 
     async def run_pruner(self, every: float = 600.0) -> None:
-        while True:
-            try:
-                removed = await self.prune()
-                if removed:
-                    log.info("feed: pruned %s events older than %s", removed, self.retention)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("feed: pruning failed: %s", exc)
-            await trio.sleep(every)
+        """Prune every ``every`` seconds; while the database is away, retry with back-off."""
+
+        async def prune_once() -> None:
+            removed = await self.prune()
+            if removed:
+                log.info("feed: pruned %s events older than %s", removed, self.retention)
+
+        await repeat("feed: pruning old events", prune_once, every)
 
 
 async def _events_after(

@@ -3,7 +3,10 @@
 Maps and cluster routes are the hottest read paths, so they are answered from
 here and from the live availability the station actors keep, without a
 database query per cluster. The catalog is loaded at start and refreshed by
-the routes that change it (``reload()`` after a write; it is small). Area
+the routes that change it (``reload()`` after a write; it is small). A reload
+the database cannot serve is left to ``run()``, which retries it with back-off:
+the write is committed, so its route still answers success, and the maps show
+it a few seconds after PostgreSQL is back. Area
 queries use a grid index of 0.01-degree cells (a box wider than the occupied
 cells scans those instead); parkings and speed zones keep their bounds.
 Free-floating vehicles have a grid of their own that the vehicle actors keep
@@ -14,6 +17,7 @@ Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -26,7 +30,9 @@ import trio
 
 from actors.vehicle import VehicleView
 
-from .db import Database
+from .db import Backoff, Database, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 ShapedT = TypeVar("ShapedT", "Parking", "SpeedZone")
 
@@ -246,9 +252,41 @@ class Catalog:
         self._free_grid = _MovingGrid()
         self._changed_while_loading: dict[int, VehiclePlace] | None = None
         self.app_labels: dict[str, int] = {}  # name -> id, to answer public routes without a query
+        self._stale = trio.Event()  # set when a reload could not be done: ``run()`` retries it
 
-    async def reload(self) -> None:
-        """Read everything again (after a write, or at start)."""
+    async def reload(self) -> bool:
+        """Read everything again after a write; False when the database is away (``run()`` retries)."""
+        try:
+            await self.load()
+        except DatabaseUnavailable as exc:
+            log.warning("catalog: reload postponed, the database is unavailable (%s)", exc)
+            self._stale.set()
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Retry the reloads the database could not serve, with back-off, until one succeeds."""
+        backoff = Backoff()
+        while True:
+            await self._stale.wait()
+            self._stale = trio.Event()
+            while True:
+                try:
+                    await self.load()
+                except DatabaseUnavailable:
+                    await backoff.sleep()
+                    continue
+                except Exception:  # a bug: keep the last catalog and try again later
+                    if backoff.failures == 0:
+                        log.exception("catalog: reload failed; retrying")
+                    await backoff.sleep()
+                    continue
+                log.info("catalog: postponed reload done (%s more failed attempts)", backoff.failures)
+                backoff.reset()
+                break
+
+    async def load(self) -> None:
+        """Read everything (at start; raises ``DatabaseUnavailable`` when the database is away)."""
         async with self._reload_lock:
             self._changed_while_loading = {}
             try:

@@ -22,6 +22,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
 def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
     """``KNOT_TRUSTED_PROXIES``: addresses or CIDRs, separated by commas or spaces; checked here."""
     found = tuple(part for part in raw.replace(",", " ").split() if part)
@@ -87,6 +92,10 @@ class Settings:
     station_port: int = 8001
     database_url: str | None = None
     db_pool_size: int = 20
+    # Bounds of every database wait: past them a request answers 503 code 48 instead of hanging.
+    db_connect_timeout: float = 5.0
+    db_acquire_timeout: float = 10.0
+    db_command_timeout: float = 15.0
     smtp_url: str | None = None
     smtp_ca_file: str | None = None  # CA bundle trusted for SMTP TLS, beside the system's
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is believed
@@ -127,6 +136,9 @@ class Settings:
             station_port=_env_int("KNOT_STATION_PORT", 8001),
             database_url=env("DATABASE_URL") or None,
             db_pool_size=_env_int("KNOT_DB_POOL_SIZE", 20),
+            db_connect_timeout=_env_float("KNOT_DB_CONNECT_TIMEOUT", 5.0),
+            db_acquire_timeout=_env_float("KNOT_DB_ACQUIRE_TIMEOUT", 10.0),
+            db_command_timeout=_env_float("KNOT_DB_COMMAND_TIMEOUT", 15.0),
             smtp_url=env("SMTP_URL") or None,
             smtp_ca_file=env("SMTP_CA_FILE") or None,
             trusted_proxies=parse_trusted_proxies(env("KNOT_TRUSTED_PROXIES", "")),

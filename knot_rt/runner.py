@@ -41,7 +41,10 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 async def open_database(settings: Settings) -> AsyncIterator[Database]:
     """A migrated database pool, inside an open trio-asyncio loop."""
     async with database_url(settings) as url:
-        db = await Database.connect(url, max_size=settings.db_pool_size)
+        db = await Database.connect(
+            url, max_size=settings.db_pool_size, connect_timeout=settings.db_connect_timeout,
+            acquire_timeout=settings.db_acquire_timeout, command_timeout=settings.db_command_timeout,
+        )
         try:
             await migrate(db)
             await db.transaction(ensure_countries)

@@ -49,17 +49,24 @@ async def run_server(
 ) -> None:
     """Serve until cancelled or until ``shutdown`` is set; reports where it listens.
 
+    The database must be reachable at start (the catalog and the stations are loaded);
+    after that an outage gives 503 code 48 on the routes that need it, and the service
+    recovers by itself when PostgreSQL is back.
+
     Stop order: HTTP first (hypercorn drains its connections), then the station
     gateway and the actors (reverse start order), then the background tasks.
     """
     app = create_app(svc)
-    await svc.catalog.reload()
+    await svc.catalog.load()
     if shutdown is None:
         shutdown = trio.Event()
     config = hypercorn_config(svc.settings.host, svc.settings.port)
     async with trio.open_nursery() as background:
+        # Background loops never end on an error: each logs it and retries with back-off,
+        # so a database outage leaves them waiting, not the process dead.
         background.start_soon(svc.mail.run)
         background.start_soon(svc.bus.run_pruner)
+        background.start_soon(svc.catalog.run)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             async with trio.open_nursery() as http:

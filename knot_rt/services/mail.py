@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import trio
 
-from ..db import Database
+from ..db import Backoff, Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,41 @@ class MailSender:
         self._wake.set()
 
     async def run(self) -> None:
+        """Drain the outbox when woken, and every ``poll_seconds`` anyway.
+
+        A failure never ends the loop: while the database is away the mail waits in
+        the outbox and the loop retries with back-off (capped at 4 s, so sending
+        resumes within seconds of PostgreSQL coming back); the first failure of a
+        streak is logged, and the recovery.
+        """
         if self._target is None:
             log.warning("SMTP_URL not set: mail is logged and kept in the outbox, not sent")
+        backoff = Backoff()
+        wait = self._poll
         while True:
-            with trio.move_on_after(self._poll):
+            with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
             try:
                 if self._target is None:
                     await self._log_unsent()
-                    continue
-                while await self._send_batch():
-                    pass
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # The database is away for a moment: the mail waits in the outbox.
-                log.warning("mail: outbox not reachable (%s); retrying", exc)
+                else:
+                    while await self._send_batch():
+                        pass
+            except DatabaseUnavailable as exc:
+                if backoff.failures == 0:
+                    log.warning("mail: outbox not reachable (%s); retrying", exc)
+                wait = backoff.next_delay()
+                continue
+            except Exception:
+                if backoff.failures == 0:
+                    log.exception("mail: draining the outbox failed; retrying")
+                wait = backoff.next_delay()
+                continue
+            if backoff.failures:
+                log.info("mail: outbox reachable again")
+                backoff.reset()
+            wait = self._poll
 
     async def _log_unsent(self) -> None:
         rows = await self._db.fetch(

@@ -21,6 +21,7 @@ import trio
 from actors.station import StationView
 
 from ..bus import FeedBus
+from ..db import Backoff, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,33 @@ class LiveStations:
             await self.vehicle_moves(before, after)
 
     async def run(self) -> None:
-        """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes."""
+        """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes.
+
+        A publish that fails (the database is away) leaves its cluster and the ones after
+        it to publish, retried with back-off: the event then carries the latest totals.
+        """
+        backoff = Backoff()
         while True:
             await self._wake.wait()
             await trio.sleep(self.coalesce)
             self._wake = trio.Event()
-            dirty, self._dirty = self._dirty, set()
-            for cluster_id in sorted(dirty):
+            dirty, self._dirty = sorted(self._dirty), set()
+            for done, cluster_id in enumerate(dirty):
                 totals = self._availability[cluster_id]
                 if totals == self._published.get(cluster_id):
                     continue
+                try:
+                    await self._bus.publish(
+                        f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
+                    )
+                except Exception as exc:
+                    if backoff.failures == 0:
+                        log.warning("stations: publishing cluster totals failed (%s); retrying", exc,
+                                    exc_info=not isinstance(exc, DatabaseUnavailable))
+                    self._dirty.update(dirty[done:])
+                    self._wake.set()
+                    await backoff.sleep()
+                    break
                 self._published[cluster_id] = totals
-                await self._bus.publish(
-                    f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
-                )
+            else:
+                backoff.reset()

@@ -27,7 +27,7 @@ from actors.vehicle import VEHICLE, vehicle_factory
 
 from ..bus import FeedBus
 from ..config import Settings
-from ..db import Database
+from ..db import Database, repeat
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
@@ -134,24 +134,21 @@ class StationService:
 
     async def _pick_up_new_stations(self, every: float = 30.0) -> None:
         """Stations created after start count in their cluster's totals before they first connect."""
-        while True:
-            await trio.sleep(every)
-            try:
-                added = self.live.add_missing(await self.db.run(load_all_stations))
-                if added:
-                    log.info("stations: %s new stations in the live view", added)
-            except OSError as exc:  # pragma: no cover - database unreachable
-                log.warning("stations: reading new stations failed: %s", exc)
+
+        async def pick_up() -> None:
+            added = self.live.add_missing(await self.db.run(load_all_stations))
+            if added:
+                log.info("stations: %s new stations in the live view", added)
+
+        await repeat("stations: reading new stations", pick_up, every, wait_first=True)
 
     async def _prune_messages(self, every: float = 3600.0) -> None:
-        while True:
-            await trio.sleep(every)
-            try:
-                removed = await self.store.prune_messages()
-                if removed:
-                    log.info("stations: forgot %s answered message ids", removed)
-            except OSError as exc:  # pragma: no cover - database unreachable
-                log.warning("stations: pruning message ids failed: %s", exc)
+        async def prune() -> None:
+            removed = await self.store.prune_messages()
+            if removed:
+                log.info("stations: forgot %s answered message ids", removed)
+
+        await repeat("stations: pruning message ids", prune, every, wait_first=True)
 
 
 def _per_child_intensity(backoff: float, storm: int) -> RestartIntensity:

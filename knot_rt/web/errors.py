@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from protocols.envelope import error_body
 from protocols.errors import ERRORS, ErrorCode
 
+from ..db import DatabaseUnavailable
 from ..errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,13 @@ def install_error_handlers(app: Quart) -> None:
         response = error_response(code, message, status)
         if status == 405 and error.get_response().headers.get("Allow"):
             response.headers["Allow"] = error.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(DatabaseUnavailable)
+    async def database_unavailable(error: DatabaseUnavailable) -> Response:
+        # Logged once per outage by the database layer; the client retries.
+        response = error_response(ErrorCode.SERVICE_UNAVAILABLE)
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(Exception)

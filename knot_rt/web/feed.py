@@ -19,6 +19,7 @@ from protocols.errors import ErrorCode
 
 from ..bus import FeedEvent, Resync, Subscriber
 from ..context import Services, services
+from ..db import DatabaseUnavailable
 from ..errors import ApiError
 from ..services.permissions import STATION_READERS, load_permissions, station_scope
 from .auth import Caller, authenticate
@@ -26,6 +27,8 @@ from .auth import Caller, authenticate
 log = logging.getLogger(__name__)
 
 bp = Blueprint("feed", __name__)
+
+TRY_AGAIN_LATER = 1013  # RFC 6455 close code: the database is unavailable, reconnect later
 
 
 def bus_topic(topic: wire.Topic, caller: Caller) -> str:
@@ -83,10 +86,14 @@ class FeedConnection:
             return
         if isinstance(frame, wire.PingFrame):
             await self.send(wire.pong(frame.ref))
-        elif isinstance(frame, wire.AuthFrame):
-            await self.reauthenticate(frame)
-        elif isinstance(frame, wire.SubscribeFrame):
-            await self.subscribe(frame)
+        elif isinstance(frame, wire.AuthFrame | wire.SubscribeFrame):
+            try:
+                if isinstance(frame, wire.AuthFrame):
+                    await self.reauthenticate(frame)
+                else:
+                    await self.subscribe(frame)
+            except DatabaseUnavailable:  # the socket stays open; the client retries the frame
+                await self.send(wire.reply(frame.ref, ErrorCode.SERVICE_UNAVAILABLE))
         elif isinstance(frame, wire.UnsubscribeFrame):
             name = bus_topic(frame.topic, self.caller)
             self.client_topics.pop(name, None)
@@ -173,8 +180,12 @@ async def header_caller() -> Caller | bool | None:
 async def feed_socket() -> None:
     svc = services()
     await websocket.accept()
-    found = await header_caller()
-    caller = await first_frame_caller() if found is False else found
+    try:
+        found = await header_caller()
+        caller = await first_frame_caller() if found is False else found
+    except DatabaseUnavailable:  # the token cannot be checked now, which is no bad token (4401)
+        await websocket.close(TRY_AGAIN_LATER, "the service is temporarily unavailable")
+        return
     if not isinstance(caller, Caller):
         await websocket.close(wire.AUTH_FAILED, "authentication failed")
         return
