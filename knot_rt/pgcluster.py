@@ -217,17 +217,20 @@ class PgCluster:
     # Start and stop ------------------------------------------------------
 
     def start(self) -> str:
-        """Start the cluster, or attach to the one already running; returns its URL. Idempotent per object."""
-        if self._users.held:
-            return self.url
+        """Start the cluster, or attach to the one already running; returns its URL.
+
+        Called again on the same object (after the server was stopped under it), it
+        starts the server again on the same port.
+        """
         with self._admin.exclusive("starting or stopping"):
             running = self._running_port()
             if running is None:
                 self._start_server()
             else:
                 self.port = running
-                log.info("embedded PostgreSQL already running on 127.0.0.1:%s: using it", running)
-            self._users.acquire(fcntl.LOCK_SH)
+                log.info("embedded PostgreSQL running on 127.0.0.1:%s: using it", running)
+            if not self._users.held:
+                self._users.acquire(fcntl.LOCK_SH)
         return self.url
 
     def stop(self) -> None:
@@ -278,7 +281,7 @@ class PgCluster:
         hba.write_text(HBA)
         self._chown(hba)
         sockdir = self._socket_dir()
-        self.port = self._wanted_port or _free_port()
+        self.port = self.port or self._wanted_port or _free_port()
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sockdir} " \
                   "-c max_connections=200 -c password_encryption=scram-sha-256"
         if not self.durable:

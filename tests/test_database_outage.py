@@ -155,10 +155,8 @@ async def test_postgresql_stopped_and_started_under_a_running_server(
     async with trio_asyncio.open_loop():
         db = await Database.connect(private_cluster.url, min_size=1, max_size=1)
         try:
-            # Commits durable before they are answered, whatever the cluster's defaults: an immediate
-            # stop is a crash, and an acknowledged write must survive it (with synchronous_commit off,
-            # as PgCluster started it when this test was written, the last commits are lost).
-            await db.execute("ALTER DATABASE knot SET synchronous_commit = on")
+            # The cluster is durable (PgCluster's default): an immediate stop is a crash, and every
+            # acknowledged write must survive it.
             await migrate(db)
         finally:
             await db.close()
