@@ -220,7 +220,10 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
         # What is served from memory keeps answering.
         public = await outage_answer(client.get("/api/application/map/public", params=public_map))
         assert public.status_code == 200 and [c["cluster_id"] for c in public.json()["clusters"]] == [site.cluster]
-        assert (await outage_answer(client.get("/health"))).status_code == 200
+        health = await outage_answer(client.get("/health"))
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
+        assert [part["part"] for part in health.json()["down"]] == ["database"]
         # A reload the database cannot serve is postponed, not failed: the catalog retries it by itself.
         assert await harness.svc.catalog.reload() is False
 
@@ -259,6 +262,7 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
             return response.status_code == 200
 
         await eventually(answers_again, timeout=RECOVERY)
+        assert (await client.get("/health")).json()["status"] == "ok"
 
         async def map_shows_both() -> bool:
             response = await client.get("/api/application/map/public", params=public_map)

@@ -16,8 +16,12 @@ bp = Blueprint("ops", __name__)
 @hide
 async def health() -> Response:
     """``ok`` (200), or ``degraded`` (503, what load balancers take as "send elsewhere") with the reasons
-    while a part of the live side is down and waiting to be restarted (HTTP itself still serves)."""
-    down = services().stations.down()
+    while a part of the live side is down and waiting to be restarted, or PostgreSQL could not be reached
+    by the last unit of work (HTTP itself still serves what it can)."""
+    svc = services()
+    down = dict(svc.stations.down())
+    if not svc.db.available:
+        down["database"] = "PostgreSQL cannot be reached"
     if not down:
         return jsonify({"code": 0, "status": "ok"})
     response = jsonify({
