@@ -10,8 +10,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from .api.app import create_app
 from .context import Services
-from .web.app import create_app
 
 log = logging.getLogger(__name__)
 

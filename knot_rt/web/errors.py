@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
@@ -61,6 +62,13 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_error(error: RequestSchemaValidationError) -> Response:
         return error_response(ErrorCode.INVALID_INPUT, describe_validation_error(error.validation_error))
+
+    @app.errorhandler(asyncpg.DataError)
+    async def refused_data(error: asyncpg.DataError) -> Response:
+        # PostgreSQL (or asyncpg encoding an argument) refused a value: a bound the models do not
+        # state yet (an ``integer`` column, a length). The input is at fault; logged to add the bound.
+        log.warning("input refused by the database: %s", error)
+        return error_response(ErrorCode.INVALID_INPUT, "invalid input: a value is out of range or not valid here")
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

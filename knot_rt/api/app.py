@@ -1,10 +1,14 @@
-"""The Quart application: one blueprint per section of the spec."""
+"""The Quart application: one blueprint per section of the spec, the feed, the ops routes.
+
+It lives beside the routes (``api``) and takes the shared HTTP layer from ``web``
+(errors, request wrapper, feed), so ``web`` never imports ``api``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart
+from quart import Quart, request
 from quart_schema import Info, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
@@ -12,11 +16,13 @@ from quart_trio import QuartTrio
 from protocols.errors import error_table
 
 from .. import __version__
-from ..api import BLUEPRINTS
 from ..context import Services
-from .errors import install_error_handlers
-from .feed import bp as feed_bp
-from .metrics import bp as ops_bp
+from ..web.errors import install_error_handlers
+from ..web.feed import bp as feed_bp
+from ..web.inputs import IdConverter, check_query_string
+from ..web.metrics import bp as ops_bp
+from ..web.request import KnotRequest
+from . import BLUEPRINTS
 
 DESCRIPTION = """Knot application API served by knot_rt.
 
@@ -44,6 +50,8 @@ class KnotOpenAPIProvider(OpenAPIProvider):
 def create_app(svc: Services | None = None) -> Quart:
     """Build the app; ``svc`` may be None to only read the OpenAPI document."""
     app = QuartTrio("knot_rt")
+    app.request_class = KnotRequest
+    app.url_map.converters["int"] = IdConverter  # before any route is added
     app.config["MAX_CONTENT_LENGTH"] = svc.settings.max_body_bytes if svc else 1_048_576
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -59,6 +67,11 @@ def create_app(svc: Services | None = None) -> Quart:
         swagger_ui_path="/docs",
     )
     install_error_handlers(app)
+
+    @app.before_request
+    async def check_query() -> None:
+        check_query_string(request.query_string)
+
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(feed_bp)
