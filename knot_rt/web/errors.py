@@ -15,6 +15,7 @@ from protocols.envelope import error_body
 from protocols.errors import ERRORS, ErrorCode
 
 from ..errors import ApiError
+from ..services.passwords import Busy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
         return error_response(error.code, error.message, error.status, **error.extra)
+
+    @app.errorhandler(Busy)
+    async def busy(error: Busy) -> Response:
+        response = error_response(error.code, error.message, error.status, **error.extra)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_error(error: RequestSchemaValidationError) -> Response:
