@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, request
+from quart import Quart, Response, request
 from quart_schema import Info, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
@@ -19,9 +19,9 @@ from .. import __version__
 from ..context import Services
 from ..web.errors import install_error_handlers
 from ..web.feed import bp as feed_bp
-from ..web.inputs import IdConverter, check_query_string
+from ..web.inputs import INT64_MAX, IdConverter, check_query_string
 from ..web.metrics import bp as ops_bp
-from ..web.request import KnotRequest
+from ..web.request import KnotRequest, drain_request_body
 from . import BLUEPRINTS
 
 DESCRIPTION = """Knot application API served by knot_rt.
@@ -40,6 +40,13 @@ class KnotOpenAPIProvider(OpenAPIProvider):
             if parameter["name"] in required:
                 parameter["required"] = True
         return parameters, definitions
+
+    def build_path_parameter(self, name: str, converter: Any) -> dict[str, Any]:
+        """A path id is an integer from 0 to a bigint (``IdConverter``), documented as such."""
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, IdConverter):
+            parameter["schema"] = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+        return parameter
 
     def schema(self) -> dict[str, Any]:
         document = super().schema()
@@ -71,6 +78,11 @@ def create_app(svc: Services | None = None) -> Quart:
     @app.before_request
     async def check_query() -> None:
         check_query_string(request.query_string)
+
+    @app.after_request
+    async def drain_body(response: Response) -> Response:
+        await drain_request_body()
+        return response
 
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
