@@ -23,6 +23,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.errorlog = "-"
     config.graceful_timeout = 5
     config.keep_alive_timeout = 30
+    config.websocket_max_message_size = 64 * 1024  # feed frames are small; hypercorn's default is 16 MiB
     return config
 
 
