@@ -6,10 +6,12 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import asyncpg
 import httpx
 import pytest
 import trio
 
+from knot_rt.api.app import create_app
 from knot_rt.config import Settings
 from protocols.errors import ERRORS
 from tests.support import Harness, bearer
@@ -181,3 +183,22 @@ async def test_answers_before_the_body_is_read_keep_the_connection_usable(harnes
                 status, answer = await read_response(stream)
             assert status == 401
             assert json.loads(answer)["code"] == 3
+
+
+async def test_a_value_the_database_refuses_is_400_not_500() -> None:
+    """The last line behind the models: PostgreSQL refusing a value (class 22, data exception) is bad input.
+
+    Every current model bounds what it stores, so no route reaches this today; a route
+    added to the app for this test raises what asyncpg raises for ``integer out of range``.
+    """
+    app = create_app(None)
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise asyncpg.exceptions.NumericValueOutOfRangeError("integer out of range")
+
+    async with app.test_app():
+        response = await app.test_client().get("/refused")
+        body = await response.get_json()
+    assert response.status_code == 400
+    assert body["code"] == 2
