@@ -10,6 +10,7 @@ ends. Tests talk to it over real sockets with a synchronous HTTP client.
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 import uuid
@@ -25,6 +26,7 @@ import httpx
 import trio
 import trio_asyncio
 
+from knot_rt.api.app import create_app
 from knot_rt.config import RateLimits, Settings
 from knot_rt.context import Services
 from knot_rt.db import Database
@@ -35,6 +37,26 @@ from knot_rt.services.passwords import Passwords
 OPERATOR = next((email, password) for email, password, role in DEMO_ACCOUNTS if role.startswith("operator"))
 RIDER = next((email, password) for email, password, role in DEMO_ACCOUNTS if role == "rider")
 START_TIMEOUT = 60.0
+# Routes whose bearer is not an access token: they may refuse the operator's token (401 + code 3)
+# before they read the body.
+OTHER_BEARER = {
+    ("POST", "/api/application/login/2fa"),
+    ("POST", "/api/application/login/refresh"),
+    ("POST", "/api/application/users/email/confirmation"),
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document the app serves (read without a server or a database)."""
+    app = create_app(None)
+
+    async def read() -> dict[str, Any]:
+        async with app.test_app():
+            response = await app.test_client().get("/openapi.json")
+            document: dict[str, Any] = json.loads(await response.get_data(as_text=True))
+            return document
+
+    return trio.run(read)
 
 
 @dataclass

@@ -29,11 +29,12 @@ import pytest
 import schemathesis
 
 from knot_rt.config import RateLimits
-from tests.live_server import OPERATOR, LiveServer, live_server, module_database
+from tests.live_server import OPERATOR, OTHER_BEARER, LiveServer, live_server, module_database, openapi_document
 from tests.support import SmtpSink
-from tests.test_hostile_input import DOCUMENT, OTHER_BEARER
 
 pytestmark = pytest.mark.fuzz
+
+DOCUMENT = openapi_document()
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 ANONYMOUS_EVERY = 5

@@ -17,35 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
 
-from knot_rt.api.app import create_app
-from tests.live_server import OPERATOR, LiveServer, live_server, module_database
+from tests.live_server import OPERATOR, OTHER_BEARER, LiveServer, live_server, module_database, openapi_document
 from tests.support import bearer
 
-# Routes whose bearer is not an access token: they may refuse the operator's token (401 + code 3)
-# before they read the body.
-OTHER_BEARER = {
-    ("POST", "/api/application/login/2fa"),
-    ("POST", "/api/application/login/refresh"),
-    ("POST", "/api/application/users/email/confirmation"),
-}
 BIG = 2**64
 DEEP = 40
-
-
-def openapi_document() -> dict[str, Any]:
-    app = create_app(None)
-
-    async def read() -> dict[str, Any]:
-        async with app.test_app():
-            response = await app.test_client().get("/openapi.json")
-            document: dict[str, Any] = json.loads(await response.get_data(as_text=True))
-            return document
-
-    return trio.run(read)
-
-
 DOCUMENT = openapi_document()
 
 

@@ -59,6 +59,7 @@ async def operator_token(harness: Harness) -> str:
 async def test_unlock_round_trip_with_the_simulator(harness: Harness) -> None:
     cluster, [(station_id, secret)] = await make_stations(harness, 1)
     token = await operator_token(harness)
+    await harness.svc.catalog.reload()  # the cluster is seen (and subscribable) once the catalog knows it
     station = SimulatedStation(station_id, secret, harness.station_url, spots=4, vehicles={1: 501, 2: 502})
     async with trio.open_nursery() as nursery, open_feed(harness.base_url, token) as feed:
         nursery.start_soon(station.run)
