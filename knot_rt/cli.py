@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    from .web.app import create_app
+    from .api.app import create_app
 
     app = create_app(None)
 

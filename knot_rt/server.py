@@ -10,8 +10,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from .api.app import create_app
 from .context import Services
-from .web.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.errorlog = "-"
     config.graceful_timeout = 5
     config.keep_alive_timeout = 30
+    config.websocket_max_message_size = 64 * 1024  # feed frames are small; hypercorn's default is 16 MiB
     return config
 
 

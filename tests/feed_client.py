@@ -10,6 +10,8 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.support import Harness
+
 
 class FeedClient:
     def __init__(self, ws: WebSocketConnection) -> None:
@@ -59,3 +61,17 @@ async def open_feed(base_url: str, token: str | None = None, **options: Any) -> 
     headers = [("Authorization", f"Bearer {token}")] if token else []
     async with open_websocket_url(ws_url(base_url), extra_headers=headers, **options) as ws:
         yield FeedClient(ws)
+
+
+async def rider_seeing(harness: Harness, network: int, email: str = "rider@example.com") -> int:
+    """A rider who sees ``network``'s clusters over HTTP, so may subscribe to their ``cluster:<id>`` topics.
+
+    The network is shown by the rider's app label (``knot``, created if missing) and the
+    catalog reloaded, as ``services/access.py`` decides for HTTP and the feed alike.
+    """
+    label: int | None = await harness.db.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
+    if label is None:
+        label = await harness.create_app_label("knot")
+    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2) ON CONFLICT DO NOTHING", network, label)
+    await harness.svc.catalog.reload()
+    return await harness.create_user(email, app_label=label)

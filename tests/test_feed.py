@@ -11,7 +11,7 @@ from trio_websocket import ConnectionClosed
 from knot_rt.config import Settings
 from knot_rt.services.sessions import revoke_sessions
 from tests.feed_client import open_feed
-from tests.support import Harness, open_test_session
+from tests.support import Harness, bearer, open_test_session
 
 
 @pytest.fixture
@@ -19,13 +19,26 @@ def settings(settings: Settings) -> Settings:
     return replace(settings, feed_queue_capacity=16)
 
 
-async def make_cluster(harness: Harness) -> tuple[int, int]:
-    network = await harness.create_network()
+async def knot_label(harness: Harness) -> int:
+    """The app label the riders of these tests use (created once per test)."""
+    found: int | None = await harness.db.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
+    return found if found is not None else await harness.create_app_label("knot")
+
+
+async def add_cluster(harness: Harness, network: int, name: str = "Gare") -> int:
     cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
+        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, $2, 48.58, 7.73) RETURNING id",
+        network, name,
     )
-    return network, cluster
+    await harness.svc.catalog.reload()
+    return cluster
+
+
+async def make_cluster(harness: Harness) -> tuple[int, int]:
+    """A cluster of a public network shown by the riders' app label: every rider sees it."""
+    network = await harness.create_network()
+    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, await knot_label(harness))
+    return network, await add_cluster(harness, network)
 
 
 async def make_station(harness: Harness, cluster: int) -> int:
@@ -36,7 +49,7 @@ async def make_station(harness: Harness, cluster: int) -> int:
 
 
 async def rider_token(harness: Harness, email: str = "rider@example.com") -> str:
-    return await open_test_session(harness, await harness.create_user(email))
+    return await open_test_session(harness, await harness.create_user(email, app_label=await knot_label(harness)))
 
 
 async def test_header_auth_subscribe_and_receive_in_order(harness: Harness) -> None:
@@ -191,3 +204,85 @@ async def test_logout_closes_the_sessions_sockets(harness: Harness) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await feed.receive()
     assert closed.value.reason.code == 4401
+
+
+async def test_cluster_topic_follows_the_http_visibility_of_the_cluster(harness: Harness) -> None:
+    """``cluster:<id>`` for exactly those who get 200 from GET /clusters/{id}; others get the unknown-cluster reply."""
+    label = await knot_label(harness)
+    corp: int = await harness.db.fetchval(
+        "INSERT INTO organizations (name, email_domain) VALUES ('Corp', 'corp.example') RETURNING id")
+    public = await harness.create_network("Strasbourg")
+    private = await harness.create_network("Corp private", organization=corp)
+    org_only = await harness.create_network("Corp campus", organization=corp)
+    unlinked = await harness.create_network("Elsewhere")
+    await harness.db.execute("UPDATE networks SET is_public = false WHERE id = $1", private)
+    await harness.db.execute("UPDATE networks SET organization_only = true WHERE id = $1", org_only)
+    for network in (public, private, org_only):
+        await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, label)
+    clusters = {name: await add_cluster(harness, network, name) for name, network in
+                {"public": public, "private": private, "org_only": org_only, "unlinked": unlinked}.items()}
+    users = {
+        "rider": await harness.create_user("rider@example.com", app_label=label),
+        "member": await harness.create_user("alice@corp.example", app_label=label),
+        "operator": await harness.create_user("op@example.com", perms=[("clusters", False)], networks=[private]),
+        "stranger": await harness.create_user("nobody@example.com"),
+    }
+    unknown = max(clusters.values()) + 1000
+    seen_by_http: dict[tuple[str, str], bool] = {}
+    for user, user_id in users.items():
+        token = await open_test_session(harness, user_id)
+        async with open_feed(harness.base_url, token) as feed:
+            unknown_reply = await feed.subscribe(f"cluster:{unknown}")
+            assert (unknown_reply["code"], unknown_reply["message"]) == (4, f"no cluster {unknown}")
+            for name, cluster in clusters.items():
+                http = await harness.client.get(f"/api/application/clusters/{cluster}", headers=bearer(token))
+                assert http.status_code in (200, 404), http.text
+                seen_by_http[user, name] = http.status_code == 200
+                reply = await feed.subscribe(f"cluster:{cluster}")
+                if seen_by_http[user, name]:
+                    assert reply["code"] == 0, (user, name, reply)
+                else:  # exactly the unknown cluster's answer: the cluster's existence does not show
+                    assert {**reply, "ref": None, "message": reply["message"].replace(str(cluster), "N")} == {
+                        **unknown_reply, "ref": None,
+                        "message": unknown_reply["message"].replace(str(unknown), "N")}, (user, name, reply)
+                    assert reply["message"] == f"no cluster {cluster}"
+    # The rules of services/access.py, seen from both sides.
+    assert {name for (user, name), seen in seen_by_http.items() if user == "rider" and seen} == {"public", "org_only"}
+    assert {name for (user, name), seen in seen_by_http.items() if user == "member" and seen} == {
+        "public", "private", "org_only"}
+    assert {name for (user, name), seen in seen_by_http.items() if user == "operator" and seen} == {"private"}
+    assert not any(seen for (user, _), seen in seen_by_http.items() if user == "stranger")
+
+
+async def test_an_unseen_cluster_sends_no_event(harness: Harness) -> None:
+    """A refused subscription delivers nothing of the cluster's availability."""
+    private = await harness.create_network("Private")
+    await harness.db.execute("UPDATE networks SET is_public = false WHERE id = $1", private)
+    hidden = await add_cluster(harness, private, "Hidden")
+    _, shown = await make_cluster(harness)
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        assert (await feed.subscribe(f"cluster:{hidden}"))["code"] == 4
+        assert (await feed.subscribe(f"cluster:{shown}"))["code"] == 0
+        await harness.svc.bus.publish(f"cluster:{hidden}", "cluster.updated", {"free_spots": 1})
+        await harness.svc.bus.publish(f"cluster:{shown}", "cluster.updated", {"free_spots": 2})
+        (event,) = await feed.events(1)
+        assert (event["topic"], event["data"]) == (f"cluster:{shown}", {"free_spots": 2})
+        assert (await feed.request({"type": "ping"}))["type"] == "pong"  # and nothing else arrived meanwhile
+
+
+@pytest.mark.parametrize("size", [5 * 1024, 200 * 1024])
+async def test_a_large_frame_before_auth_closes_the_socket(harness: Harness, size: int) -> None:
+    """Before auth, a frame of more than a few KiB is refused unread: the socket closes (4401, or 1009 when huge)."""
+    token = await rider_token(harness)
+    async with open_feed(harness.base_url) as feed:
+        await feed.send({"type": "auth", "token": token, "padding": "x" * size, "ref": "big"})
+        with pytest.raises(ConnectionClosed) as closed:
+            await feed.receive()
+    assert closed.value.reason.code in ((4401,) if size < 64 * 1024 else (4401, 1009))
+
+
+async def test_a_small_auth_frame_with_padding_is_still_accepted(harness: Harness) -> None:
+    token = await rider_token(harness)
+    async with open_feed(harness.base_url) as feed:
+        reply = await feed.request({"type": "auth", "token": token, "padding": "x" * 1024})
+        assert reply["code"] == 0

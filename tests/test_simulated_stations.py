@@ -63,6 +63,7 @@ async def test_unlock_round_trip_with_the_simulator(harness: Harness) -> None:
         "generate_series(501, 502) g GROUP BY g"
     )
     token = await operator_token(harness)
+    await harness.svc.catalog.reload()  # the cluster is seen (and subscribable) once the catalog knows it
     station = SimulatedStation(station_id, secret, harness.station_url, spots=4, vehicles={1: 501, 2: 502})
     async with trio.open_nursery() as nursery, open_feed(harness.base_url, token) as feed:
         nursery.start_soon(station.run)

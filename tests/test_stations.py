@@ -13,7 +13,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from actors.station import Crash
 from knot_rt.config import Settings
 from knot_rt.stations.admin import create_station
-from tests.feed_client import FeedClient, open_feed
+from tests.feed_client import FeedClient, open_feed, rider_seeing
 from tests.station_client import RawStation, state_payload, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session, wait_station_online
 
@@ -176,7 +176,7 @@ async def feed_events(feed: FeedClient, count: int) -> list[tuple[str, str]]:
 async def test_operator_unlock_round_trip_reaches_station_and_cluster_subscribers(harness: Harness) -> None:
     site = await make_site(harness, stations=1)
     station_id, secret = site.stations[0]
-    rider = await open_test_session(harness, await harness.create_user("rider@example.com"))
+    rider = await open_test_session(harness, await rider_seeing(harness, site.network))
     async with station_socket(harness.station_url, station_id, secret) as station, \
             open_feed(harness.base_url, site.operator_token) as operator_feed, \
             open_feed(harness.base_url, rider) as rider_feed:

@@ -26,7 +26,7 @@ from ..catalog import Cluster, Network
 from ..context import services
 from ..errors import ApiError
 from ..services import clusters as service
-from ..services.access import UserAccess
+from ..services.access import UserAccess, seen_cluster, unknown_cluster
 from ..services.geo import Latitude, Longitude
 from ..services.permissions import Scope
 from ..web.auth import caller_access, caller_permissions, label_access, require_user
@@ -143,12 +143,10 @@ class _Usable:
 
 async def _seen_cluster(cluster_id: int) -> tuple[Cluster, UserAccess]:
     """A cluster the caller sees; 404 for unknown and unseen ones alike."""
-    catalog = services().catalog
     access = await caller_access()
-    cluster = catalog.clusters.get(cluster_id)
-    network = catalog.networks.get(cluster.network_id) if cluster is not None else None
-    if cluster is None or network is None or not access.sees(network):
-        raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
+    cluster = seen_cluster(access, services().catalog, cluster_id)
+    if cluster is None:
+        raise ApiError(ErrorCode.NOT_FOUND, unknown_cluster(cluster_id))
     return cluster, access
 
 

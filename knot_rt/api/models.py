@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from ..web.inputs import INT64_MAX, int_fault
 
 T = TypeVar("T")
 
@@ -65,7 +67,22 @@ class LoginResponse(BaseModel):
 
 
 class PageQuery(BaseModel):
+    """A query string: unknown parameters are ignored; no integer beyond 64 bits, whatever the field.
+
+    (Text is checked before any model, in ``web.inputs``; bodies' integers too.)
+    """
+
     model_config = ConfigDict(extra="ignore")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _within_64_bits(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int) and not isinstance(item, bool):
+                fault = int_fault(item)
+                if fault is not None:
+                    raise ValueError(fault)
+        return value
 
-Positive = Annotated[int, Field(ge=1)]
+
+Positive = Annotated[int, Field(ge=1, le=INT64_MAX)]

@@ -18,7 +18,7 @@ from ..context import services
 from ..errors import ApiError
 from ..services.permissions import STATION_READERS, station_scope
 from ..web.auth import caller_permissions, require_user
-from .models import Body, Data, Ok
+from .models import Body, Data, Ok, Positive
 
 bp = Blueprint("stations", __name__, url_prefix="/api/application")
 
@@ -73,7 +73,7 @@ async def _send(station_id: int, message: Command | UnlockSpot) -> tuple[Pending
 
 
 class AdminUnlockBody(Body):
-    station_id: Annotated[int, Field(ge=1)]
+    station_id: Positive
     spot: SpotNumber
 
 

@@ -8,6 +8,9 @@
   user is neither a member nor holds a permission on it.
 - Anonymous callers (public routes) see the public networks of the app label
   they name, and use none.
+- A cluster is seen when its network is seen. HTTP (``GET /clusters/{id}``) and
+  the feed (``cluster:<id>``) both ask ``seen_cluster``, and both answer an unseen
+  cluster exactly like an unknown one, so neither tells that it exists.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..catalog import Catalog, Network
+from ..catalog import Catalog, Cluster, Network
 from .permissions import Scope, load_permissions
 
 
@@ -44,6 +47,20 @@ class UserAccess:
 
     def seen_networks(self, catalog: Catalog) -> set[int]:
         return {n.id for n in catalog.networks.values() if self.sees(n)}
+
+
+def seen_cluster(access: UserAccess, catalog: Catalog, cluster_id: int) -> Cluster | None:
+    """The cluster if ``access`` sees it; None for an unknown and an unseen one alike."""
+    cluster = catalog.clusters.get(cluster_id)
+    network = catalog.networks.get(cluster.network_id) if cluster is not None else None
+    if cluster is None or network is None or not access.sees(network):
+        return None
+    return cluster
+
+
+def unknown_cluster(cluster_id: int) -> str:
+    """The one message for an unknown or unseen cluster (HTTP 404 + code 4, feed reply code 4)."""
+    return f"no cluster {cluster_id}"
 
 
 def anonymous(app_label_id: int | None) -> UserAccess:

@@ -100,8 +100,12 @@ async def caller_permissions() -> Permissions:
 
 async def caller_access() -> UserAccess:
     """What the caller sees and may use on the map (cached a short while)."""
+    return await access_of(current_caller().user_id)
+
+
+async def access_of(user_id: int) -> UserAccess:
+    """What user ``user_id`` sees and may use (cached a short while); HTTP and the feed alike."""
     svc = services()
-    user_id = current_caller().user_id
     access = svc.access.get(user_id)
     if access is None:
         access = await svc.db.run(lambda conn: load_access(conn, user_id, svc.catalog))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
@@ -15,6 +16,7 @@ from protocols.errors import ERRORS, ErrorCode
 
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
+from ..services.passwords import Busy
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,22 @@ def install_error_handlers(app: Quart) -> None:
     async def api_error(error: ApiError) -> Response:
         return error_response(error.code, error.message, error.status, **error.extra)
 
+    @app.errorhandler(Busy)
+    async def busy(error: Busy) -> Response:
+        response = error_response(error.code, error.message, error.status, **error.extra)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_error(error: RequestSchemaValidationError) -> Response:
         return error_response(ErrorCode.INVALID_INPUT, describe_validation_error(error.validation_error))
+
+    @app.errorhandler(asyncpg.DataError)
+    async def refused_data(error: asyncpg.DataError) -> Response:
+        # PostgreSQL (or asyncpg encoding an argument) refused a value: a bound the models do not
+        # state yet (an ``integer`` column, a length). The input is at fault; logged to add the bound.
+        log.warning("input refused by the database: %s", error)
+        return error_response(ErrorCode.INVALID_INPUT, "invalid input: a value is out of range or not valid here")
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

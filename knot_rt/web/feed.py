@@ -21,14 +21,16 @@ from ..bus import FeedEvent, Resync, Subscriber
 from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
+from ..services.access import seen_cluster, unknown_cluster
 from ..services.permissions import STATION_READERS, load_permissions, station_scope
-from .auth import Caller, authenticate
+from .auth import Caller, access_of, authenticate
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("feed", __name__)
 
 TRY_AGAIN_LATER = 1013  # RFC 6455 close code: the database is unavailable, reconnect later
+PRE_AUTH_FRAME_BYTES = 4096
 
 
 def bus_topic(topic: wire.Topic, caller: Caller) -> str:
@@ -42,9 +44,10 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
     """Raise ApiError unless the caller may see the topic."""
     if topic.kind is wire.TopicKind.USER:
         return
-    if topic.kind is wire.TopicKind.CLUSTER:
-        if await svc.db.fetchval("SELECT 1 FROM clusters WHERE id = $1", topic.id) is None:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {topic.id}")
+    if topic.kind is wire.TopicKind.CLUSTER and topic.id is not None:
+        # Whoever sees the cluster over HTTP; an unseen one answers like an unknown one.
+        if seen_cluster(await access_of(caller.user_id), svc.catalog, topic.id) is None:
+            raise ApiError(ErrorCode.NOT_FOUND, unknown_cluster(topic.id))
         return
     if topic.kind is wire.TopicKind.STATION and topic.id is not None:
         station_id = topic.id
@@ -144,9 +147,18 @@ def encode_item(client_topic: str, item: FeedEvent | Resync) -> str | None:
 
 
 async def first_frame_caller() -> Caller | None:
-    """Authentication by a first ``auth`` frame, within the contract's delay."""
+    """Authentication by a first ``auth`` frame, within the contract's delay.
+
+    Before auth only one frame is read, and at most ``PRE_AUTH_FRAME_BYTES`` of it
+    count: a larger one is no ``auth`` frame (an access token is a few hundred
+    bytes), so it closes the socket like a bad token. (Hypercorn itself buffers a
+    message only up to ``websocket_max_message_size``, set in ``server``.)
+    """
     with trio.move_on_after(wire.AUTH_TIMEOUT):
         text = await websocket.receive()
+        size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+        if size > PRE_AUTH_FRAME_BYTES:
+            return None
         try:
             frame = wire.parse_client_frame(text)
         except wire.FeedFrameError:
