@@ -13,22 +13,17 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import trio
 import trio_asyncio
 
 from knot_rt.config import RateLimits, Settings
-from knot_rt.context import Services
-from knot_rt.db import Database, apply_migrations
+from knot_rt.db import apply_migrations
 from knot_rt.pgcluster import PgCluster
-from knot_rt.server import run_server
-from knot_rt.services.passwords import Passwords
-from tests.support import Harness, SmtpSink
+from tests.support import Harness, SmtpSink, serving
 
 # One template per test run, so that runs sharing a server never drop each other's template.
 TEMPLATE = f"knot_test_template_{uuid.uuid4().hex[:8]}"
@@ -142,25 +137,8 @@ def settings(database_url: str, smtp_sink: SmtpSink, rate_limits: RateLimits, tm
 @pytest.fixture
 async def harness(settings: Settings) -> AsyncIterator[Harness]:
     async with trio_asyncio.open_loop():
-        async with _running(settings) as harness:
+        async with serving(settings) as harness:
             yield harness
-
-
-@asynccontextmanager
-async def _running(settings: Settings) -> AsyncIterator[Harness]:
-    db = await Database.connect(settings.database_url or "", min_size=1, max_size=5)
-    try:
-        svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: run_server(
-                svc, shutdown=shutdown, task_status=task_status))
-            async with httpx.AsyncClient(base_url=bound.base_url, timeout=30) as client:
-                yield Harness(svc=svc, db=db, base_url=bound.base_url, client=client,
-                              station_url=bound.station_url())
-            shutdown.set()
-    finally:
-        await db.close()
 
 
 @pytest.fixture

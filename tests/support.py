@@ -8,7 +8,8 @@ import email.policy
 import re
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -18,9 +19,12 @@ import trio
 from aiosmtpd.controller import Controller
 
 from actors.station import GetView, StationView
+from knot_rt.config import Settings
 from knot_rt.context import Services
 from knot_rt.db import Database
+from knot_rt.server import run_server
 from knot_rt.services.accounts import insert_user
+from knot_rt.services.passwords import Passwords
 from knot_rt.services.permissions import grant
 from knot_rt.services.sessions import Device, open_session
 
@@ -194,3 +198,21 @@ async def wait_station_online(harness: Harness, station_id: int, online: bool = 
                 if view.online == online:
                     return view
             await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def serving(settings: Settings, **pool: Any) -> AsyncIterator[Harness]:
+    """The real server on ``settings`` (port 0) with a client, inside an open trio-asyncio loop;
+    ``pool`` passes the database pool's timeouts."""
+    db = await Database.connect(settings.database_url or "", min_size=1, max_size=5, **pool)
+    try:
+        svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(lambda task_status: run_server(svc, shutdown=shutdown, task_status=task_status))
+            async with httpx.AsyncClient(base_url=bound.base_url, timeout=30) as client:
+                yield Harness(svc=svc, db=db, base_url=bound.base_url, client=client,
+                              station_url=bound.station_url())
+            shutdown.set()
+    finally:
+        await db.close()

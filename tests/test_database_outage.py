@@ -16,8 +16,6 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,38 +28,18 @@ import trio_asyncio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from knot_rt.config import Settings
-from knot_rt.context import Services
 from knot_rt.db import Database, DatabaseUnavailable, migrate
 from knot_rt.pgcluster import PgCluster
-from knot_rt.server import run_server
-from knot_rt.services.passwords import Passwords
 from knot_rt.simulator import SimulatedStation
 from knot_rt.stations.admin import create_station
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, station_socket
-from tests.support import Harness, SmtpSink, bearer, eventually
+from tests.support import Harness, SmtpSink, bearer, eventually, serving
 from tests.tcp_proxy import TcpProxy
 
 PASSWORD = "correct horse battery"
 OUTAGE_ANSWER = 15.0  # a hang guard for one request while the database is away (not a timing assertion)
 RECOVERY = 5.0  # the issue's bound: the service answers again within 5 s of PostgreSQL being back
-
-
-@asynccontextmanager
-async def serving(settings: Settings, **pool: Any) -> AsyncIterator[Harness]:
-    """The real server on ``settings``, as tests/conftest.py runs it, with the pool's timeouts given."""
-    db = await Database.connect(settings.database_url or "", min_size=1, max_size=5, **pool)
-    try:
-        svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: run_server(svc, shutdown=shutdown, task_status=task_status))
-            async with httpx.AsyncClient(base_url=bound.base_url, timeout=30) as client:
-                yield Harness(svc=svc, db=db, base_url=bound.base_url, client=client,
-                              station_url=bound.station_url())
-            shutdown.set()
-    finally:
-        await db.close()
 
 
 @pytest.fixture

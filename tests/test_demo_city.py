@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,16 +190,6 @@ async def test_issued_secrets_let_the_stations_of_the_city_connect(harness: Harn
 
 
 # the command ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="knot-demo-"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,9 +21,9 @@ from knot_rt.stations.admin import create_station
 from protocols import station as wire
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, state_payload, station_socket
-from tests.support import Harness, bearer, eventually, open_test_session
+from tests.support import Harness, eventually, open_test_session
 from tests.test_station_cli import knot_rt, printed
-from tests.test_stations import Site, make_site, next_call
+from tests.test_stations import Site, make_site, unlock_by_operator
 
 INNOCENTS = 100
 
@@ -125,21 +125,8 @@ async def test_a_poison_station_disturbs_none_of_100_innocent_stations(harness: 
             assert (await station.state({1: None, 2: None}))[::2] == [3, {}], index
         # An operator unlock of an innocent station works end to end.
         target_id = innocents[-1][0]
-        result: dict[str, Any] = {}
-
-        async def operator() -> None:
-            response = await harness.client.post(
-                "/api/application/spots/unlock/admin", json={"station_id": target_id, "spot": 1},
-                headers=bearer(site.operator_token),
-            )
-            result.update(status=response.status_code, body=response.json())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(operator)
-            command = await next_call(sockets[-1])
-            assert command[2] == "unlock"
-            await sockets[-1].answer(command, {"status": "accepted"})
-        assert result["status"] == 200, result
+        _, response = await unlock_by_operator(harness, site.operator_token, sockets[-1], target_id, 1)
+        assert response.status_code == 200, response.text
     health = await harness.client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     metrics = harness.svc.stations.metrics

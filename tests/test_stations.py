@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -58,6 +59,26 @@ async def next_call(station: RawStation) -> list[Any]:
         frame = await station.receive()
         if frame[0] == 2:
             return frame
+
+
+async def unlock_by_operator(
+    harness: Harness, token: str, station: RawStation, station_id: int, spot: int
+) -> tuple[list[Any], httpx.Response]:
+    """``POST /spots/unlock/admin``, answered ``accepted`` by the station: (the station's CALL, the HTTP answer)."""
+    answers: list[httpx.Response] = []
+
+    async def operator() -> None:
+        answers.append(await harness.client.post(
+            "/api/application/spots/unlock/admin", json={"station_id": station_id, "spot": spot},
+            headers=bearer(token),
+        ))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        command = await next_call(station)
+        assert command[2] == "unlock" and command[3]["spot"] == spot, command
+        await station.answer(command, {"status": "accepted"})
+    return command, answers[0]
 
 
 async def test_boot_state_and_live_details(harness: Harness) -> None:
@@ -189,22 +210,9 @@ async def test_operator_unlock_round_trip_reaches_station_and_cluster_subscriber
             (docked,) = await rider_feed.events(1)
             totals = (docked["data"]["available_vehicles"], docked["data"]["free_spots"])
         assert (await operator_feed.subscribe(f"station:{station_id}"))["code"] == 0
-        result: dict[str, Any] = {}
-
-        async def operator() -> None:
-            response = await harness.client.post(
-                "/api/application/spots/unlock/admin", json={"station_id": station_id, "spot": 1},
-                headers=bearer(site.operator_token),
-            )
-            result.update(status=response.status_code, body=response.json())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(operator)
-            command = await next_call(station)
-            assert command[2] == "unlock" and command[3]["spot"] == 1
-            await station.answer(command, {"status": "accepted"})
-        assert result["status"] == 200
-        assert result["body"]["data"] == {"station_id": station_id, "spot": 1, "unlock": command[3]["unlock"]}
+        command, response = await unlock_by_operator(harness, site.operator_token, station, station_id, 1)
+        assert response.status_code == 200
+        assert response.json()["data"] == {"station_id": station_id, "spot": 1, "unlock": command[3]["unlock"]}
         unlocked = await station.call("unlocked", {"spot": 1, "unlock": command[3]["unlock"], "vehicle": 101})
         assert unlocked[0] == 3
         station_events = await operator_feed.events(1)
