@@ -1,7 +1,8 @@
 """The feed bus: durable per-topic events, fanned out to live subscribers.
 
 Every event is written to ``feed_events`` with the next sequence number of its
-topic (no gaps) before anyone sees it. Subscribers are app feed connections; each
+topic (no gaps), in the transaction of the change it tells of (``uow.Work``), and
+reaches subscribers only after that commit. Subscribers are app feed connections; each
 has one bounded queue, and one that falls behind is marked too slow instead of
 slowing the publisher (its connection is then closed with 4408). A subscriber
 that comes back with ``since`` gets the missed events from the table, or a
@@ -98,20 +99,13 @@ class FeedBus:
     def subscriber_count(self) -> int:
         return len({s for state in self._topics.values() for s in state.subscribers})
 
-    async def publish(self, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
-        """Write the event durably, then hand it to the topic's live subscribers, in seq order."""
-        state = self._topics[topic]
-        async with state.lock:
-            written = await self._db.transaction(lambda conn: append_event(conn, topic, event, data))
-            self.deliver(written)
-        return written
-
     def topic_lock(self, topic: str) -> trio.Lock:
         """The lock that orders a topic's writes and deliveries with its subscriptions."""
         return self._topics[topic].lock
 
     def deliver(self, item: FeedEvent) -> None:
-        """Fan an already written event out to local subscribers."""
+        """Fan an event out to local subscribers, once it is committed (``uow.Work`` calls it under the
+        topic's lock, in sequence order)."""
         self.published += 1
         state = self._topics.get(item.topic)
         if state is None:

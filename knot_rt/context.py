@@ -19,6 +19,7 @@ from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
+from .uow import Work
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     mail: MailSender
     social: SocialVerifier
     bus: FeedBus
+    work: Work
     hub: FeedHub
     stations: StationService
     catalog: Catalog
@@ -42,8 +44,9 @@ class Services:
         bus = FeedBus(
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
+        work = Work(db, bus)
         stations = StationService(
-            db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
+            work, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
             settings=settings,
         )
@@ -63,6 +66,7 @@ class Services:
             ),
             social=SocialVerifier(settings.social),
             bus=bus,
+            work=work,
             hub=FeedHub(),
             stations=stations,
             catalog=catalog,

@@ -57,7 +57,7 @@ async def test_header_auth_subscribe_and_receive_in_order(harness: Harness) -> N
     async with open_feed(harness.base_url, await rider_token(harness)) as feed:
         assert await feed.subscribe(f"cluster:{cluster}") == {"type": "reply", "ref": "r1", "code": 0}
         for free in (3, 2, 1):
-            await harness.svc.bus.publish(f"cluster:{cluster}", "cluster.updated", {"free_spots": free})
+            await harness.svc.work.publish(f"cluster:{cluster}", "cluster.updated", {"free_spots": free})
         events = await feed.events(3)
     assert [(e["topic"], e["seq"], e["event"], e["data"]["free_spots"]) for e in events] == [
         (f"cluster:{cluster}", 1, "cluster.updated", 3),
@@ -100,7 +100,7 @@ async def test_station_topic_needs_the_permission_on_its_network(harness: Harnes
         assert (await feed.subscribe(f"station:{station}"))["code"] == 13
     async with open_feed(harness.base_url, await open_test_session(harness, operator)) as feed:
         assert (await feed.subscribe(f"station:{station}"))["code"] == 0
-        await harness.svc.bus.publish(f"station:{station}", "station.online", {"station_id": station})
+        await harness.svc.work.publish(f"station:{station}", "station.online", {"station_id": station})
         (event,) = await feed.events(1)
         assert event["event"] == "station.online"
 
@@ -119,8 +119,8 @@ async def test_user_topic_is_private(harness: Harness) -> None:
     bob = await harness.create_user("bob@example.com")
     async with open_feed(harness.base_url, await open_test_session(harness, alice)) as feed:
         assert (await feed.subscribe("user"))["code"] == 0
-        await harness.svc.bus.publish(f"user:{bob}", "rent.started", {"trip_id": 1})
-        await harness.svc.bus.publish(f"user:{alice}", "rent.started", {"trip_id": 2})
+        await harness.svc.work.publish(f"user:{bob}", "rent.started", {"trip_id": 1})
+        await harness.svc.work.publish(f"user:{alice}", "rent.started", {"trip_id": 2})
         (event,) = await feed.events(1)
     assert (event["topic"], event["data"]) == ("user", {"trip_id": 2})
 
@@ -131,13 +131,13 @@ async def test_resume_with_since_delivers_exactly_the_missed_events(harness: Har
     token = await rider_token(harness)
     async with open_feed(harness.base_url, token) as feed:
         await feed.subscribe(topic)
-        await harness.svc.bus.publish(topic, "cluster.updated", {"n": 1})
+        await harness.svc.work.publish(topic, "cluster.updated", {"n": 1})
         (seen,) = await feed.events(1)
     for n in (2, 3, 4):
-        await harness.svc.bus.publish(topic, "cluster.updated", {"n": n})
+        await harness.svc.work.publish(topic, "cluster.updated", {"n": n})
     async with open_feed(harness.base_url, token) as feed:
         assert (await feed.subscribe(topic, since=seen["seq"]))["code"] == 0
-        await harness.svc.bus.publish(topic, "cluster.updated", {"n": 5})
+        await harness.svc.work.publish(topic, "cluster.updated", {"n": 5})
         events = await feed.events(4)
     assert [(e["seq"], e["data"]["n"]) for e in events] == [(2, 2), (3, 3), (4, 4), (5, 5)]
 
@@ -146,7 +146,7 @@ async def test_resync_when_the_events_are_gone(harness: Harness) -> None:
     _, cluster = await make_cluster(harness)
     topic = f"cluster:{cluster}"
     for n in range(3):
-        await harness.svc.bus.publish(topic, "cluster.updated", {"n": n})
+        await harness.svc.work.publish(topic, "cluster.updated", {"n": n})
     await harness.db.execute("UPDATE feed_events SET created_at = now() - interval '3 days'")
     assert await harness.svc.bus.prune() == 3
     async with open_feed(harness.base_url, await rider_token(harness)) as feed:
@@ -178,11 +178,11 @@ async def test_a_stalled_reader_is_dropped_while_others_keep_receiving(harness: 
                     harness.svc.bus._topics[topic].subscribers
                 ) > 1:
                     published += 1
-                    await harness.svc.bus.publish(topic, "cluster.updated", {"padding": padding, "n": published})
+                    await harness.svc.work.publish(topic, "cluster.updated", {"padding": padding, "n": published})
                     assert published < 2000
             for _ in range(3):
                 published += 1
-                await harness.svc.bus.publish(topic, "cluster.updated", {"n": published})
+                await harness.svc.work.publish(topic, "cluster.updated", {"n": published})
             with trio.fail_after(10):
                 while published not in received:  # noqa: ASYNC110
                     await trio.sleep(0.01)
@@ -263,8 +263,8 @@ async def test_an_unseen_cluster_sends_no_event(harness: Harness) -> None:
     async with open_feed(harness.base_url, await rider_token(harness)) as feed:
         assert (await feed.subscribe(f"cluster:{hidden}"))["code"] == 4
         assert (await feed.subscribe(f"cluster:{shown}"))["code"] == 0
-        await harness.svc.bus.publish(f"cluster:{hidden}", "cluster.updated", {"free_spots": 1})
-        await harness.svc.bus.publish(f"cluster:{shown}", "cluster.updated", {"free_spots": 2})
+        await harness.svc.work.publish(f"cluster:{hidden}", "cluster.updated", {"free_spots": 1})
+        await harness.svc.work.publish(f"cluster:{shown}", "cluster.updated", {"free_spots": 2})
         (event,) = await feed.events(1)
         assert (event["topic"], event["data"]) == (f"cluster:{shown}", {"free_spots": 2})
         assert (await feed.request({"type": "ping"}))["type"] == "pong"  # and nothing else arrived meanwhile

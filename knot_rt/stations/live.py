@@ -20,8 +20,8 @@ import trio
 
 from actors.station import StationView
 
-from ..bus import FeedBus
 from ..db import Backoff, DatabaseUnavailable
+from ..uow import Work
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class LiveStations:
     gathers the changes of ``coalesce`` seconds: a burst (a whole cluster reconnecting) becomes
     one event per cluster instead of one per station, in order, with the latest totals."""
 
-    def __init__(self, bus: FeedBus, *, coalesce: float = 0.05) -> None:
-        self._bus = bus
+    def __init__(self, work: Work, *, coalesce: float = 0.05) -> None:
+        self._work = work
         self._views: dict[int, StationView] = {}
         self._by_cluster: defaultdict[int, set[int]] = defaultdict(set)
         self._availability: dict[int, ClusterAvailability] = {}
@@ -108,7 +108,7 @@ class LiveStations:
     # StationListener ---------------------------------------------------------
 
     async def station_event(self, view: StationView, event: str, data: dict[str, Any]) -> None:
-        await self._bus.publish(f"station:{view.station_id}", event, data)
+        await self._work.publish(f"station:{view.station_id}", event, data)
 
     async def station_changed(self, before: StationView, after: StationView) -> None:
         cluster_id = after.cluster_id
@@ -138,7 +138,7 @@ class LiveStations:
                 if totals == self._published.get(cluster_id):
                     continue
                 try:
-                    await self._bus.publish(
+                    await self._work.publish(
                         f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
                     )
                 except Exception as exc:

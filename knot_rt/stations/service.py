@@ -25,9 +25,9 @@ from actors import ActorKind, ActorMetrics, Registry, RestartIntensity, Supervis
 from actors.station import StationActor, StationMessage, StationReply, StationView
 from actors.vehicle import VEHICLE, vehicle_factory
 
-from ..bus import FeedBus
 from ..config import Settings
-from ..db import Database, repeat
+from ..db import repeat
+from ..uow import Work
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
@@ -43,8 +43,7 @@ class StationService:
 
     def __init__(
         self,
-        db: Database,
-        bus: FeedBus,
+        work: Work,
         *,
         heartbeat_interval: int = 1800,
         call_timeout: float = 10.0,
@@ -52,10 +51,10 @@ class StationService:
         settings: Settings | None = None,
     ) -> None:
         options = settings or Settings()
-        self.db = db
-        self.bus = bus
-        self.store = PgStationStore(db, bus)
-        self.live = LiveStations(bus)
+        self.db = db = work.db
+        self.work = work
+        self.store = PgStationStore(work)
+        self.live = LiveStations(work)
         self.metrics = ActorMetrics()
         actors = _per_child_intensity(options.station_restart_backoff, options.station_restart_storm)
         self.stations = Supervisor("stations", intensity=actors, metrics=self.metrics)
@@ -97,7 +96,7 @@ class StationService:
         }
         if spot is not None:
             data["spot"] = spot
-        await self.bus.publish(f"station:{view.station_id}", "fault", data)
+        await self.work.publish(f"station:{view.station_id}", "fault", data)
 
     def down(self) -> dict[str, str]:
         """Subtrees of the actors that are down, waiting to be restarted: name -> why."""

@@ -9,8 +9,7 @@ import asyncpg
 
 from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
 
-from ..bus import FeedBus, FeedEvent, append_event
-from ..db import Database
+from ..uow import UnitOfWork, Work
 
 MESSAGE_RETENTION = timedelta(days=8)  # the contract asks for at least 7
 
@@ -71,9 +70,9 @@ async def _apply_changes(conn: asyncpg.Connection, station_id: int, changes: Cha
 
 
 class PgStationStore:
-    def __init__(self, db: Database, bus: FeedBus) -> None:
-        self._db = db
-        self._bus = bus
+    def __init__(self, work: Work) -> None:
+        self._db = work.db
+        self._work = work
 
     async def load(self, station_id: int) -> StationView | None:
         return await self._db.run(lambda conn: load_station(conn, station_id))
@@ -84,7 +83,8 @@ class PgStationStore:
     ) -> dict[str, Any] | None:
         topic = f"station:{station_id}"
 
-        async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any] | None, FeedEvent | None]:
+        async def record(uow: UnitOfWork) -> dict[str, Any] | None:
+            conn = uow.conn
             inserted = await conn.fetchval(
                 """INSERT INTO station_messages (station_id, message_id, action, payload, result)
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
@@ -95,17 +95,13 @@ class PgStationStore:
                     "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
                     station_id, message_id,
                 )
-                return earlier, None
+                return earlier
             await _apply_changes(conn, station_id, changes)
-            written = None if feed is None else await append_event(conn, topic, feed.event, feed.data)
-            return None, written
+            if feed is not None:
+                await uow.publish(topic, feed.event, feed.data)
+            return None
 
-        # Under the topic's lock, like any publish: subscribers catching up never miss or repeat it.
-        async with self._bus.topic_lock(topic):
-            earlier, written = await self._db.transaction(work)
-            if written is not None:
-                self._bus.deliver(written)
-        return earlier
+        return await self._work.run(record, topics=[topic])
 
     async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
         await self._db.execute(

@@ -1,0 +1,166 @@
+"""One unit of work: writes, feed events and effects commit together or not at all, on a real database."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+import pytest
+import trio
+
+from knot_rt.bus import FeedEvent, Resync, Subscriber
+from knot_rt.uow import UndeclaredTopic, UnitOfWork
+from tests.support import Harness
+
+TOPIC = "cluster:1"
+
+
+async def listening(harness: Harness, *topics: str) -> Subscriber:
+    subscriber = harness.svc.bus.new_subscriber()
+    for topic in topics:
+        await harness.svc.bus.subscribe(subscriber, topic)
+    return subscriber
+
+
+def received(subscriber: Subscriber) -> list[tuple[str, int, str]]:
+    found: list[tuple[str, int, str]] = []
+    while True:
+        try:
+            item = subscriber.inbox.receive_nowait()
+        except trio.WouldBlock:
+            return found
+        assert not isinstance(item, Resync)
+        found.append((item.topic, item.seq, item.event))
+
+
+async def kept_events(harness: Harness) -> list[tuple[str, int, str]]:
+    rows = await harness.db.fetch("SELECT topic, seq, event FROM feed_events ORDER BY topic, seq")
+    return [(r["topic"], r["seq"], r["event"]) for r in rows]
+
+
+async def test_a_commit_delivers_its_events_in_order_then_runs_its_effects(harness: Harness) -> None:
+    subscriber = await listening(harness, TOPIC, "user:7")
+    seen_at_effect: list[list[tuple[str, int, str]]] = []
+    calls: list[str] = []
+
+    async def change(uow: UnitOfWork) -> int:
+        await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('newsletter', '{}')")
+        await uow.publish(TOPIC, "cluster.updated", {"n": 1})
+        uow.after(lambda: calls.append("first"))
+        await uow.publish("user:7", "rent.started", {"trip_id": 1})
+        await uow.publish(TOPIC, "cluster.updated", {"n": 2})
+
+        async def later() -> None:
+            await trio.lowlevel.checkpoint()
+            seen_at_effect.append(received(subscriber))
+            calls.append("second")
+
+        uow.after(later)
+        return 42
+
+    assert await harness.svc.work.run(change, topics=[TOPIC, "user:7"]) == 42
+    assert calls == ["first", "second"]
+    # The events were delivered before the effects ran, each topic in sequence order.
+    assert seen_at_effect == [[(TOPIC, 1, "cluster.updated"), ("user:7", 1, "rent.started"),
+                               (TOPIC, 2, "cluster.updated")]]
+    assert await kept_events(harness) == [(TOPIC, 1, "cluster.updated"), (TOPIC, 2, "cluster.updated"),
+                                          ("user:7", 1, "rent.started")]
+    assert await harness.db.fetchval("SELECT count(*) FROM consent_types WHERE key = 'newsletter'") == 1
+
+
+async def test_a_rollback_drops_the_writes_the_events_and_the_effects(harness: Harness) -> None:
+    subscriber = await listening(harness, TOPIC)
+    calls: list[str] = []
+
+    async def change(uow: UnitOfWork) -> None:
+        await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('newsletter', '{}')")
+        await uow.publish(TOPIC, "cluster.updated", {"n": 1})
+        uow.after(lambda: calls.append("effect"))
+        raise LookupError("no such thing")
+
+    with pytest.raises(LookupError):
+        await harness.svc.work.run(change, topics=[TOPIC])
+    assert calls == [] and received(subscriber) == [] and await kept_events(harness) == []
+    assert await harness.db.fetchval("SELECT count(*) FROM consent_types") == 0
+    # The topic's sequence was not spent: the next event is number 1.
+    written = await harness.svc.work.publish(TOPIC, "cluster.updated", {"n": 2})
+    assert written.seq == 1 and received(subscriber) == [(TOPIC, 1, "cluster.updated")]
+
+
+async def test_publishing_on_a_topic_not_named_rolls_back(harness: Harness) -> None:
+    async def change(uow: UnitOfWork) -> None:
+        await uow.publish(TOPIC, "cluster.updated", {})
+        await uow.publish("user:1", "rent.started", {})
+
+    with pytest.raises(UndeclaredTopic):
+        await harness.svc.work.run(change, topics=[TOPIC])
+    assert await kept_events(harness) == []
+
+
+async def test_a_caller_that_goes_away_mid_transaction_still_gets_its_commit_delivered(harness: Harness) -> None:
+    subscriber = await listening(harness, TOPIC)
+    calls: list[str] = []
+    began = trio.Event()
+
+    async def change(uow: UnitOfWork) -> None:
+        await uow.publish(TOPIC, "cluster.updated", {})
+        began.set()  # asyncio side: the Trio caller is cancelled while the transaction is open
+        await uow.conn.execute("SELECT pg_sleep(0.2)")
+        uow.after(lambda: calls.append("effect"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: harness.svc.work.run(change, topics=[TOPIC]))
+        await began.wait()
+        nursery.cancel_scope.cancel()
+    assert calls == ["effect"]
+    assert received(subscriber) == [(TOPIC, 1, "cluster.updated")]
+    assert await kept_events(harness) == [(TOPIC, 1, "cluster.updated")]
+
+
+async def test_a_failing_effect_is_logged_and_the_commit_stands(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("cache unreachable")
+
+    async def change(uow: UnitOfWork) -> str:
+        await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('newsletter', '{}')")
+        uow.after(broken)
+        uow.after(lambda: calls.append("next"))
+        return "done"
+
+    with caplog.at_level(logging.ERROR, logger="knot_rt.uow"):
+        assert await harness.svc.work.run(change) == "done"
+    assert calls == ["next"]
+    assert "cache unreachable" in caplog.text
+    assert await harness.db.fetchval("SELECT count(*) FROM consent_types") == 1
+
+
+async def test_concurrent_units_on_one_topic_deliver_in_sequence_order(harness: Harness) -> None:
+    subscriber = await listening(harness, TOPIC)
+
+    async def one(n: int) -> FeedEvent:
+        async def change(uow: UnitOfWork) -> FeedEvent:
+            written = await uow.publish(TOPIC, "cluster.updated", {"n": n})
+            await uow.conn.execute("SELECT pg_sleep(0.01)")
+            return written
+
+        return await harness.svc.work.run(change, topics=[TOPIC])
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(one, n)
+    assert [seq for _, seq, _ in received(subscriber)] == list(range(1, 21))
+
+
+async def test_a_unique_violation_rolls_back_and_passes_on(harness: Harness) -> None:
+    async def change(uow: UnitOfWork) -> None:
+        await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('twice', '{}')")
+        await uow.publish(TOPIC, "cluster.updated", {})
+        await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('twice', '{}')")
+
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await harness.svc.work.run(change, topics=[TOPIC])
+    assert await kept_events(harness) == []
