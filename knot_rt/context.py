@@ -62,6 +62,7 @@ class Services:
         mail = MailSender(
             db, settings.smtp_url, settings.mail_from,
             retry_seconds=settings.mail_retry_seconds, max_attempts=settings.mail_max_attempts,
+            poll_seconds=settings.mail_poll_seconds,
             ca_file=settings.smtp_ca_file,
         )
         hub = FeedHub()
