@@ -8,7 +8,7 @@ the app's credentials, then the account's email is read.
 
 A verified identity logs into the account linked to it, else into the account
 with its verified email address (linked from then on), else into a new
-confirmed account without a password.
+confirmed account without a password (``accounts/store.account_for``).
 """
 
 from __future__ import annotations
