@@ -115,9 +115,9 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 def cmd_user_create(args: argparse.Namespace) -> int:
     import asyncpg
 
+    from .accounts.store import normalize_email
+    from .context import Services
     from .errors import ApiError
-    from .services.accounts import create_confirmed_user, normalize_email
-    from .services.passwords import Passwords
 
     settings = _settings(args)
     perms: list[tuple[str, bool]] = []
@@ -130,12 +130,10 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         async with open_database(settings) as db:
-            password_hash = await Passwords().hash(args.password)
+            accounts = Services.build(settings, db).accounts
             try:
-                user_id = await db.transaction(
-                    lambda conn: create_confirmed_user(
-                        conn, args.email, password_hash, perms=perms, networks=args.network or []
-                    )
+                user_id = await accounts.create_user(
+                    args.email, args.password, perms=perms, networks=args.network or []
                 )
             except ApiError as exc:
                 return {"error": exc.message}

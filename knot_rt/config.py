@@ -135,6 +135,7 @@ class Settings:
     feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0
     mail_max_attempts: int = 8
+    mail_poll_seconds: float = 2.0  # the outbox is drained when a commit wakes the sender, and this often
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -7,9 +7,11 @@ from datetime import timedelta
 
 from quart import current_app
 
+from .accounts.service import AccountService
 from .bus import FeedBus, FeedHub
 from .catalog import Catalog
 from .config import Settings
+from .content.service import ContentService
 from .db import Database
 from .services.access import AccessCache
 from .services.mail import MailSender
@@ -38,6 +40,8 @@ class Services:
     stations: StationService
     catalog: Catalog
     access: AccessCache
+    accounts: AccountService
+    content: ContentService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -52,25 +56,35 @@ class Services:
         )
         catalog = Catalog(db)
         stations.live_vehicles.followers.append(catalog)  # free-floating vehicles move on the map
+        signer = TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds)
+        passwords = passwords or Passwords()
+        box = SecretBox(settings.secret_key)
+        mail = MailSender(
+            db, settings.smtp_url, settings.mail_from,
+            retry_seconds=settings.mail_retry_seconds, max_attempts=settings.mail_max_attempts,
+            poll_seconds=settings.mail_poll_seconds,
+            ca_file=settings.smtp_ca_file,
+        )
+        hub = FeedHub()
         return cls(
             settings=settings,
             db=db,
-            signer=TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds),
-            passwords=passwords or Passwords(),
+            signer=signer,
+            passwords=passwords,
             limiter=RateLimiter(),
-            box=SecretBox(settings.secret_key),
-            mail=MailSender(
-                db, settings.smtp_url, settings.mail_from,
-                retry_seconds=settings.mail_retry_seconds, max_attempts=settings.mail_max_attempts,
-                ca_file=settings.smtp_ca_file,
-            ),
+            box=box,
+            mail=mail,
             social=SocialVerifier(settings.social),
             bus=bus,
             work=work,
-            hub=FeedHub(),
+            hub=hub,
             stations=stations,
             catalog=catalog,
             access=AccessCache(),
+            accounts=AccountService(
+                db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
+            ),
+            content=ContentService(db),
         )
 
 

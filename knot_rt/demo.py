@@ -12,9 +12,9 @@ from typing import Any
 
 import asyncpg
 
+from .accounts.store import find_user_by_email, insert_user
 from .db import Database
 from .demo_city import ensure_app_labels, ensure_city, issue_station_secrets
-from .services.accounts import find_user_by_email, insert_user
 from .services.passwords import Passwords
 from .services.permissions import grant
 

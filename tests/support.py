@@ -19,14 +19,13 @@ import trio
 from aiosmtpd.controller import Controller
 
 from actors.station import GetView, StationView
+from knot_rt.accounts.service import LoginIntent
+from knot_rt.accounts.store import Device
 from knot_rt.config import Settings
 from knot_rt.context import Services
 from knot_rt.db import Database
 from knot_rt.server import run_server
-from knot_rt.services.accounts import insert_user
 from knot_rt.services.passwords import Passwords
-from knot_rt.services.permissions import grant
-from knot_rt.services.sessions import Device, open_session
 
 
 def _free_port() -> int:
@@ -118,16 +117,10 @@ class Harness:
         organizations: list[int] | None = None,
         app_label: int | None = None,
     ) -> int:
-        password_hash = await self.svc.passwords.hash(password)
-
-        async def work(conn: Any) -> int:
-            user_id = await insert_user(conn, email_addr, password_hash, confirmed=confirmed, app_label=app_label)
-            for key, write in perms or []:
-                await grant(conn, user_id, key, write=write, networks=networks or [], clusters=clusters or [],
-                            organizations=organizations or [])
-            return user_id
-
-        return await self.db.transaction(work)
+        return await self.svc.accounts.create_user(
+            email_addr, password, confirmed=confirmed, perms=perms or [], networks=networks or [],
+            clusters=clusters or [], organizations=organizations or [], app_label=app_label,
+        )
 
     async def create_app_label(
         self, name: str = "knot", label_name: str = "Knot", *, android: str | None = "https://play.example/knot",
@@ -165,15 +158,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def open_test_session(harness: Harness, user_id: int, device_id: str = "device-1") -> str:
     """An access token of a new session, opened by the service's session code (not the login route)."""
-    svc = harness.svc
-
-    async def work(conn: Any) -> dict[str, Any]:
-        return await open_session(
-            conn, svc.signer, user_id, scope="app", device=Device(id=device_id), app_label_id=None,
-            refresh_days=svc.settings.refresh_token_days,
-        )
-
-    session = await harness.db.transaction(work)
+    session = await harness.svc.accounts.open_session(user_id, LoginIntent("app", None, Device(id=device_id)))
     return str(session["token"])
 
 

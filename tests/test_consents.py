@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from knot_rt.services.sessions import Device, open_session
 from knot_rt.services.tokens import PURPOSE_CONFIRM, PURPOSE_UNSUBSCRIBE
-from tests.support import Harness, bearer
+from tests.support import Harness, bearer, open_test_session
 
 CONSENTS = "/api/application/consents"
 TYPES = "/api/application/consents/types"
@@ -17,11 +16,7 @@ UNSUBSCRIBE = "/api/application/consents/unsubscribe"
 
 async def access_token(harness: Harness, user_id: int) -> str:
     """An access token of a fresh session, without going through the login route."""
-    session = await harness.db.transaction(lambda conn: open_session(
-        conn, harness.svc.signer, user_id, scope="app", device=Device(id="d1"), app_label_id=None, refresh_days=30
-    ))
-    token: str = session["token"]
-    return token
+    return await open_test_session(harness, user_id, "d1")
 
 
 async def add_consent_types(harness: Harness) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from knot_rt.services.email_tokens import Purpose
+from knot_rt.accounts.store import Purpose
 from tests.support import Harness, SmtpSink, bearer, body_of, open_test_session, token_in
 
 ASK = "/api/application/users/email/change"

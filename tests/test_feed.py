@@ -9,7 +9,6 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from knot_rt.config import Settings
-from knot_rt.services.sessions import revoke_sessions
 from tests.feed_client import open_feed
 from tests.support import Harness, bearer, open_test_session
 
@@ -199,8 +198,8 @@ async def test_logout_closes_the_sessions_sockets(harness: Harness) -> None:
     token = await open_test_session(harness, user)
     async with open_feed(harness.base_url, token) as feed:
         assert (await feed.request({"type": "ping"}))["type"] == "pong"
-        revoked = await harness.db.run(lambda conn: revoke_sessions(conn, user))
-        harness.svc.hub.sessions_revoked(revoked)
+        response = await harness.client.post("/api/application/logout", headers=bearer(token))
+        assert response.status_code == 200, response.text
         with pytest.raises(ConnectionClosed) as closed:
             await feed.receive()
     assert closed.value.reason.code == 4401

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyotp
 
-from knot_rt.services.accounts import insert_user
+from knot_rt.accounts.store import insert_user
 from tests.support import Harness, SmtpSink, bearer, open_test_session
 from tests.test_two_factor import (
     CREDENTIALS,

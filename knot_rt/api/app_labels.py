@@ -6,10 +6,7 @@ from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
 
-from protocols.errors import ErrorCode
-
 from ..context import services
-from ..errors import ApiError
 from .models import Data, PageQuery
 
 bp = Blueprint("app_labels", __name__, url_prefix="/api/application/app-labels")
@@ -30,9 +27,5 @@ class StoreUrl(BaseModel):
 @validate_response(Data[list[StoreUrl]])
 async def store_url(query_args: StoreUrlQuery) -> Data[list[StoreUrl]]:
     """Store URLs of an app label."""
-    row = await services().db.fetchrow(
-        "SELECT android_store_url, ios_store_url FROM app_labels WHERE name = $1", query_args.app_label
-    )
-    if row is None:
-        raise ApiError(ErrorCode.UNKNOWN_APP_LABEL)
+    row = await services().content.store_urls(query_args.app_label)
     return Data(data=[StoreUrl(**dict(row))])

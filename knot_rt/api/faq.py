@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
 
+from ..content.store import FaqRows
 from ..context import services
-from ..services.accounts import app_label_id
 from ..services.content import localize
 from .models import Data, Lang, PageQuery
 
@@ -87,26 +87,13 @@ def _category(row: asyncpg.Record, sub_categories: list[FaqSubCategory], lang: s
     )
 
 
-async def load_faq(conn: asyncpg.Connection, label_name: str | None, lang: str) -> list[FaqCategory]:
-    """The FAQ seen by one app label (entries without a label are for every app), in order (asyncio side)."""
-    label = await app_label_id(conn, label_name)
-    categories = await conn.fetch(
-        """SELECT key, names, sort_order FROM faq_categories
-           WHERE app_label_id IS NULL OR app_label_id = $1 ORDER BY sort_order, key""",
-        label,
-    )
-    keys = [row["key"] for row in categories]
-    subs = await conn.fetch(
-        "SELECT * FROM faq_sub_categories WHERE category_key = ANY($1::text[]) ORDER BY sort_order, key", keys
-    )
-    contents = _by_parent(await conn.fetch(
-        "SELECT * FROM faq_contents WHERE sub_category_key = ANY($1::text[]) ORDER BY sort_order, key",
-        [row["key"] for row in subs],
-    ), "sub_category_key")
-    subs_of = _by_parent(subs, "category_key")
+def _faq(rows: FaqRows, lang: str) -> list[FaqCategory]:
+    """The stored FAQ shaped for the app, in ``lang``."""
+    contents = _by_parent(rows.contents, "sub_category_key")
+    subs_of = _by_parent(rows.sub_categories, "category_key")
     return [
         _category(row, [_sub_category(sub, contents[sub["key"]], lang) for sub in subs_of[row["key"]]], lang)
-        for row in categories
+        for row in rows.categories
     ]
 
 
@@ -116,5 +103,5 @@ async def load_faq(conn: asyncpg.Connection, label_name: str | None, lang: str) 
 @validate_response(Data[list[FaqCategory]])
 async def faq(query_args: FaqQuery) -> Data[list[FaqCategory]]:
     """Get the content of the FAQ, localized; entries of other app labels are left out."""
-    categories = await services().db.run(lambda conn: load_faq(conn, query_args.app_label, query_args.lang))
-    return Data(data=categories)
+    rows = await services().content.faq(query_args.app_label)
+    return Data(data=_faq(rows, query_args.lang))

@@ -7,18 +7,16 @@ five-minute token for ``/login/2fa``; otherwise a session opens.
 
 Enabling 2FA and turning it off ask the caller to prove again who they are
 (``confirm_identity``: the current password, or for a social-only account a
-recent login); wrong codes lock that step for the user (``totp.guarded``).
+recent login); wrong codes lock that step for the user (``AccountService.guarded``).
+The routes check the rate limits and the caller, then call ``AccountService``.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, ValidationError
 from quart import Blueprint, request
 from quart_schema import (
@@ -31,16 +29,10 @@ from quart_schema import (
     validate_response,
 )
 
-from protocols.errors import ErrorCode
-
+from ..accounts.store import Device
 from ..context import services
-from ..errors import ApiError
-from ..services import email_tokens, totp
-from ..services.accounts import app_label_id, find_user_by_email
-from ..services.permissions import load_permissions
-from ..services.sessions import Device, open_session, revoke_sessions, rotate_refresh_token, update_device
-from ..services.social import SocialIdentity, account_for
-from ..services.tokens import PURPOSE_CONFIRM, PURPOSE_MFA
+from ..services.social import SocialIdentity
+from ..services.tokens import PURPOSE_MFA
 from ..web.auth import (
     BEARER,
     bearer_token,
@@ -57,8 +49,6 @@ from .models import AppLabelName, Body, Lang, LoginDevice, LoginResponse, Ok, Pe
 bp = Blueprint("login", __name__, url_prefix="/api/application")
 
 TAGS = ["Login"]
-CONFIRM_TOKEN_SECONDS = 24 * 3600
-MFA_TOKEN_SECONDS = 5 * 60
 
 Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
 OtpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
@@ -147,15 +137,6 @@ class TwoFactorKey(BaseModel):
     token: str
 
 
-@dataclass(frozen=True, slots=True)
-class LoginIntent:
-    """What a login asks for, carried from its first step to its session."""
-
-    scope: str
-    app_label_id: int | None
-    device: Device
-
-
 def device_of(given: LoginDevice | None) -> Device:
     return Device() if given is None else Device(**given.model_dump())
 
@@ -188,51 +169,7 @@ def optional_body(model: type[M]) -> Callable[[Callable[..., Awaitable[R]]], Cal
     return decorator
 
 
-# -- admission: what a login with proven credentials gets ------------------------------------------
-
-
-async def _require_scope(conn: asyncpg.Connection, user_id: int, scope: str) -> None:
-    if scope == "dashboard" and not await load_permissions(conn, user_id):
-        raise ApiError(ErrorCode.NOT_ALLOWED, "this account has no access to the dashboard")
-
-
-async def _open_session(conn: asyncpg.Connection, user_id: int, intent: LoginIntent) -> LoginResponse:
-    await _require_scope(conn, user_id, intent.scope)
-    svc = services()
-    session = await open_session(
-        conn, svc.signer, user_id, scope=intent.scope, device=intent.device,
-        app_label_id=intent.app_label_id, refresh_days=svc.settings.refresh_token_days,
-    )
-    return LoginResponse.model_validate(session)
-
-
-async def _admit(conn: asyncpg.Connection, user: asyncpg.Record, intent: LoginIntent) -> LoginResponse:
-    signer = services().signer
-    user_id = int(user["id"])
-    if user["email_confirmed_at"] is None:
-        token = signer.purpose_token(PURPOSE_CONFIRM, user_id, CONFIRM_TOKEN_SECONDS)
-        raise ApiError(ErrorCode.EMAIL_NOT_CONFIRMED, token=token)
-    if user["totp_secret"] is not None:
-        await _require_scope(conn, user_id, intent.scope)
-        token = signer.purpose_token(
-            PURPOSE_MFA, user_id, MFA_TOKEN_SECONDS,
-            scope=intent.scope, app_label_id=intent.app_label_id, totp_step=int(user["totp_last_step"]),
-        )
-        raise ApiError(ErrorCode.TWO_FACTOR_REQUIRED, token=token)
-    return await _open_session(conn, user_id, intent)
-
-
-async def admit(user: asyncpg.Record, intent: LoginIntent) -> LoginResponse:
-    return await services().db.transaction(lambda conn: _admit(conn, user, intent))
-
-
 # -- email and password ----------------------------------------------------------------------------
-
-
-async def _label_and_user(
-    conn: asyncpg.Connection, label: str, email: str
-) -> tuple[int | None, asyncpg.Record | None]:
-    return await app_label_id(conn, label), await find_user_by_email(conn, email)
 
 
 @bp.post("/login")
@@ -247,23 +184,20 @@ async def login(data: LoginBody) -> LoginResponse:
         (limits.login_per_address, "login:address", data.email),
         (limits.login_per_client, "login:client", client_address()),
     )
-    label_id, user = await svc.db.run(lambda conn: _label_and_user(conn, data.app_label, data.email))
-    password_ok = await svc.passwords.verify(None if user is None else user["password_hash"], data.password)
-    if user is None or not password_ok:
-        raise ApiError(ErrorCode.WRONG_CREDENTIALS)
-    return await admit(user, LoginIntent(data.scope, label_id, device_of(data.device)))
+    session = await svc.accounts.password_login(
+        data.email, data.password, app_label=data.app_label, scope=data.scope, device=device_of(data.device)
+    )
+    return LoginResponse.model_validate(session)
 
 
 # -- Apple, Google, Facebook -----------------------------------------------------------------------
 
 
 async def social_login(identity: SocialIdentity, data: SocialLoginBody) -> LoginResponse:
-    async def account(conn: asyncpg.Connection) -> tuple[int | None, asyncpg.Record]:
-        label_id = await app_label_id(conn, data.app_label)
-        return label_id, await account_for(conn, identity, lang=data.lang, app_label_id=label_id)
-
-    label_id, user = await services().db.transaction(account)
-    return await admit(user, LoginIntent(data.scope, label_id, device_of(data.device)))
+    session = await services().accounts.social_login(
+        identity, app_label=data.app_label, lang=data.lang, scope=data.scope, device=device_of(data.device)
+    )
+    return LoginResponse.model_validate(session)
 
 
 @bp.post("/login/apple")
@@ -311,15 +245,8 @@ async def second_factor(data: SecondFactorBody) -> LoginResponse:
         (limits.second_factor_per_user, "2fa:user", str(user_id)),
         (limits.second_factor_per_client, "2fa:client", client_address()),
     )
-    intent = LoginIntent(str(claims["scope"]), claims.get("app_label_id"), device_of(data.device))
-
-    async def work(conn: asyncpg.Connection) -> LoginResponse | None:
-        accepted = await totp.accept_login_code(
-            conn, svc.box, user_id, data.mfa_token, last_step_seen=int(claims["totp_step"])
-        )
-        return await _open_session(conn, user_id, intent) if accepted else None
-
-    return await totp.guarded(svc.db, user_id, totp.Step.CODE, work)
+    session = await svc.accounts.second_factor_login(user_id, data.mfa_token, claims, device_of(data.device))
+    return LoginResponse.model_validate(session)
 
 
 @bp.post("/login/2fa/generate")
@@ -335,7 +262,7 @@ async def begin_two_factor(data: TwoFactorBeginBody) -> TwoFactorKey:
     svc = services()
     user_id = current_caller().user_id
     await confirm_identity(data.password, None)
-    setup = await svc.db.transaction(lambda conn: totp.begin_setup(conn, svc.box, user_id))
+    setup = await svc.accounts.begin_two_factor(user_id)
     return TwoFactorKey(key=setup.key, key_url=setup.key_url, token=setup.token)
 
 
@@ -348,10 +275,7 @@ async def finish_two_factor(data: TwoFactorVerifyBody) -> Ok:
     """Finish enabling 2FA with one code from the OTP app (5 wrong codes lock this step 15 minutes: 429 code 9)."""
     svc = services()
     user_id = current_caller().user_id
-    await totp.guarded(
-        svc.db, user_id, totp.Step.SETUP,
-        lambda conn: totp.finish_setup(conn, svc.box, user_id, data.token, data.mfa_token),
-    )
+    await svc.accounts.finish_two_factor(user_id, data.token, data.mfa_token)
     return Ok()
 
 
@@ -370,11 +294,7 @@ async def disable_two_factor(data: TwoFactorDisableBody) -> Ok:
     svc = services()
     user_id = current_caller().user_id
     await confirm_identity(data.password, None, code_checked_after=True)
-
-    async def work(conn: asyncpg.Connection) -> bool | None:
-        return await totp.disable(conn, svc.box, user_id, data.mfa_token) or None
-
-    await totp.guarded(svc.db, user_id, totp.Step.CODE, work)
+    await svc.accounts.disable_two_factor(user_id, data.mfa_token)
     return Ok()
 
 
@@ -390,7 +310,7 @@ async def check_token(data: DeviceBody) -> PermissionsResponse:
     """Check the access token and get the user's permissions; ``device`` updates the session's device."""
     if data.device is not None:
         session_id, device = current_caller().session_id, device_of(data.device)
-        await services().db.run(lambda conn: update_device(conn, session_id, device))
+        await services().accounts.update_device(session_id, device)
     permissions = await caller_permissions()
     return PermissionsResponse.model_validate({"permissions": permissions.as_json()})
 
@@ -404,15 +324,7 @@ async def refresh() -> RefreshResponse:
 
     A refresh token used twice revokes its whole session (code 14).
     """
-    svc = services()
-    presented = bearer_token()
-    rotated = await svc.db.transaction(
-        lambda conn: rotate_refresh_token(conn, svc.signer, presented, refresh_days=svc.settings.refresh_token_days)
-    )
-    if isinstance(rotated, uuid.UUID):
-        svc.hub.sessions_revoked([rotated])
-        raise ApiError(ErrorCode.REFRESH_TOKEN_REUSED)
-    access_token, refresh_token = rotated
+    access_token, refresh_token = await services().accounts.refresh(bearer_token())
     return RefreshResponse(access_token=access_token, refresh_token=refresh_token)
 
 
@@ -427,15 +339,5 @@ async def logout(data: LogoutBody) -> Ok:
     Logging out every device also cancels the pending email-change and password-reset
     links and any 2FA set-up in progress.
     """
-    svc = services()
-    user_id = current_caller().user_id
-
-    async def work(conn: asyncpg.Connection) -> list[uuid.UUID]:
-        if data.device_id is None:
-            await email_tokens.revoke(conn, user_id, *email_tokens.ACCOUNT_CHANGES)
-            await totp.cancel_setups(conn, user_id)
-        return await revoke_sessions(conn, user_id, data.device_id)
-
-    revoked = await svc.db.transaction(work)
-    svc.hub.sessions_revoked(revoked)  # their feed sockets close too
+    await services().accounts.logout(current_caller().user_id, data.device_id)  # their feed sockets close too
     return Ok()

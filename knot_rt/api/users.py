@@ -1,7 +1,8 @@
 """Accounts: registration, profile, email confirmation and change, password reset.
 
-Every mail is written to the outbox in the transaction of the change that needs
-it; the mail sender is woken once that transaction committed.
+The routes check the rate limits and the caller, then call ``AccountService``:
+every mail is written to the outbox in the unit of work of the change that needs
+it; the mail sender is woken once that unit of work committed.
 
 Asking for an email change needs the current password (a social-only account: a
 current 2FA code or a login of the last 5 minutes). Setting a new password from
@@ -10,36 +11,14 @@ a reset link cancels the other pending links that change the account.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import asyncpg
 from pydantic import BaseModel, EmailStr, Field, StringConstraints
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
-from protocols.errors import ErrorCode
-
+from ..accounts.store import normalize_email
 from ..context import services
-from ..errors import ApiError
-from ..services import email_tokens, totp
-from ..services.accounts import (
-    Account,
-    account_by_email,
-    app_label_id,
-    change_email,
-    find_user_by_email,
-    insert_user,
-    load_account,
-    mark_email_confirmed,
-    normalize_email,
-    organization_name,
-    set_password_hash,
-)
-from ..services.email_tokens import Purpose
-from ..services.notifications import Notifications
-from ..services.sessions import revoke_sessions
 from ..services.tokens import PURPOSE_CONFIRM
 from ..web.auth import (
     client_address,
@@ -53,8 +32,6 @@ from .login import CURRENT_PASSWORD_FIELD, CurrentPassword, OtpCode
 from .models import AppLabelName, Body, Data, Lang, Ok, PageQuery
 
 bp = Blueprint("users", __name__, url_prefix="/api/application")
-
-T = TypeVar("T")
 
 Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
 MailedToken = Annotated[str, StringConstraints(min_length=10, max_length=10)]
@@ -130,34 +107,6 @@ class NewPasswordBody(Body):
     password: Password
 
 
-def _notifications() -> Notifications:
-    """Built in the handler: the database work functions never reach for the app's context."""
-    svc = services()
-    return Notifications(svc.settings.public_url, svc.signer, token_hours=svc.settings.email_token_hours)
-
-
-async def _commit(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``work`` in one transaction, then wake the mail sender for what it wrote."""
-    svc = services()
-    result = await svc.db.transaction(work)
-    svc.mail.wake()
-    return result
-
-
-async def _account(conn: asyncpg.Connection, user_id: int) -> Account:
-    """The account a token names; a token of a deleted account is no longer valid."""
-    account = await load_account(conn, user_id)
-    if account is None:
-        raise ApiError(ErrorCode.INVALID_TOKEN, "account not found")
-    return account
-
-
-async def _mail_confirmation(conn: asyncpg.Connection, letters: Notifications, account: Account) -> None:
-    """A new confirmation token (earlier ones stop working) and the mail that carries it."""
-    token = await email_tokens.issue(conn, account.user_id, Purpose.CONFIRM, hours=letters.token_hours)
-    await letters.confirmation(account, token).post(conn)
-
-
 @bp.post("/users")
 @tag(["Users"])
 @validate_request(RegisterBody)
@@ -167,16 +116,8 @@ async def register(data: RegisterBody) -> Registered:
     svc = services()
     rates = svc.settings.rate_limits
     svc.limiter.check((rates.register_per_client, "register_per_client", client_address()))
-    password_hash = await svc.passwords.hash(data.password)
-    letters = _notifications()
-
-    async def work(conn: asyncpg.Connection) -> int:
-        label = await app_label_id(conn, data.app_label)
-        user_id = await insert_user(conn, data.email, password_hash, confirmed=False, lang=data.lang, app_label=label)
-        await _mail_confirmation(conn, letters, await _account(conn, user_id))
-        return user_id
-
-    return Registered(user_id=await _commit(work))
+    user_id = await svc.accounts.register(data.email, data.password, app_label=data.app_label, lang=data.lang)
+    return Registered(user_id=user_id)
 
 
 @bp.get("/users")
@@ -185,8 +126,7 @@ async def register(data: RegisterBody) -> Registered:
 @validate_response(Data[Profile])
 async def profile() -> Data[Profile]:
     """The caller's profile, from the access token only."""
-    user_id = current_caller().user_id
-    account = await services().db.run(lambda conn: _account(conn, user_id))
+    account = await services().accounts.account(current_caller().user_id)
     return Data(data=Profile.model_validate(account, from_attributes=True))
 
 
@@ -210,20 +150,7 @@ async def ask_email_change(data: EmailBody) -> Ok:
         (rates.confirmation_per_address, "email_change_per_address", new_email),
         (rates.confirmation_per_client, "email_change_per_client", client_address()),
     )
-    letters = _notifications()
-
-    async def work(conn: asyncpg.Connection) -> None:
-        account = await _account(conn, user_id)
-        if normalize_email(account.email) == new_email:
-            raise ApiError(ErrorCode.SAME_EMAIL)
-        if await find_user_by_email(conn, new_email) is not None:
-            raise ApiError(ErrorCode.EMAIL_ALREADY_USED)
-        token = await email_tokens.issue(
-            conn, user_id, Purpose.EMAIL_CHANGE, hours=letters.token_hours, new_email=new_email
-        )
-        await letters.email_change(account, new_email, token).post(conn)
-
-    await _commit(work)
+    await svc.accounts.ask_email_change(user_id, new_email)
     return Ok()
 
 
@@ -233,20 +160,14 @@ async def ask_email_change(data: EmailBody) -> Ok:
 @validate_response(Data[EmailChange])
 async def check_email_change(query_args: TokenQuery) -> Data[EmailChange]:
     """Check email change token and retrieve email change data."""
-
-    async def work(conn: asyncpg.Connection) -> EmailChange:
-        found = await email_tokens.peek(conn, query_args.token, Purpose.EMAIL_CHANGE)
-        account = await _account(conn, found.user_id)
-        new_email = found.new_email or ""
-        return EmailChange(
-            email=account.email,
-            new_email=new_email,
-            current_organization_name=await organization_name(conn, account.email),
-            new_organization_name=await organization_name(conn, new_email),
-            label_name=account.label_name,
-        )
-
-    return Data(data=await services().db.run(work))
+    found = await services().accounts.email_change(query_args.token)
+    return Data(data=EmailChange(
+        email=found.account.email,
+        new_email=found.new_email,
+        current_organization_name=found.current_organization_name,
+        new_organization_name=found.new_organization_name,
+        label_name=found.account.label_name,
+    ))
 
 
 @bp.put("/users/email")
@@ -255,20 +176,7 @@ async def check_email_change(query_args: TokenQuery) -> Data[EmailChange]:
 @validate_response(Ok)
 async def change_email_address(data: EmailChangeBody) -> Ok:
     """Change the user's email by the new specified one; the old address gets a notice."""
-    letters = _notifications()
-
-    async def work(conn: asyncpg.Connection) -> None:
-        found = await email_tokens.use(
-            conn, data.email_token, Purpose.EMAIL_CHANGE, new_email=normalize_email(data.email)
-        )
-        old = await _account(conn, found.user_id)
-        new_email = found.new_email or ""
-        await change_email(conn, old.user_id, new_email)
-        # Links mailed to the old address must not act on the account any more.
-        await email_tokens.revoke(conn, old.user_id)
-        await letters.email_changed(old, new_email).post(conn)
-
-    await _commit(work)
+    await services().accounts.change_email(data.email_token, data.email)
     return Ok()
 
 
@@ -281,16 +189,12 @@ async def resend_confirmation() -> Ok:
     svc = services()
     rates = svc.settings.rate_limits
     user_id = int(purpose_claims()["user_id"])
-    account = await svc.db.run(lambda conn: _account(conn, user_id))
+    account = await svc.accounts.account(user_id)
     svc.limiter.check(
         (rates.confirmation_per_address, "confirmation_per_address", normalize_email(account.email)),
         (rates.confirmation_per_client, "confirmation_per_client", client_address()),
     )
-    if account.email_confirmed:
-        raise ApiError(ErrorCode.EMAIL_ALREADY_CONFIRMED)
-
-    letters = _notifications()
-    await _commit(lambda conn: _mail_confirmation(conn, letters, account))
+    await svc.accounts.send_confirmation(account)
     return Ok()
 
 
@@ -300,13 +204,7 @@ async def resend_confirmation() -> Ok:
 @validate_response(EmailConfirmed)
 async def confirm_email(data: TokenBody) -> EmailConfirmed:
     """Confirm the email of the user using the validation token."""
-
-    async def work(conn: asyncpg.Connection) -> Account:
-        found = await email_tokens.use(conn, data.token, Purpose.CONFIRM)
-        await mark_email_confirmed(conn, found.user_id)
-        return await _account(conn, found.user_id)
-
-    account = await services().db.transaction(work)
+    account = await services().accounts.confirm_email(data.token)
     return EmailConfirmed.model_validate(account, from_attributes=True)
 
 
@@ -322,16 +220,7 @@ async def ask_password_reset(data: PasswordResetBody) -> Ok:
         (rates.password_reset_per_address, "password_reset_per_address", normalize_email(data.email)),
         (rates.password_reset_per_client, "password_reset_per_client", client_address()),
     )
-    letters = _notifications()
-
-    async def work(conn: asyncpg.Connection) -> None:
-        await app_label_id(conn, data.app_label)
-        account = await account_by_email(conn, data.email)
-        if account is not None:
-            token = await email_tokens.issue(conn, account.user_id, Purpose.PASSWORD_RESET, hours=letters.token_hours)
-            await letters.password_reset(account, token).post(conn)
-
-    await _commit(work)
+    await svc.accounts.ask_password_reset(data.email, data.app_label)
     return Ok()
 
 
@@ -342,18 +231,5 @@ async def ask_password_reset(data: PasswordResetBody) -> Ok:
 async def set_new_password(data: NewPasswordBody) -> Ok:
     """Set a new password from a reset email; every session of the account ends, and the pending
     email-change and password-reset links and 2FA set-ups are cancelled."""
-    svc = services()
-    # A cheap look first, so that a wrong token costs no password hashing.
-    await svc.db.run(lambda conn: email_tokens.peek(conn, data.token, Purpose.PASSWORD_RESET))
-    password_hash = await svc.passwords.hash(data.password)
-
-    async def work(conn: asyncpg.Connection) -> list[uuid.UUID]:
-        found = await email_tokens.use(conn, data.token, Purpose.PASSWORD_RESET)
-        await set_password_hash(conn, found.user_id, password_hash)
-        await email_tokens.revoke(conn, found.user_id, *email_tokens.ACCOUNT_CHANGES)
-        await totp.cancel_setups(conn, found.user_id)
-        return await revoke_sessions(conn, found.user_id)
-
-    revoked = await svc.db.transaction(work)
-    svc.hub.sessions_revoked(revoked)  # their feed sockets close at once
+    await services().accounts.set_new_password(data.token, data.password)  # their feed sockets close at once
     return Ok()

@@ -8,7 +8,7 @@ the app's credentials, then the account's email is read.
 
 A verified identity logs into the account linked to it, else into the account
 with its verified email address (linked from then on), else into a new
-confirmed account without a password.
+confirmed account without a password (``accounts/store.account_for``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 
@@ -26,7 +25,6 @@ from protocols.errors import ErrorCode
 
 from ..config import SocialConfig
 from ..errors import ApiError
-from .accounts import find_user_by_email, insert_user
 
 log = logging.getLogger(__name__)
 
@@ -156,42 +154,3 @@ class SocialVerifier:
         email = profile.get("email")
         # Facebook returns only addresses it has confirmed.
         return SocialIdentity("facebook", str(data["user_id"]), email, email is not None)
-
-
-async def account_for(
-    conn: asyncpg.Connection, identity: SocialIdentity, *, lang: str, app_label_id: int | None
-) -> asyncpg.Record:
-    """The users row a provider identity logs into (run in a transaction)."""
-    linked: asyncpg.Record | None = await conn.fetchrow(
-        """SELECT u.* FROM user_identities i JOIN users u ON u.id = i.user_id
-           WHERE i.provider = $1 AND i.subject = $2""",
-        identity.provider, identity.subject,
-    )
-    if linked is not None:
-        return linked
-    if not identity.email or not identity.email_verified:
-        raise ApiError(ErrorCode.INVALID_PROVIDER_TOKEN, f"{identity.provider} gave no verified email address")
-    found = await find_user_by_email(conn, identity.email)
-    if found is None:
-        user_id = await insert_user(conn, identity.email, None, confirmed=True, lang=lang, app_label=app_label_id)
-    else:
-        user_id = int(found["id"])
-        await _trust_provider_email(conn, user_id)
-    await conn.execute(
-        "INSERT INTO user_identities (provider, subject, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        identity.provider, identity.subject, user_id,
-    )
-    account: asyncpg.Record = await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
-    return account
-
-
-async def _trust_provider_email(conn: asyncpg.Connection, user_id: int) -> None:
-    """The provider proved the address: an unconfirmed account becomes confirmed.
-
-    Its password is dropped, since nobody proved it was set by the address's
-    owner (else whoever pre-registered the address would share the account).
-    """
-    await conn.execute(
-        "UPDATE users SET email_confirmed_at = now(), password_hash = NULL WHERE id = $1 AND email_confirmed_at IS NULL",
-        user_id,
-    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache, wraps
 from typing import Any, ParamSpec, TypeVar
@@ -15,24 +14,16 @@ from quart_schema import security_scheme
 
 from protocols.errors import ErrorCode
 
+from ..accounts.service import Caller
 from ..context import services
 from ..errors import ApiError
-from ..services import totp
 from ..services.access import UserAccess, anonymous, load_access
-from ..services.accounts import app_label_id, load_credentials
 from ..services.permissions import Permissions, load_permissions
-from ..services.sessions import active_session_user
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    user_id: int
-    session_id: Any
 
 
 def bearer_token() -> str:
@@ -44,13 +35,8 @@ def bearer_token() -> str:
 
 
 async def authenticate(token: str) -> Caller:
-    """Check an access token and that its session is still open."""
-    svc = services()
-    claims = svc.signer.read_access(token)
-    user_id = await svc.db.run(lambda conn: active_session_user(conn, claims.session_id))
-    if user_id is None or user_id != claims.user_id:
-        raise ApiError(ErrorCode.INVALID_TOKEN, "session ended")
-    return Caller(claims.user_id, claims.session_id)
+    """Check an access token and that its session is still open (HTTP and the feed alike)."""
+    return await services().accounts.authenticate(token)
 
 
 def require_user(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -122,8 +108,7 @@ async def label_access(name: str) -> UserAccess:
     svc = services()
     label = svc.catalog.app_label_id(name)
     if label is None:
-        found = await svc.db.run(lambda conn: app_label_id(conn, name))
-        assert found is not None  # app_label_id raises for an unknown name
+        found = await svc.content.app_label_id(name)
         svc.catalog.remember_app_label(name, found)
         label = found
     return anonymous(label)
@@ -207,9 +192,7 @@ async def confirm_identity(password: str | None, code: str | None, *, code_check
     """
     svc = services()
     caller = current_caller()
-    found = await svc.db.run(
-        lambda conn: load_credentials(conn, caller.user_id, caller.session_id, RECENT_LOGIN)
-    )
+    found = await svc.accounts.credentials(caller.user_id, caller.session_id, RECENT_LOGIN)
     if found is None:
         raise ApiError(ErrorCode.INVALID_TOKEN, "account not found")
     if found.password_hash is not None:
@@ -222,12 +205,7 @@ async def confirm_identity(password: str | None, code: str | None, *, code_check
     if code_checked_after:
         return
     if code is not None and found.two_factor_enabled:
-        user_id = caller.user_id
-
-        async def check(conn: Any) -> bool | None:
-            return await totp.accept_code(conn, svc.box, user_id, code) or None
-
-        await totp.guarded(svc.db, user_id, totp.Step.CODE, check)
+        await svc.accounts.check_code(caller.user_id, code)
         return
     if found.recent_login:
         return

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from .accounts import Account
-from .mail import enqueue
-from .tokens import PURPOSE_UNSUBSCRIBE, TokenSigner
+from ..services.mail import enqueue
+from ..services.tokens import PURPOSE_UNSUBSCRIBE, TokenSigner
+from .store import Account
 
 CONFIRM_PATH = "/email/confirm"
 EMAIL_CHANGE_PATH = "/email/change"

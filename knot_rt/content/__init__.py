@@ -1,0 +1,1 @@
+"""Content domain: app labels (white labels), the FAQ and global announcements; read-only for the apps."""
