@@ -22,7 +22,7 @@ Choices:
   ``send`` is the waiting variant, for producers that want backpressure.
 - ``ask`` waits for room in the mailbox and for the reply, both within its
   timeout, else ``AskTimeout`` (outcome unknown: the message may still be
-  handled later).
+  handled later). The reply travels in an ``actors.reply.OneShot``.
 - An exception escaping ``handle`` is a crash: the asker gets ``ActorCrashed``
   (the exception as its cause) and the actor is restarted by its supervisor,
   rebuilding its state in ``on_start``, since state after an unexpected
