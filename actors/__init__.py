@@ -17,6 +17,7 @@ from actors.errors import (
 )
 from actors.metrics import ActorMetrics, RestartEvent
 from actors.registry import ActorKind, Registry
+from actors.reply import OneShot
 from actors.runtime import Actor, ActorRef
 from actors.supervisor import ActorSpec, RestartIntensity, Supervisor, SupervisorSpec
 
@@ -33,6 +34,7 @@ __all__ = [
     "ChildStartFailed",
     "DuplicateChild",
     "MailboxFull",
+    "OneShot",
     "Registry",
     "RestartEvent",
     "RestartIntensity",

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-import trio
-
 from actors.errors import ChildStartFailed
+from actors.reply import OneShot
 from actors.runtime import DEFAULT_MAILBOX_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, Actor, ActorRef
 from actors.supervisor import ActorSpec, Supervisor
 
@@ -43,19 +42,13 @@ class _Registration(Generic[M, R]):
     shutdown_timeout: float
 
 
-class _Pending:
-    """A first start in progress, awaited by concurrent callers."""
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-
 class Registry:
     def __init__(self) -> None:
         self._kinds: dict[str, _Registration[Any, Any]] = {}
         self._refs: dict[tuple[str, str], ActorRef[Any, Any]] = {}
-        self._starting: dict[tuple[str, str], _Pending] = {}
+        # First starts in progress, awaited by concurrent callers: settled when the
+        # start ends, failed with ChildStartFailed when it failed.
+        self._starting: dict[tuple[str, str], OneShot[None]] = {}
 
     def register(
         self,
@@ -85,11 +78,9 @@ class Registry:
                     return cast(ActorRef[M, R], ref)
                 await ref.wait_stopped()  # let it go, then start a fresh one
                 continue
-            pending = self._starting.get(key)
-            if pending is not None:
-                await pending.done.wait()
-                if isinstance(pending.error, Exception):
-                    raise ChildStartFailed(f"{kind.name} {actor_id!r} failed to start") from pending.error
+            starting = self._starting.get(key)
+            if starting is not None:
+                await starting.wait()  # raises ChildStartFailed when the start failed
                 continue  # started (or the starter was cancelled: try again)
             return await self._start(cast(_Registration[M, R], registration), kind, actor_id)
 
@@ -111,7 +102,8 @@ class Registry:
 
     async def _start(self, registration: _Registration[M, R], kind: ActorKind[M, R], actor_id: str) -> ActorRef[M, R]:
         key = (kind.name, actor_id)
-        pending = self._starting[key] = _Pending()
+        starting: OneShot[None] = OneShot()
+        self._starting[key] = starting
         factory = registration.factory
         spec = ActorSpec(
             f"{kind.name}:{actor_id}",
@@ -122,8 +114,11 @@ class Registry:
         )
         try:
             ref = await registration.supervisor.start_child(spec)
-        except BaseException as exc:
-            pending.error = exc
+        except Exception as exc:
+            # The waiters get their own error, not ``exc`` itself: the starter is raising that one.
+            failed = ChildStartFailed(f"{kind.name} {actor_id!r} failed to start")
+            failed.__cause__ = exc
+            starting.fail(failed)
             raise
         else:
             self._refs[key] = ref
@@ -131,7 +126,7 @@ class Registry:
             return ref
         finally:
             del self._starting[key]
-            pending.done.set()
+            starting.resolve(None)  # started, or the starter was cancelled: the waiters look again
 
     def _forget(self, key: tuple[str, str], ref: ActorRef[Any, Any]) -> None:
         if self._refs.get(key) is ref:

@@ -22,7 +22,7 @@ Choices:
   ``send`` is the waiting variant, for producers that want backpressure.
 - ``ask`` waits for room in the mailbox and for the reply, both within its
   timeout, else ``AskTimeout`` (outcome unknown: the message may still be
-  handled later).
+  handled later). The reply travels in an ``actors.reply.OneShot``.
 - An exception escaping ``handle`` is a crash: the asker gets ``ActorCrashed``
   (the exception as its cause) and the actor is restarted by its supervisor,
   rebuilding its state in ``on_start``, since state after an unexpected
@@ -47,6 +47,7 @@ from typing import Generic, TypeVar
 import trio
 
 from actors.errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
+from actors.reply import OneShot
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -56,37 +57,10 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_ASK_TIMEOUT = 5.0
 
 
-class _Reply(Generic[R]):
-    """One-shot reply slot of an ask: resolved or failed once, awaited once."""
-
-    __slots__ = ("_error", "_event", "_value")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._value: R | None = None
-        self._error: BaseException | None = None
-
-    def resolve(self, value: R) -> None:
-        if not self._event.is_set():
-            self._value = value
-            self._event.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._event.is_set():
-            self._error = error
-            self._event.set()
-
-    async def wait(self) -> R:
-        await self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]  # set by resolve()
-
-
 @dataclass(frozen=True, slots=True)
 class _Envelope(Generic[M, R]):
     message: M
-    reply: _Reply[R] | None
+    reply: OneShot[R] | None
 
 
 class ActorRef(Generic[M, R]):
@@ -176,7 +150,7 @@ class ActorRef(Generic[M, R]):
         Raises ``AskTimeout`` (no room or no reply within ``timeout`` seconds),
         ``ActorCrashed`` (``handle`` raised) or ``ActorStopped``.
         """
-        reply: _Reply[R] = _Reply()
+        reply: OneShot[R] = OneShot()
         with trio.move_on_after(timeout):
             try:
                 await self._send.send(_Envelope(message, reply))

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-import trio
-
+from actors.reply import OneShot
 from actors.runtime import Actor
 from protocols import station as wire
 
@@ -241,24 +240,20 @@ class CommandFailed:
     message: str
 
 
-@dataclass
-class PendingCommand:
-    """A command sent to the station; ``await wait()`` gives its RESULT payload or a ``CommandFailed``."""
+class PendingCommand(OneShot[dict[str, Any] | CommandFailed]):
+    """A command sent to the station; ``await wait()`` gives its RESULT payload or a ``CommandFailed``.
 
-    action: str
-    unlock_id: int | None = None
-    _done: trio.Event = field(default_factory=trio.Event)
-    _outcome: dict[str, Any] | CommandFailed | None = None
+    A typed ``OneShot`` that carries the command's ``action`` and ``unlock_id``.
+    It never fails: like every reply of this actor, a command that did not go
+    through is a value (``CommandFailed``), which the actor ``resolve``s once.
+    """
 
-    def settle(self, outcome: dict[str, Any] | CommandFailed) -> None:
-        if not self._done.is_set():
-            self._outcome = outcome
-            self._done.set()
+    __slots__ = ("action", "unlock_id")
 
-    async def wait(self) -> dict[str, Any] | CommandFailed:
-        await self._done.wait()
-        assert self._outcome is not None
-        return self._outcome
+    def __init__(self, action: str, unlock_id: int | None = None) -> None:
+        super().__init__()
+        self.action = action
+        self.unlock_id = unlock_id
 
 
 StationReply = StationView | PendingCommand | CommandFailed | None
@@ -539,7 +534,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         try:
             await self._exchange(link, pending, payload)
         finally:  # cancelled with this incarnation (a crash, a stop): nobody is left waiting
-            pending.settle(CommandFailed(Failure.OFFLINE, f"station {self.station_id} is restarting"))
+            pending.resolve(CommandFailed(Failure.OFFLINE, f"station {self.station_id} is restarting"))
 
     async def _exchange(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
         try:
@@ -554,7 +549,7 @@ class StationActor(Actor[StationMessage, StationReply]):
             outcome = CommandFailed(Failure.INVALID, str(mismatch))
         if isinstance(outcome, dict) and outcome.get("status") == wire.UnlockStatus.REJECTED.value:
             outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} rejected the unlock")
-        pending.settle(outcome)
+        pending.resolve(outcome)
 
 
 class _Misfit(Exception):

@@ -56,9 +56,10 @@ async def _send(station_id: int, message: Command | UnlockSpot) -> tuple[Pending
     except ActorError as exc:  # crashed or stopping: it restarts on its own
         raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is restarting") from exc
     if isinstance(reply, PendingCommand):
-        outcome: dict[str, Any] | CommandFailed = CommandFailed(Failure.TIMEOUT, f"station {station_id} did not answer")
-        with trio.move_on_after(svc.settings.station_call_timeout + 5):  # the actor settles it before that
-            outcome = await reply.wait()
+        try:  # the actor settles it within its call timeout; this bound only guards against a lost reply
+            outcome = await reply.wait_within(svc.settings.station_call_timeout + 5)
+        except trio.TooSlowError:
+            outcome = CommandFailed(Failure.TIMEOUT, f"station {station_id} did not answer")
         if isinstance(outcome, dict):
             return reply, outcome
         reply_failed: CommandFailed = outcome

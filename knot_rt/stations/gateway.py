@@ -41,7 +41,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -51,6 +51,7 @@ from limits.strategies import MovingWindowRateLimiter
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from actors import ActorError, ActorRef, ActorStopped
+from actors.reply import OneShot
 from actors.station import (
     Attached,
     CallRefused,
@@ -74,13 +75,6 @@ TRANSPORT_MAX_MESSAGE = 4 * wire.MAX_FRAME_BYTES
 StationRef = ActorRef[StationMessage, StationReply]
 
 
-@dataclass
-class _Waiter:
-    done: trio.Event = field(default_factory=trio.Event)
-    payload: dict[str, Any] | None = None
-    failure: Exception | None = None
-
-
 class StationConnection:
     """One live connection of a station: the ``StationLink`` its actor talks through."""
 
@@ -93,7 +87,7 @@ class StationConnection:
         self.serial = next(self._serial)
         self.booted = False
         self._send_lock = trio.Lock()
-        self._waiting: dict[str, _Waiter] = {}
+        self._waiting: dict[str, OneShot[dict[str, Any]]] = {}  # our CALLs by id: the RESULT payload, or the failure
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -111,44 +105,35 @@ class StationConnection:
 
     async def call(self, action: str, payload: wire.Payload, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
         call_id = f"b{self.serial}-{next(self._ids)}"
-        waiter = _Waiter()
-        self._waiting[call_id] = waiter
+        answer: OneShot[dict[str, Any]] = OneShot()
+        self._waiting[call_id] = answer
         try:
             await self.send(wire.call(call_id, action, payload))
-            with trio.move_on_after(timeout):
-                await waiter.done.wait()
-            if not waiter.done.is_set():
-                raise CallTimeout(f"{action} to station {self.station_id}")
+            return await answer.wait_within(timeout)
+        except trio.TooSlowError:
+            raise CallTimeout(f"{action} to station {self.station_id}") from None
         finally:
             self._waiting.pop(call_id, None)
-        if waiter.failure is not None:
-            raise waiter.failure
-        assert waiter.payload is not None
-        return waiter.payload
 
     def settle(self, frame: wire.Result | wire.Error) -> None:
-        waiter = self._waiting.get(frame.id)
-        if waiter is None:
+        answer = self._waiting.get(frame.id)
+        if answer is None:
             log.info("station %s answered an unknown call id %r", self.station_id, frame.id)
-            return
-        if isinstance(frame, wire.Result):
-            waiter.payload = frame.payload
+        elif isinstance(frame, wire.Result):
+            answer.resolve(frame.payload)
         else:
-            waiter.failure = CallRefused(f"{frame.code}: {frame.description}")
-        waiter.done.set()
+            answer.fail(CallRefused(f"{frame.code}: {frame.description}"))
 
     def fail_call(self, call_id: str, reason: str) -> None:
-        waiter = self._waiting.get(call_id)
-        if waiter is not None:
-            waiter.failure = CallRefused(reason)
-            waiter.done.set()
+        answer = self._waiting.get(call_id)
+        if answer is not None:
+            answer.fail(CallRefused(reason))
 
     def lost(self) -> None:
         """The socket is gone: every CALL still waiting fails at once."""
         self._closed = True
-        for waiter in self._waiting.values():
-            waiter.failure = LinkClosed(repr(self))
-            waiter.done.set()
+        for answer in self._waiting.values():
+            answer.fail(LinkClosed(repr(self)))
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(2):

@@ -117,6 +117,24 @@ async def test_a_failed_start_reaches_every_concurrent_caller(autojump_clock: tr
         assert await ref.ask(Get()) == State(0, ())
 
 
+async def test_a_cancelled_first_start_lets_the_waiting_caller_start_it(autojump_clock: trio.testing.MockClock) -> None:
+    journal = Journal()
+    async with Supervisor("counters").running() as sup:
+        registry = counter_registry(sup, MemoryStore(), journal)
+        refs: list[CounterRef] = []
+
+        async def wait_for_it() -> None:
+            refs.append(await registry.get(COUNTER, "c1"))
+
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(0.5):  # the start takes 1 s: the first caller gives up
+                nursery.start_soon(wait_for_it)
+                await registry.get(COUNTER, "c1")
+        assert len(refs) == 1 and await refs[0].ask(Add(1)) == 1
+        assert registry.lookup(COUNTER, "c1") is refs[0] and sup.child_ids() == ["counter:c1"]
+        assert journal.lines.count("starting c1") == 2  # the waiter started it again
+
+
 async def test_refs_of_a_restarted_supervisor_are_forgotten(autojump_clock: trio.testing.MockClock) -> None:
     counters = Supervisor("counters", intensity=RestartIntensity(max_restarts=0))
     async with Supervisor("root", [SupervisorSpec("counters", counters)]).running():
