@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
+from protocols.feed import Topic
 
 from ..bus import FeedBus, FeedEvent, append_event
 from ..db import Database
@@ -82,7 +83,7 @@ class PgStationStore:
         self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
         changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
-        topic = f"station:{station_id}"
+        topic = Topic.station(station_id)
 
         async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any] | None, FeedEvent | None]:
             inserted = await conn.fetchval(
