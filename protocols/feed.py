@@ -72,7 +72,8 @@ _WITH_ID: Final = frozenset({TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STAT
 _TOPIC = re.compile(r"(user|support)|(report|cluster|station):([1-9][0-9]{0,18})")
 _USER_TOPIC = re.compile(r"user:([1-9][0-9]{0,18})")
 
-#: The beginning of every topic name that carries an id (``"station:"``, ...), the per-user ``"user:"`` included.
+#: How a topic name with an id begins: ``"station:"``, ``"cluster:"``, ``"report:"``, ``"user:"`` (a user's own
+#: topic), and ``"support:"``; code outside ``protocols`` builds no string starting so (``tests/test_contract_names``).
 TOPIC_PREFIXES: Final = tuple(f"{kind.value}:" for kind in TopicKind)
 
 
@@ -502,7 +503,7 @@ def event(topic: Topic | str, seq: int, name: str, data: Mapping[str, Any]) -> s
     ``resync``), or an event that the contract does not list for that kind of topic.
     """
     parsed = topic if isinstance(topic, Topic) else parse_topic(topic)
-    if type(seq) is not int or seq < _first_seq(name):
+    if type(seq) is not int or (seq < 1 and seq < _first_seq(name)):
         raise ValueError(f"seq must be an integer >= {_first_seq(name)}, not {seq!r}")
     if name != EventName.RESYNC and name not in TOPIC_EVENTS[parsed.kind]:
         raise ValueError(f"event {name!r} is not one of the {parsed.kind.value!r} topic")
