@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from actors.reply import OneShot
 from actors.runtime import Actor
 from protocols import station as wire
+from protocols.feed import EventName
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class StationView:
 class FeedItem:
     """The event a recorded station event puts on the station's feed topic."""
 
-    event: str
+    event: EventName
     data: dict[str, Any]
 
 
@@ -163,7 +164,7 @@ class StationStore(Protocol):
 
 
 class StationListener(Protocol):
-    async def station_event(self, view: StationView, event: str, data: dict[str, Any]) -> None:
+    async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
         """A feed event of the station's topic."""
         ...
 
@@ -354,7 +355,7 @@ class StationActor(Actor[StationMessage, StationReply]):
                         exc_info=True, extra={"station_id": self.station_id})
         self.view = replace(before, online=online, last_seen_ms=now_ms(), firmware=firmware or before.firmware)
         if before.online != online:
-            event = "station.online" if online else "station.offline"
+            event = EventName.STATION_ONLINE if online else EventName.STATION_OFFLINE
             try:
                 await self._listener.station_event(self.view, event, {"station_id": self.station_id, "online": online})
                 await self._listener.station_changed(before, self.view)
@@ -556,11 +557,11 @@ class _Misfit(Exception):
     """A well-formed frame that does not fit this station."""
 
 
-_FEED_EVENTS: dict[wire.Action, str] = {
-    wire.Action.STATE: "station.state",
-    wire.Action.LOCKED: "spot.locked",
-    wire.Action.UNLOCKED: "spot.unlocked",
-    wire.Action.UNEXPECTED_UNLOCK: "spot.unlocked",
-    wire.Action.ALERT: "alert",
-    wire.Action.FAULT: "fault",
+_FEED_EVENTS: dict[wire.Action, EventName] = {
+    wire.Action.STATE: EventName.STATION_STATE,
+    wire.Action.LOCKED: EventName.SPOT_LOCKED,
+    wire.Action.UNLOCKED: EventName.SPOT_UNLOCKED,
+    wire.Action.UNEXPECTED_UNLOCK: EventName.SPOT_UNLOCKED,
+    wire.Action.ALERT: EventName.ALERT,
+    wire.Action.FAULT: EventName.FAULT,
 }

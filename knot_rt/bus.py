@@ -7,6 +7,10 @@ has one bounded queue, and one that falls behind is marked too slow instead of
 slowing the publisher (its connection is then closed with 4408). A subscriber
 that comes back with ``since`` gets the missed events from the table, or a
 ``resync`` marker when they are gone.
+
+Topics and event names come in typed (``protocols.feed.Topic``, ``EventName``);
+the bus keys its state, and the tables their rows, by the topic's name
+(``str(topic)``, e.g. ``"station:7"``, or ``"user:42"`` for user 42's own topic).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 
 import asyncpg
 import trio
+
+from protocols.feed import EventName, Topic
 
 from .db import Database, repeat
 
@@ -43,17 +49,18 @@ class Resync:
     seq: int
 
 
-async def append_event(conn: asyncpg.Connection, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
+async def append_event(conn: asyncpg.Connection, topic: Topic, event: EventName, data: dict[str, Any]) -> FeedEvent:
     """Write one event with the topic's next sequence number (asyncio side, inside a transaction)."""
+    name, event_name = str(topic), str(event)
     seq: int = await conn.fetchval(
         """INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)
            ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
            RETURNING last_seq""",
-        topic,
+        name,
     )
-    await conn.execute("INSERT INTO feed_events (topic, seq, event, data) VALUES ($1, $2, $3, $4)", topic, seq, event,
-                       data)
-    return FeedEvent(topic, seq, event, data)
+    await conn.execute("INSERT INTO feed_events (topic, seq, event, data) VALUES ($1, $2, $3, $4)", name, seq,
+                       event_name, data)
+    return FeedEvent(name, seq, event_name, data)
 
 
 class Subscriber:
@@ -99,9 +106,9 @@ class FeedBus:
     def subscriber_count(self) -> int:
         return len({s for state in self._topics.values() for s in state.subscribers})
 
-    def topic_lock(self, topic: str) -> trio.Lock:
+    def topic_lock(self, topic: Topic) -> trio.Lock:
         """The lock that orders a topic's writes and deliveries with its subscriptions."""
-        return self._topics[topic].lock
+        return self._topics[str(topic)].lock
 
     def deliver(self, item: FeedEvent) -> None:
         """Fan an event out to local subscribers, once it is committed (``uow.Work`` calls it under the
@@ -116,22 +123,25 @@ class FeedBus:
                 # Stop feeding it at once; its connection closes with 4408.
                 self.drop(subscriber)
 
-    async def subscribe(self, subscriber: Subscriber, topic: str, since: int | None = None) -> None:
+    async def subscribe(self, subscriber: Subscriber, topic: Topic, since: int | None = None) -> None:
         """Start delivering ``topic``; with ``since``, first the kept events after it (or a Resync)."""
-        state = self._topics[topic]
+        name = str(topic)
+        state = self._topics[name]
         async with state.lock:  # no event of this topic is published while we catch up
             if since is not None:
-                last_seq, missed = await self._db.run(lambda conn: _events_after(conn, topic, since))
+                last_seq, missed = await self._db.run(lambda conn: _events_after(conn, name, since))
                 # More than the inbox can take is as good as lost: the client reloads over HTTP.
                 if missed is None or len(missed) > self.queue_capacity // 2:
-                    subscriber.offer(Resync(topic, last_seq))
+                    subscriber.offer(Resync(name, last_seq))
                 else:
                     for item in missed:
                         subscriber.offer(item)
             state.subscribers.add(subscriber)
-            subscriber.topics.add(topic)
+            subscriber.topics.add(name)
 
-    def unsubscribe(self, subscriber: Subscriber, topic: str) -> None:
+    def unsubscribe(self, subscriber: Subscriber, topic: Topic | str) -> None:
+        """Stop delivering ``topic`` (a Topic, or a name from ``subscriber.topics``)."""
+        topic = str(topic)
         state = self._topics.get(topic)
         if state is not None:
             state.subscribers.discard(subscriber)

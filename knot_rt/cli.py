@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from protocols import station as station_wire
+
 from .config import ConfigError, Settings
 from .errors import ApiError
 from .logs import configure_logging
@@ -225,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", help="address to bind (env KNOT_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (env PORT, default 8000)")
-    serve.add_argument("--station-port", type=int, help="station gateway port (env KNOT_STATION_PORT, default 8001)")
+    serve.add_argument("--station-port", type=int,
+                       help=f"station gateway port (env KNOT_STATION_PORT, default {station_wire.DEFAULT_PORT})")
     serve.add_argument("--demo", action="store_true", help="load the demo data first")
     db_options(serve)
     serve.set_defaults(func=cmd_serve)

@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from protocols import station as station_wire
+
 from .files import write_private_file
 
 MIN_SECRET_KEY_BYTES = 32
@@ -98,7 +100,7 @@ class SocialConfig:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    station_port: int = 8001
+    station_port: int = station_wire.DEFAULT_PORT
     database_url: str | None = None
     db_pool_size: int = 20
     # Bounds of every database wait: past them a request answers 503 code 48 instead of hanging.
@@ -118,9 +120,9 @@ class Settings:
     max_body_bytes: int = 1_048_576
     rate_limits: RateLimits = field(default_factory=RateLimits)
     social: SocialConfig = field(default_factory=SocialConfig)
-    station_heartbeat_seconds: int = 1800
-    station_ping_seconds: float = 30.0
-    station_call_timeout: float = 10.0
+    station_heartbeat_seconds: int = station_wire.DEFAULT_HEARTBEAT_INTERVAL
+    station_ping_seconds: float = station_wire.DEFAULT_PING_INTERVAL
+    station_call_timeout: float = station_wire.DEFAULT_CALL_TIMEOUT
     # Station gateway hardening (see knot_rt/stations/gateway.py and service.py).
     station_max_connections: int = 20_000  # open sockets, handshakes included; more are closed at once
     station_max_handshakes: int = 512  # sockets not yet authenticated
@@ -143,7 +145,7 @@ class Settings:
         settings = cls(
             host=env("KNOT_HOST", "127.0.0.1"),
             port=_env_int("PORT", 8000),
-            station_port=_env_int("KNOT_STATION_PORT", 8001),
+            station_port=_env_int("KNOT_STATION_PORT", station_wire.DEFAULT_PORT),
             database_url=env("DATABASE_URL") or None,
             db_pool_size=_env_int("KNOT_DB_POOL_SIZE", 20),
             db_connect_timeout=_env_float("KNOT_DB_CONNECT_TIMEOUT", 5.0),

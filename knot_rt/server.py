@@ -10,6 +10,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from protocols import station as station_wire
+
 from .api.app import create_app
 from .context import Services
 
@@ -39,7 +41,7 @@ class Bound:
         return self.http[0]
 
     def station_url(self, host: str = "127.0.0.1") -> str:
-        return f"ws://{host}:{self.station_port}/api/stations/ws"
+        return f"ws://{host}:{self.station_port}{station_wire.WS_PATH}"
 
 
 async def run_server(

@@ -49,6 +49,8 @@ from typing import Any, TypeVar
 import asyncpg
 import trio
 
+from protocols.feed import EventName, Topic
+
 from .bus import FeedBus, FeedEvent, append_event
 from .db import Database
 
@@ -67,14 +69,15 @@ class UnitOfWork:
     """What ``change`` gets: the transaction's connection and the after-commit queue."""
 
     conn: asyncpg.Connection
-    topics: frozenset[str]
+    topics: frozenset[Topic]
     events: list[FeedEvent] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
 
-    async def publish(self, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
+    async def publish(self, topic: Topic, event: EventName, data: dict[str, Any]) -> FeedEvent:
         """Write a feed event in this transaction; subscribers get it after the commit."""
         if topic not in self.topics:
-            raise UndeclaredTopic(f"publish on {topic!r}: the unit of work named only {sorted(self.topics)}")
+            named = sorted(str(t) for t in self.topics)
+            raise UndeclaredTopic(f"publish on {str(topic)!r}: the unit of work named only {named}")
         written = await append_event(self.conn, topic, event, data)
         self.events.append(written)
         return written
@@ -91,11 +94,11 @@ class Work:
         self.db = db
         self.bus = bus
 
-    async def run(self, change: Callable[[UnitOfWork], Awaitable[T]], *, topics: Iterable[str] = ()) -> T:
+    async def run(self, change: Callable[[UnitOfWork], Awaitable[T]], *, topics: Iterable[Topic] = ()) -> T:
         """Run ``change`` in one transaction; after the commit, deliver its events and run its effects."""
         named = frozenset(topics)
         async with AsyncExitStack() as locks:
-            for topic in sorted(named):
+            for topic in sorted(named, key=str):
                 await locks.enter_async_context(self.bus.topic_lock(topic))
             with trio.CancelScope(shield=True):
                 uow_box: list[UnitOfWork] = []
@@ -115,7 +118,7 @@ class Work:
                 await _call(effect)
         return result
 
-    async def publish(self, topic: str, event: str, data: dict[str, Any]) -> FeedEvent:
+    async def publish(self, topic: Topic, event: EventName, data: dict[str, Any]) -> FeedEvent:
         """A unit of work of one feed event."""
         return await self.run(lambda uow: uow.publish(topic, event, data), topics=[topic])
 

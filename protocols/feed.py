@@ -8,7 +8,9 @@ frames echoing it, and pushes ``event`` frames numbered per topic.
 :func:`parse_client_frame` validates a client frame and raises
 :class:`FeedFrameError` (with the ``reply`` to send) for a bad one;
 :func:`reply`, :func:`pong` and :func:`event` write server frames as compact
-JSON text. :func:`parse_topic` reads a topic name.
+JSON text. :func:`parse_topic` reads a topic name; :class:`Topic`'s constructors
+(``Topic.station(7)``, ``Topic.user(user_id)``, ...) build one, so no topic name is
+ever spelled by hand outside this module.
 
 No I/O here, and nothing outside ``protocols`` is imported.
 """
@@ -29,6 +31,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -44,6 +47,8 @@ WS_PATH: Final = "/api/application/ws"
 AUTH_FAILED: Final = 4401
 #: Close code: the client read too slowly; it reconnects and resumes with ``since``.
 TOO_SLOW: Final = 4408
+#: Close code (RFC 6455 "try again later"): the service cannot check the client now (database away).
+TRY_AGAIN_LATER: Final = 1013
 AUTH_TIMEOUT: Final = 10.0  # seconds to send the first ``auth`` frame without a header
 TYPING_TTL: Final = 5.0  # seconds a typing indicator lasts without another
 MAX_REF_LENGTH: Final = 128
@@ -65,35 +70,87 @@ class TopicKind(StrEnum):
 
 _WITH_ID: Final = frozenset({TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STATION})
 _TOPIC = re.compile(r"(user|support)|(report|cluster|station):([1-9][0-9]{0,18})")
+_USER_TOPIC = re.compile(r"user:([1-9][0-9]{0,18})")
+
+#: How a topic name with an id begins: ``"station:"``, ``"cluster:"``, ``"report:"``, ``"user:"`` (a user's own
+#: topic), and ``"support:"``; code outside ``protocols`` builds no string starting so (``tests/test_contract_names``).
+TOPIC_PREFIXES: Final = tuple(f"{kind.value}:" for kind in TopicKind)
 
 
 class TopicError(ValueError):
     """Not a topic of the feed contract."""
 
 
+def _topic_id(kind: TopicKind, value: int) -> int:
+    if type(value) is not int or not 0 < value <= _INT64_MAX:
+        raise ValueError(f"the id of a {kind.value!r} topic is an integer from 1 to {_INT64_MAX}, not {value!r}")
+    return value
+
+
 class Topic(NamedTuple):
     """A parsed topic: ``(kind, id)``, ``id`` None for ``user`` and ``support``.
 
-    ``str(topic)`` is the canonical topic name, e.g. ``"report:12"``.
+    ``str(topic)`` is the canonical topic name, e.g. ``"report:12"``. Build one with
+    the constructors (``Topic.station(7)``), read one with :meth:`parse`.
+
+    The server keeps one ``user`` topic per user: ``Topic.user(42)`` is user 42's,
+    named ``"user:42"`` on the bus and in ``feed_events``. A client never says that
+    name (it subscribes to ``user``, which :meth:`for_user` turns into its own) and
+    never sees it (:attr:`public` is ``user`` again).
     """
 
     kind: TopicKind
     id: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Topic:
-        return parse_topic(text)
+    def parse(cls, text: str, *, per_user: bool = False) -> Topic:
+        return parse_topic(text, per_user=per_user)
+
+    @classmethod
+    def user(cls, user_id: int | None = None) -> Topic:
+        """The ``user`` topic as a client names it; with ``user_id``, that user's own one."""
+        return cls(TopicKind.USER, None if user_id is None else _topic_id(TopicKind.USER, user_id))
+
+    @classmethod
+    def report(cls, report_id: int) -> Topic:
+        return cls(TopicKind.REPORT, _topic_id(TopicKind.REPORT, report_id))
+
+    @classmethod
+    def cluster(cls, cluster_id: int) -> Topic:
+        return cls(TopicKind.CLUSTER, _topic_id(TopicKind.CLUSTER, cluster_id))
+
+    @classmethod
+    def station(cls, station_id: int) -> Topic:
+        return cls(TopicKind.STATION, _topic_id(TopicKind.STATION, station_id))
+
+    @classmethod
+    def support(cls) -> Topic:
+        return cls(TopicKind.SUPPORT)
+
+    def for_user(self, user_id: int) -> Topic:
+        """The topic the server delivers when user ``user_id`` subscribes to this one."""
+        return Topic.user(user_id) if self.kind is TopicKind.USER else self
+
+    @property
+    def public(self) -> Topic:
+        """The topic as its client names it (a user's own ``user:<id>`` is ``user``)."""
+        return Topic(TopicKind.USER) if self.kind is TopicKind.USER else self
 
     def __str__(self) -> str:
         return self.kind.value if self.id is None else f"{self.kind.value}:{self.id}"
 
 
-def parse_topic(text: str) -> Topic:
+def parse_topic(text: str, *, per_user: bool = False) -> Topic:
     """``"user"``, ``"support"``, ``"report:<id>"``, ``"cluster:<id>"``, ``"station:<id>"``.
 
     Ids are positive integers in canonical form (no sign, no leading zero).
-    Raises :class:`TopicError` for anything else.
+    Raises :class:`TopicError` for anything else. ``per_user`` also accepts the
+    server's ``"user:<id>"`` (see :class:`Topic`), which no client may send.
     """
+    if per_user and isinstance(text, str) and (own := _USER_TOPIC.fullmatch(text)) is not None:
+        number = int(own.group(1))
+        if number <= _INT64_MAX:
+            return Topic(TopicKind.USER, number)
     match = _TOPIC.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise TopicError(f"unknown topic {text!r}")
@@ -210,6 +267,11 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
 }
 
 
+def _first_seq(name: str) -> int:
+    """The lowest ``seq`` of an event: 1, or 0 for a ``resync`` of a topic with no event yet."""
+    return 0 if name == EventName.RESYNC else 1
+
+
 # --------------------------------------------------------------------------
 # Frames
 
@@ -311,9 +373,15 @@ class PongFrame(_Frame):
 class EventFrame(_Frame):
     type: Literal["event"] = "event"
     topic: TopicField
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=0)]  # from 1; 0 only in the `resync` of a topic that has no event yet
     event: str
     data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _sequenced(self) -> EventFrame:
+        if self.seq < _first_seq(self.event):
+            raise PydanticCustomError("seq", "seq should be at least 1 (0 only in a 'resync' event)")
+        return self
 
 
 ServerFrame = Annotated[ReplyFrame | PongFrame | EventFrame, Field(discriminator="type")]
@@ -427,14 +495,22 @@ def pong(ref: str | int | None) -> str:
 
 
 def event(topic: Topic | str, seq: int, name: str, data: Mapping[str, Any]) -> str:
-    """An event frame. ``data`` may hold datetimes, decimals, UUIDs and enums.
+    """An event frame (an :class:`EventFrame` as JSON text, written without building
+    the model: this is every subscriber's hot path). ``data`` may hold datetimes,
+    decimals, UUIDs and enums.
 
-    Raises ValueError for a bad topic, a ``seq`` below 1, or an event that the
-    contract does not list for that kind of topic.
+    Raises ValueError for a bad topic, a ``seq`` below 1 (0 is allowed in a
+    ``resync``), or an event that the contract does not list for that kind of topic.
     """
     parsed = topic if isinstance(topic, Topic) else parse_topic(topic)
-    if type(seq) is not int or seq < 1:
-        raise ValueError(f"seq must be an integer >= 1, not {seq!r}")
+    if type(seq) is not int or (seq < 1 and seq < _first_seq(name)):
+        raise ValueError(f"seq must be an integer >= {_first_seq(name)}, not {seq!r}")
     if name != EventName.RESYNC and name not in TOPIC_EVENTS[parsed.kind]:
         raise ValueError(f"event {name!r} is not one of the {parsed.kind.value!r} topic")
     return _dumps({"type": "event", "topic": str(parsed), "seq": seq, "event": str(name), "data": dict(data)})
+
+
+def resync(topic: Topic | str, seq: int) -> str:
+    """The ``resync`` event: the events the client asked for are gone; reload the topic
+    over HTTP, then resume after ``seq`` (the topic's last one, 0 if it has none yet)."""
+    return event(topic, seq, EventName.RESYNC, {})

@@ -26,14 +26,22 @@ class WireModel(BaseModel):
 
 
 def field_path(loc: tuple[int | str, ...], root: str) -> str:
-    """A validation error's location as ``spots[2].lock``; ``root`` when it is the whole message."""
+    """A validation error's location as ``spots[2].lock``; ``root`` when it is the whole message.
+
+    The one format of a field's place in every error message: station and feed
+    frames, and HTTP requests (``knot_rt/web``) alike.
+    """
     path = ""
     for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
+        path = child_path(path, part)
     return path or root
+
+
+def child_path(path: str, part: int | str) -> str:
+    """``path`` one level down, as :func:`field_path` writes it: ``spots`` -> ``spots[2]`` -> ``spots[2].lock``."""
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else part
 
 
 def storable_text(value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from knot_rt.config import Settings
+from protocols.feed import EventFrame, EventName, Topic, parse_server_frame
 from tests.feed_client import open_feed
 from tests.support import Harness, bearer, open_test_session
 
@@ -152,6 +154,17 @@ async def test_resync_when_the_events_are_gone(harness: Harness) -> None:
         await feed.subscribe(topic, since=1)
         (event,) = await feed.events(1)
     assert (event["event"], event["seq"]) == ("resync", 3)
+
+
+async def test_resync_of_a_topic_without_events_is_a_frame_of_the_protocol(harness: Harness) -> None:
+    _, cluster = await make_cluster(harness)
+    async with open_feed(harness.base_url, await rider_token(harness)) as feed:
+        await feed.subscribe(f"cluster:{cluster}", since=4)  # ahead of a topic that has no event yet
+        (event,) = await feed.events(1)
+    assert (event["event"], event["seq"]) == ("resync", 0)
+    assert parse_server_frame(json.dumps(event)) == EventFrame(
+        topic=Topic.cluster(cluster), seq=0, event=EventName.RESYNC, data={}
+    )
 
 
 async def test_a_stalled_reader_is_dropped_while_others_keep_receiving(harness: Harness) -> None:

@@ -10,9 +10,11 @@ import trio
 
 from knot_rt.bus import FeedEvent, Resync, Subscriber
 from knot_rt.uow import UndeclaredTopic, UnitOfWork
+from protocols.feed import EventName, Topic
 from tests.support import Harness
 
-TOPIC = "cluster:1"
+TOPIC = Topic.cluster(1)
+USER = Topic.user(7)
 
 
 async def listening(harness: Harness, *topics: str) -> Subscriber:
@@ -23,6 +25,7 @@ async def listening(harness: Harness, *topics: str) -> Subscriber:
 
 
 def received(subscriber: Subscriber) -> list[tuple[str, int, str]]:
+    """(topic, seq, event) of what the subscriber got so far."""
     found: list[tuple[str, int, str]] = []
     while True:
         try:
@@ -30,7 +33,7 @@ def received(subscriber: Subscriber) -> list[tuple[str, int, str]]:
         except trio.WouldBlock:
             return found
         assert not isinstance(item, Resync)
-        found.append((item.topic, item.seq, item.event))
+        found.append((str(item.topic), item.seq, str(item.event)))
 
 
 async def kept_events(harness: Harness) -> list[tuple[str, int, str]]:
@@ -39,16 +42,16 @@ async def kept_events(harness: Harness) -> list[tuple[str, int, str]]:
 
 
 async def test_a_commit_delivers_its_events_in_order_then_runs_its_effects(harness: Harness) -> None:
-    subscriber = await listening(harness, TOPIC, "user:7")
+    subscriber = await listening(harness, TOPIC, USER)
     seen_at_effect: list[list[tuple[str, int, str]]] = []
     calls: list[str] = []
 
     async def change(uow: UnitOfWork) -> int:
         await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('newsletter', '{}')")
-        await uow.publish(TOPIC, "cluster.updated", {"n": 1})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {"n": 1})
         uow.after(lambda: calls.append("first"))
-        await uow.publish("user:7", "rent.started", {"trip_id": 1})
-        await uow.publish(TOPIC, "cluster.updated", {"n": 2})
+        await uow.publish(USER, EventName.RENT_STARTED, {"trip_id": 1})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {"n": 2})
 
         async def later() -> None:
             await trio.lowlevel.checkpoint()
@@ -58,13 +61,13 @@ async def test_a_commit_delivers_its_events_in_order_then_runs_its_effects(harne
         uow.after(later)
         return 42
 
-    assert await harness.svc.work.run(change, topics=[TOPIC, "user:7"]) == 42
+    assert await harness.svc.work.run(change, topics=[TOPIC, USER]) == 42
     assert calls == ["first", "second"]
     # The events were delivered before the effects ran, each topic in sequence order.
-    assert seen_at_effect == [[(TOPIC, 1, "cluster.updated"), ("user:7", 1, "rent.started"),
-                               (TOPIC, 2, "cluster.updated")]]
-    assert await kept_events(harness) == [(TOPIC, 1, "cluster.updated"), (TOPIC, 2, "cluster.updated"),
-                                          ("user:7", 1, "rent.started")]
+    assert seen_at_effect == [[(str(TOPIC), 1, EventName.CLUSTER_UPDATED), (str(USER), 1, EventName.RENT_STARTED),
+                               (str(TOPIC), 2, EventName.CLUSTER_UPDATED)]]
+    assert await kept_events(harness) == [(str(TOPIC), 1, EventName.CLUSTER_UPDATED), (str(TOPIC), 2, EventName.CLUSTER_UPDATED),
+                                          (str(USER), 1, EventName.RENT_STARTED)]
     assert await harness.db.fetchval("SELECT count(*) FROM consent_types WHERE key = 'newsletter'") == 1
 
 
@@ -74,7 +77,7 @@ async def test_a_rollback_drops_the_writes_the_events_and_the_effects(harness: H
 
     async def change(uow: UnitOfWork) -> None:
         await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('newsletter', '{}')")
-        await uow.publish(TOPIC, "cluster.updated", {"n": 1})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {"n": 1})
         uow.after(lambda: calls.append("effect"))
         raise LookupError("no such thing")
 
@@ -83,14 +86,14 @@ async def test_a_rollback_drops_the_writes_the_events_and_the_effects(harness: H
     assert calls == [] and received(subscriber) == [] and await kept_events(harness) == []
     assert await harness.db.fetchval("SELECT count(*) FROM consent_types") == 0
     # The topic's sequence was not spent: the next event is number 1.
-    written = await harness.svc.work.publish(TOPIC, "cluster.updated", {"n": 2})
-    assert written.seq == 1 and received(subscriber) == [(TOPIC, 1, "cluster.updated")]
+    written = await harness.svc.work.publish(TOPIC, EventName.CLUSTER_UPDATED, {"n": 2})
+    assert written.seq == 1 and received(subscriber) == [(str(TOPIC), 1, EventName.CLUSTER_UPDATED)]
 
 
 async def test_publishing_on_a_topic_not_named_rolls_back(harness: Harness) -> None:
     async def change(uow: UnitOfWork) -> None:
-        await uow.publish(TOPIC, "cluster.updated", {})
-        await uow.publish("user:1", "rent.started", {})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {})
+        await uow.publish(Topic.user(1), EventName.RENT_STARTED, {})
 
     with pytest.raises(UndeclaredTopic):
         await harness.svc.work.run(change, topics=[TOPIC])
@@ -103,7 +106,7 @@ async def test_a_caller_that_goes_away_mid_transaction_still_gets_its_commit_del
     began = trio.Event()
 
     async def change(uow: UnitOfWork) -> None:
-        await uow.publish(TOPIC, "cluster.updated", {})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {})
         began.set()  # asyncio side: the Trio caller is cancelled while the transaction is open
         await uow.conn.execute("SELECT pg_sleep(0.2)")
         uow.after(lambda: calls.append("effect"))
@@ -113,8 +116,8 @@ async def test_a_caller_that_goes_away_mid_transaction_still_gets_its_commit_del
         await began.wait()
         nursery.cancel_scope.cancel()
     assert calls == ["effect"]
-    assert received(subscriber) == [(TOPIC, 1, "cluster.updated")]
-    assert await kept_events(harness) == [(TOPIC, 1, "cluster.updated")]
+    assert received(subscriber) == [(str(TOPIC), 1, EventName.CLUSTER_UPDATED)]
+    assert await kept_events(harness) == [(str(TOPIC), 1, EventName.CLUSTER_UPDATED)]
 
 
 async def test_a_failing_effect_is_logged_and_the_commit_stands(
@@ -143,7 +146,7 @@ async def test_concurrent_units_on_one_topic_deliver_in_sequence_order(harness: 
 
     async def one(n: int) -> FeedEvent:
         async def change(uow: UnitOfWork) -> FeedEvent:
-            written = await uow.publish(TOPIC, "cluster.updated", {"n": n})
+            written = await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {"n": n})
             await uow.conn.execute("SELECT pg_sleep(0.01)")
             return written
 
@@ -158,7 +161,7 @@ async def test_concurrent_units_on_one_topic_deliver_in_sequence_order(harness: 
 async def test_a_unique_violation_rolls_back_and_passes_on(harness: Harness) -> None:
     async def change(uow: UnitOfWork) -> None:
         await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('twice', '{}')")
-        await uow.publish(TOPIC, "cluster.updated", {})
+        await uow.publish(TOPIC, EventName.CLUSTER_UPDATED, {})
         await uow.conn.execute("INSERT INTO consent_types (key, names) VALUES ('twice', '{}')")
 
     with pytest.raises(asyncpg.UniqueViolationError):

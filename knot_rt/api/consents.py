@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import BaseModel, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, Field, StrictBool
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
@@ -14,12 +12,11 @@ from ..context import services
 from ..errors import ApiError
 from ..services.content import localize
 from ..web.auth import current_caller, require_user
-from .models import Body, Data, Ok, PageQuery
+from .models import Body, Data, LowercaseLang, Ok, PageQuery
 
 bp = Blueprint("consents", __name__, url_prefix="/api/application")
 
 ConsentValues = dict[str, StrictBool]
-IsoLang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")]
 
 
 class ConsentsBody(Body):
@@ -31,7 +28,7 @@ class UnsubscribeBody(ConsentsBody):
 
 
 class ConsentTypesQuery(PageQuery):
-    lang: IsoLang = Field(description="The language (ISO 639-1) of the consents names.")
+    lang: LowercaseLang = Field(description="The language (ISO 639-1) of the consents names.")
 
 
 class ConsentType(BaseModel):

@@ -44,25 +44,27 @@ from ..web.auth import (
     require_purpose,
     require_user,
 )
-from .models import AppLabelName, Body, Lang, LoginDevice, LoginResponse, Ok, PermissionOut, Scope
+from .models import (
+    CURRENT_PASSWORD_FIELD,
+    AppLabelName,
+    Body,
+    CurrentPassword,
+    Lang,
+    LoginDevice,
+    LoginResponse,
+    Ok,
+    OtpCode,
+    Password,
+    PermissionOut,
+    Scope,
+)
 
 bp = Blueprint("login", __name__, url_prefix="/api/application")
 
 TAGS = ["Login"]
 
-Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
-OtpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
 DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=50)]
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
-CurrentPassword = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-
-CURRENT_PASSWORD_FIELD = Field(
-    default=None,
-    description="The account's current password. Required when the account has one (400 code 2 when missing, "
-    "401 code 8 when wrong). A social-only account (no password) leaves it out and must have logged in "
-    "within the last 5 minutes, or give a current 2FA code in `mfa_token` where the route takes one. "
-    "Optional in the schema because the contract's clients and social-only accounts send none.",
-)
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")

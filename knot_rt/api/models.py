@@ -10,7 +10,24 @@ from ..web.inputs import INT64_MAX, int_fault
 
 T = TypeVar("T")
 
+#: An ISO 639-1 language code, either case (the spec's user ``lang``: ``/^[a-zA-Z]{2}$/``).
 Lang = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z]{2}$")]
+#: The same, lower case only: the consents route's ``lang`` as its contract writes it (``^[a-z]{2}$``).
+LowercaseLang = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")]
+#: A new password (register, reset).
+Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
+#: The account's current password, as given to confirm a sensitive change.
+CurrentPassword = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+#: A code of the OTP app.
+OtpCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+
+CURRENT_PASSWORD_FIELD = Field(
+    default=None,
+    description="The account's current password. Required when the account has one (400 code 2 when missing, "
+    "401 code 8 when wrong). A social-only account (no password) leaves it out and must have logged in "
+    "within the last 5 minutes, or give a current 2FA code in `mfa_token` where the route takes one. "
+    "Optional in the schema because the contract's clients and social-only accounts send none.",
+)
 AppLabelName = Annotated[str, StringConstraints(min_length=1, max_length=20)]
 Scope = Literal["app", "dashboard"]
 

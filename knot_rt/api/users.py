@@ -28,12 +28,21 @@ from ..web.auth import (
     require_purpose,
     require_user,
 )
-from .login import CURRENT_PASSWORD_FIELD, CurrentPassword, OtpCode
-from .models import AppLabelName, Body, Data, Lang, Ok, PageQuery
+from .models import (
+    CURRENT_PASSWORD_FIELD,
+    AppLabelName,
+    Body,
+    CurrentPassword,
+    Data,
+    Lang,
+    Ok,
+    OtpCode,
+    PageQuery,
+    Password,
+)
 
 bp = Blueprint("users", __name__, url_prefix="/api/application")
 
-Password = Annotated[str, StringConstraints(min_length=8, max_length=255)]
 MailedToken = Annotated[str, StringConstraints(min_length=10, max_length=10)]
 
 

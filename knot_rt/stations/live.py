@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from actors.station import StationView
+from protocols.feed import EventName, Topic
 
 from ..db import Backoff, DatabaseUnavailable
 from ..uow import Work
@@ -107,8 +108,8 @@ class LiveStations:
 
     # StationListener ---------------------------------------------------------
 
-    async def station_event(self, view: StationView, event: str, data: dict[str, Any]) -> None:
-        await self._work.publish(f"station:{view.station_id}", event, data)
+    async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
+        await self._work.publish(Topic.station(view.station_id), event, data)
 
     async def station_changed(self, before: StationView, after: StationView) -> None:
         cluster_id = after.cluster_id
@@ -139,7 +140,8 @@ class LiveStations:
                     continue
                 try:
                     await self._work.publish(
-                        f"cluster:{cluster_id}", "cluster.updated", {"cluster_id": cluster_id, **totals.as_json()}
+                        Topic.cluster(cluster_id), EventName.CLUSTER_UPDATED,
+                        {"cluster_id": cluster_id, **totals.as_json()},
                     )
                 except Exception as exc:
                     if backoff.failures == 0:

@@ -24,6 +24,8 @@ import trio
 from actors import ActorKind, ActorMetrics, Registry, RestartIntensity, Supervisor, SupervisorSpec
 from actors.station import StationActor, StationMessage, StationReply, StationView
 from actors.vehicle import VEHICLE, vehicle_factory
+from protocols import station as wire
+from protocols.feed import EventName, Topic
 
 from ..config import Settings
 from ..db import repeat
@@ -45,9 +47,9 @@ class StationService:
         self,
         work: Work,
         *,
-        heartbeat_interval: int = 1800,
-        call_timeout: float = 10.0,
-        ping_interval: float = 30.0,
+        heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
+        call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
+        ping_interval: float = wire.DEFAULT_PING_INTERVAL,
         settings: Settings | None = None,
     ) -> None:
         options = settings or Settings()
@@ -96,7 +98,7 @@ class StationService:
         }
         if spot is not None:
             data["spot"] = spot
-        await self.work.publish(f"station:{view.station_id}", "fault", data)
+        await self.work.publish(Topic.station(view.station_id), EventName.FAULT, data)
 
     def down(self) -> dict[str, str]:
         """Subtrees of the actors that are down, waiting to be restarted: name -> why."""

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
+from protocols.feed import Topic
 
 from ..uow import UnitOfWork, Work
 
@@ -81,7 +82,7 @@ class PgStationStore:
         self, station_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
         changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
-        topic = f"station:{station_id}"
+        topic = Topic.station(station_id)
 
         async def record(uow: UnitOfWork) -> dict[str, Any] | None:
             conn = uow.conn

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from protocols.envelope import error_body
 from protocols.errors import ERRORS, ErrorCode
+from protocols.wire import field_path
 
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
@@ -33,7 +34,7 @@ def describe_validation_error(error: Exception) -> str:
     if isinstance(error, ValidationError):
         parts = []
         for item in error.errors()[:5]:
-            field = ".".join(str(p) for p in item.get("loc", ())) or "body"
+            field = field_path(tuple(item.get("loc", ())), "body")
             msg = item.get("msg", "invalid")
             if item.get("type") == "missing":
                 msg = "field required"

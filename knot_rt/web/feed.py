@@ -7,7 +7,6 @@ bounded inbox; a reader too slow to drain it is closed with 4408.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -29,15 +28,12 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("feed", __name__)
 
-TRY_AGAIN_LATER = 1013  # RFC 6455 close code: the database is unavailable, reconnect later
 PRE_AUTH_FRAME_BYTES = 4096
 
 
-def bus_topic(topic: wire.Topic, caller: Caller) -> str:
-    """The bus's name of a client topic (``user`` is per user)."""
-    if topic.kind is wire.TopicKind.USER:
-        return f"user:{caller.user_id}"
-    return str(topic)
+def bus_topic(topic: wire.Topic, caller: Caller) -> wire.Topic:
+    """The bus's topic of a client topic (``user`` is per user)."""
+    return topic.for_user(caller.user_id)
 
 
 async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
@@ -98,9 +94,9 @@ class FeedConnection:
             except DatabaseUnavailable:  # the socket stays open; the client retries the frame
                 await self.send(wire.reply(frame.ref, ErrorCode.SERVICE_UNAVAILABLE))
         elif isinstance(frame, wire.UnsubscribeFrame):
-            name = bus_topic(frame.topic, self.caller)
-            self.client_topics.pop(name, None)
-            self.svc.bus.unsubscribe(self.subscriber, name)
+            topic = bus_topic(frame.topic, self.caller)
+            self.client_topics.pop(str(topic), None)
+            self.svc.bus.unsubscribe(self.subscriber, topic)
             await self.send(wire.reply(frame.ref))
         else:  # typing and read belong to the chat channels of a later part
             await self.send(wire.reply(frame.ref, ErrorCode.NOT_ALLOWED, "no chat channel on this topic"))
@@ -124,21 +120,18 @@ class FeedConnection:
         except ApiError as error:
             await self.send(wire.reply(frame.ref, error.code, error.message))
             return
-        name = bus_topic(frame.topic, self.caller)
-        self.client_topics[name] = str(frame.topic)
+        topic = bus_topic(frame.topic, self.caller)
+        self.client_topics[str(topic)] = str(frame.topic)
         # Subscribed before the reply, so that nothing published after the reply is missed;
         # the reply still goes out first: events wait for the send lock.
         async with self.send_lock:
-            await self.svc.bus.subscribe(self.subscriber, name, frame.since)
+            await self.svc.bus.subscribe(self.subscriber, topic, frame.since)
             await websocket.send(wire.reply(frame.ref))
 
 
 def encode_item(client_topic: str, item: FeedEvent | Resync) -> str | None:
     if isinstance(item, Resync):
-        if item.seq < 1:  # a topic with no event yet: nothing to resume after
-            return json.dumps({"type": "event", "topic": client_topic, "seq": 0,
-                               "event": wire.EventName.RESYNC.value, "data": {}}, separators=(",", ":"))
-        return wire.event(client_topic, item.seq, wire.EventName.RESYNC, {})
+        return wire.resync(client_topic, item.seq)
     try:
         return wire.event(client_topic, item.seq, item.event, item.data)
     except ValueError:
@@ -188,7 +181,7 @@ async def header_caller() -> Caller | bool | None:
         return None
 
 
-@bp.websocket("/api/application/ws")
+@bp.websocket(wire.WS_PATH)
 async def feed_socket() -> None:
     svc = services()
     await websocket.accept()
@@ -196,7 +189,7 @@ async def feed_socket() -> None:
         found = await header_caller()
         caller = await first_frame_caller() if found is False else found
     except DatabaseUnavailable:  # the token cannot be checked now, which is no bad token (4401)
-        await websocket.close(TRY_AGAIN_LATER, "the service is temporarily unavailable")
+        await websocket.close(wire.TRY_AGAIN_LATER, "the service is temporarily unavailable")
         return
     if not isinstance(caller, Caller):
         await websocket.close(wire.AUTH_FAILED, "authentication failed")

@@ -32,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 from werkzeug.routing import BaseConverter, ValidationError
 
 from protocols.errors import ErrorCode
+from protocols.wire import child_path
 
 from ..errors import ApiError
 
@@ -100,12 +101,6 @@ def parse_json_body(raw: bytes) -> Any:
     return value
 
 
-def _child(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]" if path else f"[{key}]"
-    return f"{path}.{key}" if path else key
-
-
 def check_json_value(value: Any) -> None:
     """Raise ApiError at the first field holding what no route may receive."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
@@ -130,9 +125,9 @@ def check_json_value(value: Any) -> None:
                 key_fault = text_fault(key)
                 if key_fault is not None:
                     raise invalid(field, f"a field name: {key_fault}")
-                stack.append((child, _child(path, key), depth + 1))
+                stack.append((child, child_path(path, key), depth + 1))
         elif isinstance(item, list):
-            stack.extend((child, _child(path, index), depth + 1) for index, child in enumerate(item))
+            stack.extend((child, child_path(path, index), depth + 1) for index, child in enumerate(item))
         if fault is not None:
             raise invalid(field, fault)
 

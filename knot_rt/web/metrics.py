@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify
 from quart_schema import hide
 
-from protocols.errors import ErrorCode
+from protocols.errors import ERRORS, ErrorCode
 
 from ..context import services
 
@@ -29,7 +29,7 @@ async def health() -> Response:
         "message": "; ".join(f"{name}: {why}" for name, why in sorted(down.items())),
         "down": [{"part": name, "reason": why} for name, why in sorted(down.items())],
     })
-    response.status_code = 503
+    response.status_code = ERRORS[ErrorCode.SERVICE_UNAVAILABLE].status
     return response
 
 
