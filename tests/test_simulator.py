@@ -14,15 +14,9 @@ import pytest
 import trio
 
 from knot_rt.cli import build_parser
-from knot_rt.simulator import (
-    SimulatedStation,
-    Simulator,
-    SpotStatus,
-    StopReason,
-    parse_station,
-    read_stations_file,
-    run_from_args,
-)
+from knot_rt.simulator.cli import parse_station, read_stations_file, run_from_args
+from knot_rt.simulator.device import StopReason
+from knot_rt.simulator.station import SimulatedStation, Simulator, SpotStatus
 from protocols import station as st
 from tests.station_peer import TIMEOUT, StationPeer
 
@@ -435,7 +429,7 @@ async def test_two_hundred_stations_at_once(nursery: trio.Nursery) -> None:
     await within(simulator.wait_connected())
     await within(simulator.wait_until(lambda: simulator.summary().events_acknowledged >= 200))
     summary = simulator.summary()
-    assert (summary.stations, summary.connected, summary.events_sent, summary.events_acknowledged) == (
+    assert (summary.devices, summary.connected, summary.events_sent, summary.events_acknowledged) == (
         200, 200, 200, 200)
     assert summary.events_pending == summary.reconnects == summary.events_failed == 0
     assert {r.station_id for r in peer.calls("boot")} == set(credentials)
