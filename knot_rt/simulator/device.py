@@ -352,7 +352,7 @@ class SimulatedDevice(ABC):
         self._outbox.next_boot()
         booted = False
         with trio.CancelScope() as scope:
-            session = self._session = Session(ws, scope, self.stats, label=self.label, call_timeout=self.call_timeout)
+            session = self._session = Session(ws, scope, self.stats, self.label, self.call_timeout)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader, session)

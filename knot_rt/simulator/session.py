@@ -30,6 +30,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import trio
@@ -56,32 +57,28 @@ class End(StrEnum):
     STOPPED = "stopped"
 
 
-def close_code(exc: ConnectionClosed) -> int | None:
+def _code_of(exc: ConnectionClosed) -> int | None:
     return exc.reason.code if exc.reason else None
 
 
+@dataclass(eq=False, slots=True)
 class Session:
     """One connection: its cancel scope, what is in flight, what is left to send."""
 
-    __slots__ = ("boot_answer", "boot_done", "boot_id", "call_timeout", "close_code", "end_reason", "in_flight",
-                 "label", "retries", "scope", "stats", "unsent", "wake", "ws")
-
-    def __init__(self, ws: WebSocketConnection, scope: trio.CancelScope, stats: DeviceStats, *, label: str,
-                 call_timeout: float) -> None:
-        self.ws = ws
-        self.scope = scope
-        self.stats = stats
-        self.label = label
-        self.call_timeout = call_timeout
-        self.end_reason: End | None = None
-        self.close_code: int | None = None
-        self.boot_id = ""
-        self.boot_done = trio.Event()
-        self.boot_answer: st.Result | st.Error | None = None
-        self.in_flight: dict[str, float] = {}  # event id -> time sent, in send order
-        self.unsent: deque[Delivery] = deque()
-        self.retries: list[tuple[float, Delivery]] = []  # (when, event) answered InternalError, to send again
-        self.wake = trio.Event()
+    ws: WebSocketConnection
+    scope: trio.CancelScope
+    stats: DeviceStats
+    label: str
+    call_timeout: float
+    end_reason: End | None = None
+    close_code: int | None = None
+    boot_id: str = ""
+    boot_done: trio.Event = field(default_factory=trio.Event)
+    boot_answer: st.Result | st.Error | None = None
+    in_flight: dict[str, float] = field(default_factory=dict)  # event id -> time sent, in send order
+    unsent: deque[Delivery] = field(default_factory=deque)
+    retries: list[tuple[float, Delivery]] = field(default_factory=list)  # (when, event) to send again
+    wake: trio.Event = field(default_factory=trio.Event)
 
     def end(self, reason: End, code: int | None = None) -> None:
         if self.end_reason is None:
@@ -93,7 +90,7 @@ class Session:
         try:
             await self.ws.send_message(text)
         except ConnectionClosed as exc:
-            self.end(End.CLOSED, close_code(exc))
+            self.end(End.CLOSED, _code_of(exc))
             await trio.lowlevel.checkpoint()  # raises Cancelled: the session is over
 
     async def receive(self) -> str | bytes | None:
@@ -101,7 +98,7 @@ class Session:
         try:
             return await self.ws.get_message()
         except ConnectionClosed as exc:
-            code = close_code(exc)
+            code = _code_of(exc)
             self.end(End.REPLACED if code == st.REPLACED else End.CLOSED, code)
             return None
 

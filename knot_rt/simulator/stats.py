@@ -11,9 +11,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import trio
+
+if TYPE_CHECKING:  # device.py imports DeviceStats from here
+    from .device import SimulatedDevice
 
 
 @dataclass(slots=True)
@@ -35,19 +38,6 @@ class DeviceStats:
     unmatched_answers: int = 0  # RESULT/ERROR frames for no CALL of ours in flight
 
 
-class Counted(Protocol):
-    """What a summary reads of a device."""
-
-    @property
-    def stats(self) -> DeviceStats: ...
-    @property
-    def connected(self) -> bool: ...
-    @property
-    def stopped(self) -> bool: ...
-    @property
-    def pending_count(self) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Summary:
     devices: int
@@ -63,7 +53,7 @@ class Summary:
     noun: str = "devices"  # what the devices are called in the line ("stations")
 
     @classmethod
-    def of(cls, devices: Iterable[Counted], noun: str = "devices") -> Summary:
+    def of(cls, devices: Iterable[SimulatedDevice], noun: str = "devices") -> Summary:
         count = connected = stopped = sent = acked = pending = failed = answered = reconnects = connect_failures = 0
         for device in devices:
             s = device.stats
