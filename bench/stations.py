@@ -46,7 +46,7 @@ from trio_websocket import open_websocket_url, serve_websocket
 
 from knot_rt.db import apply_migrations
 from knot_rt.pgcluster import PgCluster
-from knot_rt.simulator import Simulator
+from knot_rt.simulator.station import Simulator
 from knot_rt.stations.admin import hash_station_secret, new_station_secret
 
 VENV_BIN = Path(sys.executable).parent

@@ -212,7 +212,7 @@ def cmd_station_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulator import run_from_args
+    from .simulator.cli import run_from_args
 
     return run_from_args(args)
 
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_options(secret)
     secret.set_defaults(func=cmd_station_secret)
 
-    from .simulator import add_arguments as simulate_arguments
+    from .simulator.cli import add_arguments as simulate_arguments
 
     simulate = sub.add_parser("simulate", help="simulate stations over real sockets until Ctrl-C")
     simulate_arguments(simulate)

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from knot_rt.simulator import SimulatedStation
+from knot_rt.simulator.station import SimulatedStation
 from knot_rt.stations.admin import create_station
 from tests.support import Harness, bearer, eventually, open_test_session
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from knot_rt.simulator import SimulatedStation, Simulator
+from knot_rt.simulator.station import SimulatedStation, Simulator
 from knot_rt.stations.admin import hash_station_secret, new_station_secret
 from tests.feed_client import open_feed
 from tests.support import Harness, bearer, eventually, open_test_session

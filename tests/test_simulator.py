@@ -14,15 +14,10 @@ import pytest
 import trio
 
 from knot_rt.cli import build_parser
-from knot_rt.simulator import (
-    SimulatedStation,
-    Simulator,
-    SpotStatus,
-    StopReason,
-    parse_station,
-    read_stations_file,
-    run_from_args,
-)
+from knot_rt.simulator.backoff import Backoff
+from knot_rt.simulator.cli import parse_station, read_stations_file, run_from_args
+from knot_rt.simulator.device import StopReason
+from knot_rt.simulator.station import SimulatedStation, Simulator, SpotStatus
 from protocols import station as st
 from tests.station_peer import TIMEOUT, StationPeer
 
@@ -435,7 +430,7 @@ async def test_two_hundred_stations_at_once(nursery: trio.Nursery) -> None:
     await within(simulator.wait_connected())
     await within(simulator.wait_until(lambda: simulator.summary().events_acknowledged >= 200))
     summary = simulator.summary()
-    assert (summary.stations, summary.connected, summary.events_sent, summary.events_acknowledged) == (
+    assert (summary.devices, summary.connected, summary.events_sent, summary.events_acknowledged) == (
         200, 200, 200, 200)
     assert summary.events_pending == summary.reconnects == summary.events_failed == 0
     assert {r.station_id for r in peer.calls("boot")} == set(credentials)
@@ -453,6 +448,24 @@ async def test_two_hundred_stations_at_once(nursery: trio.Nursery) -> None:
     assert all(s.stop_reason is StopReason.STOPPED for s in simulator.stations)
     assert simulator.summary().stopped == 200
     assert peer.violations == []
+
+
+# --------------------------------------------------------------------------
+# Back-off of reconnects and retries
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    backoff = Backoff(0.5, 30.0)
+    assert [backoff.delay(n) for n in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.delay(10_000) == 30.0  # a long outage never overflows
+    for failures in (0, 3, 50):
+        ceiling = backoff.delay(failures)
+        assert all(ceiling / 2 <= backoff.jittered(failures) <= ceiling for _ in range(100))
+    for low, high in ((0.0, 1.0), (2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="backoff_min <= backoff_max"):
+            Backoff(low, high)
+    with pytest.raises(ValueError, match="backoff_min <= backoff_max"):
+        SimulatedStation(1, SECRET, backoff_min=1.0, backoff_max=0.5)
 
 
 # --------------------------------------------------------------------------

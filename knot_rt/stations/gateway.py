@@ -35,8 +35,6 @@ Hardening (one peer never hurts another):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +61,7 @@ from actors.station import (
     StationReply,
 )
 from protocols import station as wire
+from protocols.credentials import parse_basic_authorization
 
 from .admin import station_secret_matches
 
@@ -173,17 +172,11 @@ def parse_basic_auth(header: str | None) -> tuple[int, str] | None:
     The id is 1 to 19 ASCII digits within bigint: ``str.isdigit`` alone also takes
     ``"²"`` (which ``int`` refuses) and 5,000 digits (which ``int`` refuses too).
     """
-    if not header:
+    credentials = parse_basic_authorization(header, max_length=4 * wire.MAX_FRAME_BYTES)
+    if credentials is None:
         return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or len(encoded) > 4 * wire.MAX_FRAME_BYTES:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    user, sep, secret = decoded.partition(":")
-    if not sep or len(secret) < wire.MIN_SECRET_LENGTH:
+    user, secret = credentials
+    if len(secret) < wire.MIN_SECRET_LENGTH:
         return None
     if not (0 < len(user) <= wire.MAX_STATION_ID_DIGITS and user.isascii() and user.isdigit()):
         return None
