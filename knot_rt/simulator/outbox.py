@@ -21,7 +21,7 @@ Choices:
 - A :class:`Delivery` encodes its frame once, so a resend is byte-identical
   (the backend compares a repeated id's frame).
 - A :class:`Delivery` is also what the code that raised the event waits on
-  (``await delivery.wait()``): one ``trio.Event`` per event, set once.
+  (``await delivery.wait()``): one ``actors.reply.OneShot`` per event, settled once.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import trio
-
+from actors.reply import OneShot
 from protocols import station as st
 
 
@@ -49,11 +48,11 @@ class Delivery:
         self.internal_errors = 0
         self.result: dict[str, Any] | None = None
         self.error: st.Error | None = None
-        self._answered = trio.Event()
+        self._answered: OneShot[None] = OneShot()
 
     @property
     def answered(self) -> bool:
-        return self._answered.is_set()
+        return self._answered.settled
 
     @property
     def acknowledged(self) -> bool:
@@ -65,7 +64,7 @@ class Delivery:
 
     def _finish(self, result: dict[str, Any] | None, error: st.Error | None) -> None:
         self.result, self.error = result, error
-        self._answered.set()
+        self._answered.resolve(None)
 
     def __repr__(self) -> str:
         return f"<Delivery {self.action} {self.id} sends={self.sends} answered={self.answered}>"
