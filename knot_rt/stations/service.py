@@ -17,18 +17,43 @@ The supervision tree: ``knot`` (the root) runs ``vehicles`` then ``stations``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any
 
 import trio
 
-from actors import ActorKind, ActorMetrics, Registry, RestartIntensity, Supervisor, SupervisorSpec
-from actors.station import StationActor, StationMessage, StationReply, StationView
+from actors import (
+    ActorError,
+    ActorKind,
+    ActorMetrics,
+    AskTimeout,
+    Registry,
+    RestartIntensity,
+    Supervisor,
+    SupervisorSpec,
+)
+from actors.station import (
+    Command,
+    CommandFailed,
+    Failure,
+    GetView,
+    PendingCommand,
+    StationActor,
+    StationMessage,
+    StationReply,
+    StationView,
+    UnlockSpot,
+)
 from actors.vehicle import VEHICLE, vehicle_factory
 from protocols import station as wire
+from protocols.errors import ErrorCode
 from protocols.feed import EventName, Topic
 
 from ..config import Settings
 from ..db import repeat
+from ..errors import ApiError
+from ..services.permissions import Scope, station_scope
 from ..uow import Work
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
@@ -118,8 +143,57 @@ class StationService:
         return self.registry.lookup(STATION, str(station_id))
 
     async def view(self, station_id: int) -> StationView | None:
-        """The live view when the station's actor runs, else the last known one."""
-        return self.live.station(station_id) or await self.store.load(station_id)
+        """The station with its live state: its actor's when it runs, else the last one recorded."""
+        actor = self.running_actor(station_id)
+        if actor is not None:
+            with contextlib.suppress(ActorError):  # restarting or stopping: the record is as good
+                view = await actor.ask(GetView())
+                if isinstance(view, StationView):
+                    return view
+        return await self.store.load(station_id)
+
+    async def scope(self, station_id: int) -> Scope | None:
+        """Where the station sits (network, cluster, organisation), for the access policy; None if unknown."""
+        return await self.db.run(lambda conn: station_scope(conn, station_id))
+
+    async def unlock(self, station_id: int, spot: int) -> int:
+        """Unlock a spot; returns the unlock id once the station accepted (``ApiError`` otherwise)."""
+        pending, _ = await self._command(station_id, UnlockSpot(spot))
+        assert pending.unlock_id is not None
+        return pending.unlock_id
+
+    async def command(self, station_id: int, action: wire.Action, payload: wire.Payload) -> dict[str, Any]:
+        """Send a command through the station's actor; returns the station's RESULT payload.
+
+        Raises ``ApiError``: offline 503 (50), no answer 504 (40), refused 409 (41), not fitting the station
+        400 (2), the backend could not record it 503 (48).
+        """
+        _, result = await self._command(station_id, Command(action, payload))
+        return result
+
+    async def _command(self, station_id: int, message: Command | UnlockSpot) -> tuple[PendingCommand, dict[str, Any]]:
+        actor = self.running_actor(station_id)
+        if actor is None:
+            raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
+        try:
+            reply = await actor.ask(message, timeout=self.call_timeout)
+        except AskTimeout as exc:
+            raise ApiError(ErrorCode.DEVICE_TIMEOUT, f"station {station_id} is busy") from exc
+        except ActorError as exc:  # crashed or stopping: it restarts on its own
+            raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is restarting") from exc
+        if isinstance(reply, PendingCommand):
+            try:  # the actor settles it within its call timeout; this bound only guards against a lost reply
+                outcome = await reply.wait_within(self.call_timeout + 5)
+            except trio.TooSlowError:
+                outcome = CommandFailed(Failure.TIMEOUT, f"station {station_id} did not answer")
+            if isinstance(outcome, dict):
+                return reply, outcome
+            failed: CommandFailed = outcome
+        elif isinstance(reply, CommandFailed):
+            failed = reply
+        else:  # pragma: no cover - the actor answers one of the two
+            raise ApiError(ErrorCode.INTERNAL)
+        raise ApiError(_FAILURES[failed.failure], failed.message)
 
     async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.live.seed(await self.db.run(load_all_stations))
@@ -159,3 +233,12 @@ def _per_child_intensity(backoff: float, storm: int) -> RestartIntensity:
         max_restarts=3, period=5.0, scope="child", backoff=backoff, max_backoff=30.0, exceeded="stop_child",
         max_total_restarts=storm,
     )
+
+
+_FAILURES: dict[Failure, ErrorCode] = {
+    Failure.OFFLINE: ErrorCode.DEVICE_OFFLINE,
+    Failure.TIMEOUT: ErrorCode.DEVICE_TIMEOUT,
+    Failure.REJECTED: ErrorCode.DEVICE_REJECTED,
+    Failure.INVALID: ErrorCode.INVALID_INPUT,
+    Failure.UNAVAILABLE: ErrorCode.SERVICE_UNAVAILABLE,
+}

@@ -21,7 +21,7 @@ from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
 from ..services.access import seen_cluster, unknown_cluster
-from ..services.permissions import STATION_READERS, load_permissions, station_scope
+from ..services.permissions import STATION_READERS, load_permissions
 from .auth import Caller, access_of, authenticate
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
         return
     if topic.kind is wire.TopicKind.STATION and topic.id is not None:
         station_id = topic.id
-        scope = await svc.db.run(lambda conn: station_scope(conn, station_id))
+        scope = await svc.stations.scope(station_id)
         if scope is not None:
             permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
             if permissions.allows_any(STATION_READERS, scope, write=False):
