@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -26,6 +26,8 @@ from knot_rt.context import Services
 from knot_rt.db import Database
 from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords
+
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -163,13 +165,27 @@ async def open_test_session(harness: Harness, user_id: int, device_id: str = "de
 
 
 async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Wait, bounded, until ``check()`` holds (for state that follows asynchronously, e.g. vehicle actors)."""
+    """Wait, bounded, until ``check()`` holds (for state that follows asynchronously, e.g. vehicle actors).
+
+    The bound guards against a hang; it is never a measurement."""
     with trio.fail_after(timeout):
         while True:
             outcome = check()
             if outcome if isinstance(outcome, bool) else await outcome:
                 return
             await trio.sleep(0.01)
+
+
+async def eventually_value(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 10.0) -> T:  # noqa: ASYNC109
+    """``eventually`` for a fetched value: the first ``fetch()`` for which ``done(value)`` holds."""
+    found: list[T] = []
+
+    async def check() -> bool:
+        found.append(await fetch())
+        return done(found[-1])
+
+    await eventually(check, timeout)
+    return found[-1]
 
 
 async def wait_station_online(harness: Harness, station_id: int, online: bool = True) -> StationView:

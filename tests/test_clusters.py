@@ -10,18 +10,16 @@ The city: around Strasbourg, four networks —
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-import trio
 
 from knot_rt.stations.admin import create_station
 from tests.station_client import station_socket
-from tests.support import Harness, bearer, open_test_session
+from tests.support import Harness, bearer, eventually_value, open_test_session
 
 T = TypeVar("T")
 
@@ -149,16 +147,6 @@ def refused(response: httpx.Response, status: int, code: int) -> None:
     body = response.json()
     assert (response.status_code, body["code"]) == (status, code), body
     assert isinstance(body["message"], str) and body["message"]
-
-
-async def eventually(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 10.0) -> T:  # noqa: ASYNC109
-    """Poll until ``done(value)``, at most ``timeout`` seconds (a bound, never a measurement)."""
-    with trio.fail_after(timeout):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.02)
 
 
 def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -422,7 +410,7 @@ async def test_spots_vehicles_and_live_availability_follow_the_stations(harness:
         await two.boot(spots=2)
         assert (await one.state({1: 101, 2: None, 3: 102, 4: None}, battery=77))[0] == 3
         assert (await two.state({1: 103, 2: None}, battery=55))[0] == 3
-        live = await eventually(details, lambda d: d["available_vehicles"] == 3)
+        live = await eventually_value(details, lambda d: d["available_vehicles"] == 3)
         # Spot 2 of the first station is in maintenance and spot 6 is closed to riders: neither is free.
         assert (live["available_vehicles"], live["free_spots"], live["total_spots"], live["cluster_is_down"]) == (
             3, 1, 6, False)
@@ -448,18 +436,18 @@ async def test_spots_vehicles_and_live_availability_follow_the_stations(harness:
 
         # The second station leaves: its vehicle no longer counts, the cluster stays up.
         await two.ws.aclose()
-        after_two = await eventually(details, lambda d: d["available_vehicles"] == 2)
+        after_two = await eventually_value(details, lambda d: d["available_vehicles"] == 2)
         assert after_two["cluster_is_down"] is False and after_two["total_spots"] == 6
 
         # A vehicle taken out of the first station leaves the list.
         await one.state({1: None, 2: None, 3: 102, 4: None}, battery=70)
-        after_take = await eventually(details, lambda d: d["available_vehicles"] == 1 and d["free_spots"] == 2)
+        after_take = await eventually_value(details, lambda d: d["available_vehicles"] == 1 and d["free_spots"] == 2)
         assert after_take["cluster_is_down"] is False
         vehicles = await ok_data(await get(harness, f"/clusters/{gare}/vehicles", t["rider"]))
         assert [(v["vehicle_id"], v["battery_level"], v["vehicle_online"]) for v in vehicles] == [
             (102, 70, True), (103, 55, False)]
 
-    down = await eventually(details, lambda d: d["cluster_is_down"])
+    down = await eventually_value(details, lambda d: d["cluster_is_down"])
     assert down["available_vehicles"] == 0
     vehicles = await ok_data(await get(harness, f"/clusters/{gare}/vehicles", t["rider"]))
     assert [(v["vehicle_id"], v["vehicle_online"]) for v in vehicles] == [(102, False), (103, False)]

@@ -3,7 +3,6 @@ connection in the middle of a flow, and 500 stations at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -50,13 +49,6 @@ async def make_stations(harness: Harness, count: int, spots: int = 4) -> tuple[i
     return cluster, list(zip(ids, secrets, strict=True))
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Poll a condition of the server's live state, bounded."""
-    with trio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110
-            await trio.sleep(0.01)
-
-
 async def operator_token(harness: Harness) -> str:
     network: int = await harness.db.fetchval("SELECT min(id) FROM networks")
     user = await harness.create_user("operator@example.com", perms=[("stations", True)], networks=[network])
@@ -74,7 +66,7 @@ async def test_unlock_round_trip_with_the_simulator(harness: Harness) -> None:
     station = SimulatedStation(station_id, secret, harness.station_url, spots=4, vehicles={1: 501, 2: 502})
     async with trio.open_nursery() as nursery, open_feed(harness.base_url, token) as feed:
         nursery.start_soon(station.run)
-        await wait_for(lambda: harness.svc.stations.live.cluster(cluster).available_vehicles == 2)  # state is in
+        await eventually(lambda: harness.svc.stations.live.cluster(cluster).available_vehicles == 2)  # state is in
 
         async def cluster_told() -> bool:  # and the cluster's feed has told of it (so it comes before we subscribe)
             data = await harness.db.fetchval(
@@ -108,7 +100,7 @@ async def test_a_dropped_connection_resends_the_event_which_is_applied_once(harn
         url = f"ws://127.0.0.1:{proxy_port}/api/stations/ws"
         station = SimulatedStation(station_id, secret, url, spots=4, vehicles={}, backoff_min=0.05, backoff_max=0.2)
         nursery.start_soon(station.run)
-        await wait_for(lambda: harness.svc.stations.live.online_stations == 1)
+        await eventually(lambda: harness.svc.stations.live.online_stations == 1)
         await station.wait_until(lambda: station.pending_count == 0 and station.stats.events_acknowledged > 0)
         assert (await feed.subscribe(f"station:{station_id}"))["code"] == 0
         proxy.hold_downstream = True  # the backend's answers no longer reach the station
