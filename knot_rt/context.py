@@ -19,6 +19,7 @@ from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
+from .vehicles.service import VehicleService
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Services:
     bus: FeedBus
     hub: FeedHub
     stations: StationService
+    vehicles: VehicleService
     catalog: Catalog
     access: AccessCache
 
@@ -42,13 +44,13 @@ class Services:
         bus = FeedBus(
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
+        vehicles = VehicleService(db, idle_after=settings.vehicle_idle_seconds)
         stations = StationService(
             db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
-            settings=settings,
+            settings=settings, vehicles=vehicles,
         )
-        catalog = Catalog(db)
-        stations.live_vehicles.followers.append(catalog)  # free-floating vehicles move on the map
+        catalog = Catalog(db, vehicles)
         return cls(
             settings=settings,
             db=db,
@@ -65,6 +67,7 @@ class Services:
             bus=bus,
             hub=FeedHub(),
             stations=stations,
+            vehicles=vehicles,
             catalog=catalog,
             access=AccessCache(),
         )

@@ -111,6 +111,13 @@ class LiveStations:
         await self._bus.publish(f"station:{view.station_id}", event, data)
 
     async def station_changed(self, before: StationView, after: StationView) -> None:
+        """The vehicles first (their actors take the report), then the station's view and totals:
+        whoever reads the new view or totals finds the station's vehicles where it reports them."""
+        if self.vehicle_moves is not None:
+            try:
+                await self.vehicle_moves(before, after)
+            except Exception:  # the vehicles' trouble never keeps the station's view behind
+                log.exception("station %s: moving its vehicles failed", after.station_id)
         cluster_id = after.cluster_id
         self._remember(after)
         totals = self._compute(cluster_id)
@@ -118,8 +125,6 @@ class LiveStations:
             self._availability[cluster_id] = totals
             self._dirty.add(cluster_id)
             self._wake.set()
-        if self.vehicle_moves is not None:
-            await self.vehicle_moves(before, after)
 
     async def run(self) -> None:
         """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes.

@@ -23,15 +23,15 @@ import trio
 
 from actors import ActorKind, ActorMetrics, Registry, RestartIntensity, Supervisor, SupervisorSpec
 from actors.station import StationActor, StationMessage, StationReply, StationView
-from actors.vehicle import VEHICLE, vehicle_factory
+from actors.vehicle import VEHICLE
 
 from ..bus import FeedBus
 from ..config import Settings
 from ..db import Database, repeat
+from ..vehicles.service import VehicleService
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
-from .vehicles import LiveVehicles, PgVehicleStore, VehicleMover, network_vehicles
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class StationService:
         call_timeout: float = 10.0,
         ping_interval: float = 30.0,
         settings: Settings | None = None,
+        vehicles: VehicleService | None = None,
     ) -> None:
         options = settings or Settings()
         self.db = db
@@ -70,12 +71,11 @@ class StationService:
             metrics=self.metrics,
         )
         self.registry = Registry()
-        self.live_vehicles = LiveVehicles()
-        self.registry.register(VEHICLE, self.vehicles, vehicle_factory(
-            PgVehicleStore(db), [self.live_vehicles], idle_after=options.vehicle_idle_seconds,
-        ))
-        self.live.vehicle_moves = VehicleMover(self.registry, members=self._network_vehicles,
-                                               unknown=self._unknown_vehicle)
+        # The vehicles' actors run in this tree (stations talk to them); their state belongs to the
+        # vehicles domain, which the station side only feeds with what its stations report.
+        self.vehicle_service = vehicles or VehicleService(db, idle_after=options.vehicle_idle_seconds)
+        self.registry.register(VEHICLE, self.vehicles, self.vehicle_service.actor_factory())
+        self.live.vehicle_moves = self.vehicle_service.mover(self.registry, unknown=self._unknown_vehicle)
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
         self.gateway = StationGateway(
@@ -85,9 +85,6 @@ class StationService:
             secret_check_interval=options.station_secret_check_seconds,
         )
         self.registry.register(STATION, self.stations, self._new_station_actor)
-
-    async def _network_vehicles(self, station_id: int, vehicle_ids: list[int]) -> set[int]:
-        return await self.db.run(lambda conn: network_vehicles(conn, station_id, vehicle_ids))
 
     async def _unknown_vehicle(self, view: StationView, vehicle_id: int, spot: int | None) -> None:
         """A station reports an id that is no vehicle of its network: a fault on its topic, no actor."""
