@@ -198,9 +198,9 @@ class Area:
 
 
 class Catalog:
-    def __init__(self, db: Database, vehicles: VehicleService | None = None) -> None:
+    def __init__(self, db: Database, vehicles: VehicleService) -> None:
         self._db = db
-        self._vehicles = vehicles or VehicleService(db)
+        self._vehicles = vehicles  # the owner of their live state: read, and loaded with the catalog
         self.networks: dict[int, Network] = {}
         self.clusters: dict[int, Cluster] = {}
         self.parkings: dict[int, Parking] = {}

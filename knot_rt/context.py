@@ -46,9 +46,9 @@ class Services:
         )
         vehicles = VehicleService(db, idle_after=settings.vehicle_idle_seconds)
         stations = StationService(
-            db, bus, heartbeat_interval=settings.station_heartbeat_seconds,
+            db, bus, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
-            settings=settings, vehicles=vehicles,
+            settings=settings,
         )
         catalog = Catalog(db, vehicles)
         return cls(

@@ -45,12 +45,12 @@ class StationService:
         self,
         db: Database,
         bus: FeedBus,
+        vehicles: VehicleService,
         *,
         heartbeat_interval: int = 1800,
         call_timeout: float = 10.0,
         ping_interval: float = 30.0,
         settings: Settings | None = None,
-        vehicles: VehicleService | None = None,
     ) -> None:
         options = settings or Settings()
         self.db = db
@@ -73,7 +73,7 @@ class StationService:
         self.registry = Registry()
         # The vehicles' actors run in this tree (stations talk to them); their state belongs to the
         # vehicles domain, which the station side only feeds with what its stations report.
-        self.vehicle_service = vehicles or VehicleService(db, idle_after=options.vehicle_idle_seconds)
+        self.vehicle_service = vehicles
         self.registry.register(VEHICLE, self.vehicles, self.vehicle_service.actor_factory())
         self.live.vehicle_moves = self.vehicle_service.mover(self.registry, unknown=self._unknown_vehicle)
         self.heartbeat_interval = heartbeat_interval
