@@ -2,9 +2,10 @@
 
 The hottest read path of the API, so it is answered from memory: clusters,
 networks, parkings and speed zones from the catalog, availability from the
-station actors' live views, free-floating vehicles and the batteries of the
-caller's rented vehicles from the vehicles' live state (``vehicles.service``, fed
-by the vehicle actors) joined with their static facts in the catalog. Per request, the logged-in map reads the
+station actors' live views, free-floating vehicles (with their static facts,
+through the catalog) and the batteries of rented vehicles from the vehicles'
+live state (``vehicles.service``, its one owner, fed by the vehicle actors).
+Per request, the logged-in map reads the
 database once (the caller's ongoing rents and current passes, in one query);
 the caller's access comes from the access cache. Nothing is read per cluster
 or per vehicle.

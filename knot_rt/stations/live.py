@@ -6,6 +6,11 @@ view of every station, and keeps per-cluster totals (available vehicles, free
 and total spots, down or not), publishing ``cluster.updated`` on the cluster's
 topic whenever they change. Routes read the totals here, without a database
 query per cluster.
+
+A station's change is first handed to its vehicles (``vehicle_moves``: their
+actors take it, and the vehicles' live state, owned by ``knot_rt.vehicles``,
+follows), then applied here: a reader who sees a station's new totals finds
+its vehicles where the station reports them.
 """
 
 from __future__ import annotations
