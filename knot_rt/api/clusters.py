@@ -264,10 +264,13 @@ async def cluster_spots(cluster_id: int) -> Data[list[ClusterSpotOut]]:
 async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
     """Return the vehicles docked in the cluster's stations now, by station then spot number.
 
-    Where each vehicle is docked, whether it is online and its battery are its live state
-    (``svc.vehicles``, fed by the vehicle actors, which follow their stations' reports before
-    those are answered). Vehicles the catalog does not know are left out.
+    Occupancy, online state and batteries are the live ones (the station's views); a
+    station without a live view (never connected since start) answers its last known
+    state. Vehicles the catalog does not know (unreadable or unregistered ids) are left out.
     """
+    # (The docstring is the OpenAPI description, kept as it was.) Where each vehicle is docked,
+    # whether it is online and its battery are its live state (``svc.vehicles``): the vehicle
+    # actors take a station's report before it is answered; the last saved state until then.
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
     usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
