@@ -61,15 +61,22 @@ class VehicleMover:
     """Delivers a station's changes to its vehicles' actors, and waits until they took them.
 
     The station's event is already recorded (its spots are the truth of where a
-    vehicle is); each vehicle's messages are asked of its actor in order, the
-    vehicles concurrently, each bounded by ``timeout``. So when the station's
-    listener returns (before the station is answered and before its view and
-    cluster totals change), its vehicles' rows and live states show the report:
-    a reader never sees a station and its vehicles disagree, and what the
-    station was answered is saved on the vehicles' side too. The cost: a report
-    waits for its vehicles' saves (one round trip, concurrently); a vehicle
-    that fails or is slow is logged and skipped after ``timeout``, never
-    failing its station.
+    vehicle is); the messages are asked of the vehicles' actors one after the
+    other, in order, each bounded by ``timeout``. So when the station's listener
+    returns (before the station is answered and before its view and cluster
+    totals change), its vehicles' rows and live states show the report: a reader
+    never sees a station and its vehicles disagree, and what the station was
+    answered is saved on the vehicles' side too. An ask of a vehicle actor that
+    stops meanwhile (idle) fails and is sent again to a fresh one, where a plain
+    send would have been dropped with its mailbox.
+
+    The cost: a report waits for the saves of the vehicles it changes (one
+    round trip each; a report that changes nothing of a vehicle saves nothing).
+    One vehicle at a time, not all at once: a storm of reconnecting stations
+    asks no more of the database pool at once than it did when the vehicles
+    followed in the background (then each start, a load, was awaited in turn
+    too). A vehicle that fails or is slow is logged and skipped after
+    ``timeout``, never failing its station.
 
     ``members(station_id, ids)`` tells which ids are vehicles of the station's
     network (asked once per id and station: a vehicle does not change network
@@ -92,19 +99,7 @@ class VehicleMover:
         messages = vehicle_messages(before, after)
         if self._members is not None:
             messages = await self._of_the_network(after, messages)
-        by_vehicle: dict[int, list[VehicleMessage]] = {}
         for vehicle_id, message in messages:
-            by_vehicle.setdefault(vehicle_id, []).append(message)
-        if len(by_vehicle) == 1:
-            [(vehicle_id, queue)] = by_vehicle.items()
-            await self._deliver_all(vehicle_id, queue)
-            return
-        async with trio.open_nursery() as nursery:
-            for vehicle_id, queue in by_vehicle.items():
-                nursery.start_soon(self._deliver_all, vehicle_id, queue)
-
-    async def _deliver_all(self, vehicle_id: int, messages: list[VehicleMessage]) -> None:
-        for message in messages:
             await self._deliver(vehicle_id, message)
 
     async def _of_the_network(
