@@ -147,9 +147,40 @@ class VehicleView:
     def __post_init__(self) -> None:
         object.__setattr__(self, "estimated_range", estimated_range(self.avg_max_range, self.battery_level))
 
+    @classmethod
+    def unknown(cls, vehicle_id: int) -> VehicleView:
+        """A vehicle nothing was ever saved of: battery, voltage and range unknown, offline, nowhere.
+
+        The one definition of "unknown": the actor starts from it for a vehicle its store does not
+        know, and the live read model answers it for a vehicle it has no state of.
+        """
+        return cls(vehicle_id)
+
+    @classmethod
+    def of_record(cls, vehicle_id: int, record: VehicleRecord) -> VehicleView:
+        """The state a saved record stands for (online only through a station; docked: no position)."""
+        docked = record.station_id is not None
+        return cls(
+            vehicle_id,
+            battery_level=record.battery_level,
+            voltage=record.voltage,
+            avg_max_range=record.avg_max_range,
+            online=record.online and docked,
+            station_id=record.station_id,
+            spot_id=record.spot_id,
+            spot_number=record.spot_number,
+            latitude=None if docked else record.latitude,
+            longitude=None if docked else record.longitude,
+        )
+
     @property
     def docked(self) -> bool:
         return self.station_id is not None
+
+    @property
+    def free_floating(self) -> bool:
+        """In no spot, at a known position: shown on the map on its own."""
+        return self.station_id is None and self.latitude is not None and self.longitude is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +228,15 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
         self.vehicle_id = vehicle_id
         self.store = store
         self.listeners = tuple(listeners)
-        self.view = VehicleView(vehicle_id)
+        self.view = VehicleView.unknown(vehicle_id)
         self.idle_after = idle_after
         self._last_used = 0.0
 
     async def on_start(self) -> None:
         record = await self.store.load(self.vehicle_id)
-        self.view = VehicleView(self.vehicle_id) if record is None else _from_record(self.vehicle_id, record)
+        self.view = (
+            VehicleView.unknown(self.vehicle_id) if record is None else VehicleView.of_record(self.vehicle_id, record)
+        )
         self._last_used = trio.current_time()
         if self.idle_after < math.inf:
             self.background.start_soon(self._stop_when_idle)
@@ -264,22 +297,6 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
                 logger.exception(
                     "vehicle %d: listener %r failed", self.vehicle_id, listener, extra={"vehicle_id": self.vehicle_id}
                 )
-
-
-def _from_record(vehicle_id: int, record: VehicleRecord) -> VehicleView:
-    docked = record.station_id is not None
-    return VehicleView(
-        vehicle_id,
-        battery_level=record.battery_level,
-        voltage=record.voltage,
-        avg_max_range=record.avg_max_range,
-        online=record.online and docked,  # online only through a station
-        station_id=record.station_id,
-        spot_id=record.spot_id,
-        spot_number=record.spot_number,
-        latitude=None if docked else record.latitude,
-        longitude=None if docked else record.longitude,
-    )
 
 
 VEHICLE = ActorKind[VehicleMessage, VehicleView]("vehicle")

@@ -1,16 +1,19 @@
 """The catalog in memory: networks, clusters, parkings, speed zones and vehicles' static facts.
 
 Maps and cluster routes are the hottest read paths, so they are answered from
-here and from the live availability the station actors keep, without a
-database query per cluster. The catalog is loaded at start and refreshed by
+here, from the live availability the station actors keep and from the
+vehicles' live state (``vehicles.service``, its one owner), without a
+database query per cluster or vehicle. The catalog is loaded at start and refreshed by
 the routes that change it (``reload()`` after a write; it is small). A reload
 the database cannot serve is left to ``run()``, which retries it with back-off:
 the write is committed, so its route still answers success, and the maps show
 it a few seconds after PostgreSQL is back. Area
 queries use a grid index of 0.01-degree cells (a box wider than the occupied
 cells scans those instead); parkings and speed zones keep their bounds.
-Free-floating vehicles have a grid of their own that the vehicle actors keep
-current (``vehicle_changed``).
+Free-floating vehicles are found in the vehicles' live state (a grid the
+vehicle actors keep current) and joined here with their static facts; a
+catalog load reads the vehicles' saved state again too (a vehicle created
+since is then known with its position).
 
 Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
 """
@@ -18,10 +21,8 @@ Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,12 +32,12 @@ import trio
 from actors.vehicle import VehicleView
 
 from .db import Backoff, Database, DatabaseUnavailable
+from .grid import Grid
+from .vehicles.service import VehicleService
 
 log = logging.getLogger(__name__)
 
 ShapedT = TypeVar("ShapedT", "Parking", "SpeedZone")
-
-CELL = 0.01  # degrees (about 1.1 km north-south): a street-level view touches a few cells
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,15 @@ class SpeedZone:
     max_speed: int
 
 
+# Defaults of a vehicle's static facts where it has no model: here only (the schema's defaults too).
+DEFAULT_VEHICLE_TYPE = "kick-scooter"
+DEFAULT_MIN_BATTERY_TO_SLOW_DOWN = 15  # percent
+DEFAULT_MIN_BATTERY_TO_AUTO_LOCK = 5  # percent
+
+
 @dataclass(frozen=True, slots=True)
 class VehicleFacts:
-    """What does not change as a vehicle moves."""
+    """What does not change as a vehicle moves (its live state: ``vehicles.service``)."""
 
     id: int
     serial_number: str
@@ -136,70 +143,25 @@ class VehicleFacts:
     min_battery_to_auto_lock: int
 
 
-@dataclass(frozen=True, slots=True)
-class VehiclePlace:
-    """Where a vehicle is and what it last reported: its row at load, then every live change."""
-
-    battery_level: int | None
-    online: bool
-    spot_id: int | None
-    latitude: float | None
-    longitude: float | None
-
-    @property
-    def free_floating(self) -> bool:
-        """In no spot, at a known position: shown on the map on its own."""
-        return self.spot_id is None and self.latitude is not None and self.longitude is not None
+# The columns ``vehicle_facts`` reads besides ``vehicle_id`` and ``network_id``, from ``vehicles v
+# LEFT JOIN vehicle_models m LEFT JOIN exceptional_out_of_orders o`` (also in queries of other domains).
+VEHICLE_FACT_COLUMNS = """v.serial_number, v.model_id, v.avg_max_range, v.state, v.has_freefloat_to_station_reward,
+    m.name AS model_name, m.manufacturer, m.vehicle_type, m.min_battery_to_slow_down, m.min_battery_to_auto_lock,
+    o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason"""
 
 
-def _cell(lat: float, lng: float) -> tuple[int, int]:
-    return (math.floor(lat / CELL), math.floor(lng / CELL))
-
-
-def _cells_within(
-    cells: Mapping[tuple[int, int], Collection[int]], south: float, north: float, west: float, east: float
-) -> Iterator[int]:
-    """Items of the cells a box touches: cell by cell for a small box, else by scanning the occupied cells."""
-    low, high = _cell(south, west), _cell(north, east)
-    if (high[0] - low[0] + 1) * (high[1] - low[1] + 1) <= len(cells):
-        for i in range(low[0], high[0] + 1):
-            for j in range(low[1], high[1] + 1):
-                yield from cells.get((i, j), ())
-    else:
-        for (i, j), items in cells.items():
-            if low[0] <= i <= high[0] and low[1] <= j <= high[1]:
-                yield from items
-
-
-@dataclass
-class _Grid:
-    cells: defaultdict[tuple[int, int], list[int]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, item_id: int, lat: float, lng: float) -> None:
-        self.cells[_cell(lat, lng)].append(item_id)
-
-    def within(self, south: float, north: float, west: float, east: float) -> Iterator[int]:
-        return _cells_within(self.cells, south, north, west, east)
-
-
-class _MovingGrid:
-    """A grid whose items move (free-floating vehicles): each item is in at most one cell."""
-
-    def __init__(self) -> None:
-        self.cells: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
-        self._where: dict[int, tuple[int, int]] = {}
-
-    def place(self, item_id: int, position: tuple[float, float] | None) -> None:
-        old = self._where.pop(item_id, None)
-        if old is not None:
-            self.cells[old].discard(item_id)
-        if position is not None:
-            cell = _cell(*position)
-            self.cells[cell].add(item_id)
-            self._where[item_id] = cell
-
-    def within(self, south: float, north: float, west: float, east: float) -> Iterator[int]:
-        return _cells_within(self.cells, south, north, west, east)
+def vehicle_facts(row: asyncpg.Record) -> VehicleFacts:
+    """A vehicle's facts from a row of ``vehicle_id``, ``network_id`` and the ``VEHICLE_FACT_COLUMNS``."""
+    return VehicleFacts(
+        id=row["vehicle_id"], serial_number=row["serial_number"], network_id=row["network_id"],
+        model_id=row["model_id"],
+        model_name=row["model_name"], manufacturer=row["manufacturer"],
+        vehicle_type=row["vehicle_type"] or DEFAULT_VEHICLE_TYPE, avg_max_range=row["avg_max_range"],
+        state=row["state"], out_of_order=_out_of_order(row),
+        has_freefloat_to_station_reward=row["has_freefloat_to_station_reward"],
+        min_battery_to_slow_down=row["min_battery_to_slow_down"] or DEFAULT_MIN_BATTERY_TO_SLOW_DOWN,
+        min_battery_to_auto_lock=row["min_battery_to_auto_lock"] or DEFAULT_MIN_BATTERY_TO_AUTO_LOCK,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,21 +198,18 @@ class Area:
 
 
 class Catalog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, vehicles: VehicleService) -> None:
         self._db = db
+        self._vehicles = vehicles  # the owner of their live state: read, and loaded with the catalog
         self.networks: dict[int, Network] = {}
         self.clusters: dict[int, Cluster] = {}
         self.parkings: dict[int, Parking] = {}
         self.speed_zones: dict[int, SpeedZone] = {}
         self.vehicles: dict[int, VehicleFacts] = {}
-        self._cluster_grid = _Grid()
+        self._cluster_grid = Grid()
         self._parking_bounds: list[tuple[Bounds, Parking]] = []
         self._zone_bounds: list[tuple[Bounds, SpeedZone]] = []
         self._reload_lock = trio.Lock()
-        # Free-floating vehicles: loaded with the rest, then kept current by ``vehicle_changed``.
-        self.vehicle_places: dict[int, VehiclePlace] = {}
-        self._free_grid = _MovingGrid()
-        self._changed_while_loading: dict[int, VehiclePlace] | None = None
         self.app_labels: dict[str, int] = {}  # name -> id, to answer public routes without a query
         self._stale = trio.Event()  # set when a reload could not be done: ``run()`` retries it
 
@@ -288,49 +247,25 @@ class Catalog:
     async def load(self) -> None:
         """Read everything (at start; raises ``DatabaseUnavailable`` when the database is away)."""
         async with self._reload_lock:
-            self._changed_while_loading = {}
-            try:
-                snapshot, places, app_labels = await self._db.run(_load_all)
-                places.update(self._changed_while_loading)  # live changes win over the rows read
-            finally:
-                self._changed_while_loading = None
+            snapshot, app_labels = await self._db.run(_load_all)
+            await self._vehicles.load()
             (self.networks, self.clusters, self.parkings, self.speed_zones, self.vehicles) = snapshot
-            grid = _Grid()
+            grid = Grid()
             for cluster in self.clusters.values():
                 grid.add(cluster.id, cluster.latitude, cluster.longitude)
             self._cluster_grid = grid
             self._parking_bounds = _with_bounds(self.parkings.values())
             self._zone_bounds = _with_bounds(self.speed_zones.values())
-            free_grid = _MovingGrid()
-            for vehicle_id, place in places.items():
-                free_grid.place(vehicle_id, _free_position(place))
-            self.vehicle_places, self._free_grid = places, free_grid
             self.app_labels = app_labels
 
-    async def vehicle_changed(self, view: VehicleView) -> None:
-        """A vehicle actor saved a change (``VehicleListener``): follow it on the map."""
-        place = VehiclePlace(view.battery_level, view.online, view.spot_id, view.latitude, view.longitude)
-        self.vehicle_places[view.vehicle_id] = place
-        self._free_grid.place(view.vehicle_id, _free_position(place))
-        if self._changed_while_loading is not None:
-            self._changed_while_loading[view.vehicle_id] = place
-
-    def free_floating_in(
-        self, area: Area, networks: Iterable[int]
-    ) -> list[tuple[VehicleFacts, VehiclePlace]]:
-        """Free-floating vehicles of ``networks`` inside ``area``, by id."""
+    def free_floating_in(self, area: Area, networks: Iterable[int]) -> list[tuple[VehicleFacts, VehicleView]]:
+        """Free-floating vehicles of ``networks`` inside ``area``, by id, with their live state."""
         allowed = set(networks)
-        south, north, west, east = area.south, area.north, area.west, area.east
         found = []
-        for vehicle_id in self._free_grid.within(south, north, west, east):
-            facts = self.vehicles.get(vehicle_id)
-            place = self.vehicle_places.get(vehicle_id)
-            if (
-                facts is not None and place is not None and facts.network_id in allowed
-                and place.latitude is not None and place.longitude is not None
-                and south <= place.latitude <= north and west <= place.longitude <= east
-            ):
-                found.append((facts, place))
+        for view in self._vehicles.free_floating_in(area.south, area.north, area.west, area.east):
+            facts = self.vehicles.get(view.vehicle_id)
+            if facts is not None and facts.network_id in allowed:
+                found.append((facts, view))
         found.sort(key=lambda item: item[0].id)
         return found
 
@@ -365,13 +300,6 @@ class Catalog:
 
     def speed_zones_in(self, area: Area, networks: Iterable[int]) -> list[SpeedZone]:
         return _overlapping(self._zone_bounds, area, set(networks))
-
-
-def _free_position(place: VehiclePlace) -> tuple[float, float] | None:
-    if not place.free_floating:
-        return None
-    assert place.latitude is not None and place.longitude is not None
-    return (place.latitude, place.longitude)
 
 
 Bounds = tuple[float, float, float, float]  # south, north, west, east
@@ -448,17 +376,9 @@ async def _load(conn: asyncpg.Connection) -> tuple[
         for r in await conn.fetch("SELECT * FROM speed_zones")
     }
     vehicles = {
-        r["id"]: VehicleFacts(
-            id=r["id"], serial_number=r["serial_number"], network_id=r["network_id"], model_id=r["model_id"],
-            model_name=r["model_name"], manufacturer=r["manufacturer"],
-            vehicle_type=r["vehicle_type"] or "kick-scooter", avg_max_range=r["avg_max_range"], state=r["state"],
-            out_of_order=_out_of_order(r), has_freefloat_to_station_reward=r["has_freefloat_to_station_reward"],
-            min_battery_to_slow_down=r["min_battery_to_slow_down"] or 15,
-            min_battery_to_auto_lock=r["min_battery_to_auto_lock"] or 5,
-        )
+        r["vehicle_id"]: vehicle_facts(r)
         for r in await conn.fetch(
-            f"""SELECT v.*, m.name AS model_name, m.manufacturer, m.vehicle_type, m.min_battery_to_slow_down,
-                       m.min_battery_to_auto_lock, {_OOO}
+            f"""SELECT v.id AS vehicle_id, v.network_id, {VEHICLE_FACT_COLUMNS}
                 FROM vehicles v LEFT JOIN vehicle_models m ON m.id = v.model_id
                 LEFT JOIN exceptional_out_of_orders o ON o.id = v.exceptional_out_of_order_id"""
         )
@@ -468,13 +388,8 @@ async def _load(conn: asyncpg.Connection) -> tuple[
 
 async def _load_all(conn: asyncpg.Connection) -> tuple[
     tuple[dict[int, Network], dict[int, Cluster], dict[int, Parking], dict[int, SpeedZone], dict[int, VehicleFacts]],
-    dict[int, VehiclePlace],
     dict[str, int],
 ]:
     snapshot = await _load(conn)
-    places = {
-        r["id"]: VehiclePlace(r["battery_level"], r["online"], r["spot_id"], r["latitude"], r["longitude"])
-        for r in await conn.fetch("SELECT id, battery_level, online, spot_id, latitude, longitude FROM vehicles")
-    }
     labels = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM app_labels")}
-    return snapshot, places, labels
+    return snapshot, labels

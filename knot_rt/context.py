@@ -22,6 +22,7 @@ from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
 from .uow import Work
+from .vehicles.service import VehicleService
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Services:
     work: Work
     hub: FeedHub
     stations: StationService
+    vehicles: VehicleService
     catalog: Catalog
     access: AccessCache
     accounts: AccountService
@@ -49,13 +51,13 @@ class Services:
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
         work = Work(db, bus)
+        vehicles = VehicleService(db, idle_after=settings.vehicle_idle_seconds)
         stations = StationService(
-            work, heartbeat_interval=settings.station_heartbeat_seconds,
+            work, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
             settings=settings,
         )
-        catalog = Catalog(db)
-        stations.live_vehicles.followers.append(catalog)  # free-floating vehicles move on the map
+        catalog = Catalog(db, vehicles)
         signer = TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds)
         passwords = passwords or Passwords()
         box = SecretBox(settings.secret_key)
@@ -79,6 +81,7 @@ class Services:
             work=work,
             hub=hub,
             stations=stations,
+            vehicles=vehicles,
             catalog=catalog,
             access=AccessCache(),
             accounts=AccountService(

@@ -336,9 +336,9 @@ async def test_dropping_the_connection_marks_the_station_offline(harness: Harnes
     availability = harness.svc.stations.live.cluster(site.cluster)
     assert (availability.available_vehicles, availability.cluster_is_down) == (0, True)
     assert await harness.db.fetchval("SELECT online FROM stations WHERE id = $1", station_id) is False
-    views = harness.svc.stations.live_vehicles.views
-    await eventually(lambda: 101 in views and not views[101].online)
-    vehicle = views[101]
+    vehicles = harness.svc.vehicles
+    await eventually(lambda: vehicles.state(101).station_id == station_id and not vehicles.state(101).online)
+    vehicle = vehicles.state(101)
     assert (vehicle.online, vehicle.station_id, vehicle.spot_number, vehicle.battery_level) == (False, station_id, 1, 80)
     assert await harness.db.fetchval("SELECT online FROM vehicles WHERE id = 101") is False
 
@@ -350,16 +350,16 @@ async def test_vehicles_follow_what_the_stations_report(harness: Harness) -> Non
             station_socket(harness.station_url, second_id, second_secret) as second:
         await first.boot()
         await second.boot()
-        views = harness.svc.stations.live_vehicles.views
+        vehicles = harness.svc.vehicles
         await first.state({1: 101, 2: None}, battery=64)
-        await eventually(lambda: 101 in views and views[101].battery_level == 64)
-        docked = views[101]
+        await eventually(lambda: vehicles.state(101).battery_level == 64)
+        docked = vehicles.state(101)
         assert (docked.online, docked.station_id, docked.battery_level) == (True, first_id, 64)
         await first.call("unlocked", {"spot": 1, "unlock": 0, "vehicle": 101})
-        await eventually(lambda: views[101].station_id is None)
+        await eventually(lambda: vehicles.state(101).station_id is None)
         await second.call("locked", {"spot": 3, "vehicle": 101, "time": 1, "cache_accepted": False})
-        await eventually(lambda: views[101].station_id == second_id)
-        moved = views[101]
+        await eventually(lambda: vehicles.state(101).station_id == second_id)
+        moved = vehicles.state(101)
         assert (moved.station_id, moved.spot_number, moved.online) == (second_id, 3, True)
 
         async def saved_in_spot_3() -> bool:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
+from actors.vehicle import VehicleView
 from protocols.errors import ErrorCode
 
 from ..catalog import Cluster, Network
@@ -267,31 +268,25 @@ async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
     station without a live view (never connected since start) answers its last known
     state. Vehicles the catalog does not know (unreadable or unregistered ids) are left out.
     """
+    # (The docstring is the OpenAPI description, kept as it was.) Where each vehicle is docked,
+    # whether it is online and its battery are its live state (``svc.vehicles``): the vehicle
+    # actors take a station's report before it is answered; the last saved state until then.
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
     usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
     spots = await svc.db.run(lambda conn: service.cluster_spots(conn, cluster_id))
-    live = svc.stations.live
-    live_vehicles = svc.stations.live_vehicles.views
+    docked: dict[int, dict[int, VehicleView]] = {}
     found: list[ClusterVehicleOut] = []
     for spot in spots:
-        view = live.station(spot.station_id)
-        if view is not None:
-            live_spot = view.spot(spot.number)
-            vehicle_id = live_spot.vehicle if live_spot is not None else None
-            online = view.online
-            readings = {r.vehicle: r.battery for r in view.vehicles}
-        else:
-            vehicle_id, online, readings = spot.vehicle_id, spot.station_online, {}
-        facts = svc.catalog.vehicles.get(vehicle_id) if vehicle_id else None
-        if facts is None:
+        if spot.station_id not in docked:
+            docked[spot.station_id] = svc.vehicles.docked_at(spot.station_id)
+        state = docked[spot.station_id].get(spot.number)
+        facts = svc.catalog.vehicles.get(state.vehicle_id) if state is not None else None
+        if state is None or facts is None:
             continue
-        battery = readings.get(facts.id)
-        if battery is None and facts.id in live_vehicles:
-            battery = live_vehicles[facts.id].battery_level
         found.append(ClusterVehicleOut(
-            vehicle_id=facts.id, serial_number=facts.serial_number, battery_level=battery,
-            avg_max_range=facts.avg_max_range, vehicle_type=facts.vehicle_type, vehicle_online=online,
+            vehicle_id=facts.id, serial_number=facts.serial_number, battery_level=state.battery_level,
+            avg_max_range=facts.avg_max_range, vehicle_type=facts.vehicle_type, vehicle_online=state.online,
             spot_id=spot.spot_id, station_id=spot.station_id, displayed_number=spot.displayed_number,
             in_maintenance=spot.in_maintenance, is_accessible=spot.is_accessible and usable,
             model_id=facts.model_id, model_name=facts.model_name, manufacturer=facts.manufacturer,

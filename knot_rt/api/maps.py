@@ -2,8 +2,10 @@
 
 The hottest read path of the API, so it is answered from memory: clusters,
 networks, parkings and speed zones from the catalog, availability from the
-station actors' live views, free-floating vehicles from the catalog's index
-that the vehicle actors keep current. Per request, the logged-in map reads the
+station actors' live views, free-floating vehicles (with their static facts,
+through the catalog) and the batteries of rented vehicles from the vehicles'
+live state (``vehicles.service``, its one owner, fed by the vehicle actors).
+Per request, the logged-in map reads the
 database once (the caller's ongoing rents and current passes, in one query);
 the caller's access comes from the access cache. Nothing is read per cluster
 or per vehicle.
@@ -32,7 +34,9 @@ from pydantic_core import to_json
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring
 
-from ..catalog import Area, VehicleFacts, VehiclePlace
+from actors.vehicle import VehicleView
+
+from ..catalog import VEHICLE_FACT_COLUMNS, Area, VehicleFacts, vehicle_facts
 from ..context import services
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
@@ -221,7 +225,8 @@ class _Layers:
             found.append(item)
         return found
 
-    def vehicles(self) -> list[tuple[VehicleFacts, VehiclePlace]]:
+    def vehicles(self) -> list[tuple[VehicleFacts, VehicleView]]:
+        """Free-floating vehicles of the networks seen, by id, with their live state."""
         return services().catalog.free_floating_in(self.area, self.ids)
 
     def parkings(self, with_access: bool) -> list[dict[str, Any]]:
@@ -248,23 +253,23 @@ class _Layers:
         return found
 
 
-def _is_available(facts: VehicleFacts, place: VehiclePlace) -> bool:
+def _is_available(facts: VehicleFacts, state: VehicleView) -> bool:
     """Ready to be rented: available, not exceptionally out of order, battery above the auto-lock level."""
     return (
         facts.state == "available" and facts.out_of_order is None
-        and (place.battery_level is None or place.battery_level > facts.min_battery_to_auto_lock)
+        and (state.battery_level is None or state.battery_level > facts.min_battery_to_auto_lock)
     )
 
 
-def _public_vehicle(facts: VehicleFacts, place: VehiclePlace) -> dict[str, Any]:
+def _public_vehicle(facts: VehicleFacts, state: VehicleView) -> dict[str, Any]:
     return {
         "vehicle_id": facts.id,
         "serial_number": facts.serial_number,
-        "latitude": place.latitude,
-        "longitude": place.longitude,
-        "connected": place.online,
+        "latitude": state.latitude,
+        "longitude": state.longitude,
+        "connected": state.online,
         "network_id": facts.network_id,
-        "battery_level": place.battery_level,
+        "battery_level": state.battery_level,
         "vehicle_type": facts.vehicle_type,
         "model_id": facts.model_id,
         "model_name": facts.model_name,
@@ -272,12 +277,12 @@ def _public_vehicle(facts: VehicleFacts, place: VehiclePlace) -> dict[str, Any]:
     }
 
 
-def _map_vehicle(facts: VehicleFacts, place: VehiclePlace, usable: set[int]) -> dict[str, Any]:
+def _map_vehicle(facts: VehicleFacts, state: VehicleView, usable: set[int]) -> dict[str, Any]:
     return {
-        **_public_vehicle(facts, place),
+        **_public_vehicle(facts, state),
         "state": facts.state,
         "is_accessible": facts.network_id in usable,
-        "is_available": _is_available(facts, place),
+        "is_available": _is_available(facts, state),
         "exceptional_out_of_order": out_of_order(facts.out_of_order),
         "has_freefloat_to_station_reward": facts.has_freefloat_to_station_reward,
     }
@@ -289,20 +294,20 @@ def _json(body: dict[str, Any]) -> Response:
 
 # the caller's rents and passes --------------------------------------------------------
 
-_RENTS_AND_PASSES = """
+_RENTS_AND_PASSES = f"""
 SELECT 'rent' AS kind, r.id, r.vehicle_id, r.network_id, r.free_floating, r.time_start, r.billing_time_stop,
        r.on_hold_since, NULL::timestamptz AS end_date, NULL::boolean AS in_use,
-       v.serial_number, v.battery_level, v.avg_max_range, v.model_id, m.name AS model_name, m.manufacturer,
-       m.vehicle_type, m.min_battery_to_slow_down, m.min_battery_to_auto_lock,
+       {VEHICLE_FACT_COLUMNS},
        s.station_id, s.number AS spot_number, s.displayed_number, s.lock_status
 FROM rents r
 JOIN vehicles v ON v.id = r.vehicle_id
 LEFT JOIN vehicle_models m ON m.id = v.model_id
+LEFT JOIN exceptional_out_of_orders o ON o.id = v.exceptional_out_of_order_id
 LEFT JOIN spots s ON s.id = v.spot_id
 WHERE r.user_id = $1 AND r.ended_at IS NULL
 UNION ALL
 SELECT 'pass', p.id, NULL, p.network_id, NULL, NULL, NULL, NULL, p.end_date, p.start_date <= now(),
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       {", ".join(["NULL"] * (VEHICLE_FACT_COLUMNS.count(",") + 1))}, NULL, NULL, NULL, NULL
 FROM passes p
 WHERE p.user_id = $1 AND p.end_date > now()
 ORDER BY kind DESC, id
@@ -316,7 +321,8 @@ async def _rents_and_passes(conn: asyncpg.Connection, user_id: int) -> list[asyn
 
 def _rent(row: asyncpg.Record) -> dict[str, Any]:
     svc = services()
-    place = svc.catalog.vehicle_places.get(row["vehicle_id"])
+    facts = vehicle_facts(row)
+    state = svc.vehicles.state(facts.id)
     lock_status = row["lock_status"]
     if row["station_id"] is not None:
         station = svc.stations.live.station(row["station_id"])
@@ -324,8 +330,8 @@ def _rent(row: asyncpg.Record) -> dict[str, Any]:
         if spot is not None:
             lock_status = spot.lock
     return {
-        "vehicle_id": row["vehicle_id"],
-        "serial_number": row["serial_number"],
+        "vehicle_id": facts.id,
+        "serial_number": facts.serial_number,
         "free_floating": row["free_floating"],
         "being_rented": row["on_hold_since"] is None,
         "displayed_number": row["displayed_number"],
@@ -336,15 +342,15 @@ def _rent(row: asyncpg.Record) -> dict[str, Any]:
         "on_hold_since": row["on_hold_since"],
         "on_hold_activated": row["on_hold_since"] is not None,
         "network_id": row["network_id"],
-        "battery_level": place.battery_level if place is not None else row["battery_level"],
-        "min_battery_to_slow_down": row["min_battery_to_slow_down"] or 15,
-        "min_battery_to_auto_lock": row["min_battery_to_auto_lock"] or 5,
-        "avg_max_range": row["avg_max_range"] or 0,
+        "battery_level": state.battery_level,
+        "min_battery_to_slow_down": facts.min_battery_to_slow_down,
+        "min_battery_to_auto_lock": facts.min_battery_to_auto_lock,
+        "avg_max_range": facts.avg_max_range,
         "external_locks": [],
-        "vehicle_model_id": row["model_id"],
-        "vehicle_model_name": row["model_name"],
-        "vehicle_manufacturer": row["manufacturer"],
-        "vehicle_type": row["vehicle_type"] or "kick-scooter",
+        "vehicle_model_id": facts.model_id,
+        "vehicle_model_name": facts.model_name,
+        "vehicle_manufacturer": facts.manufacturer,
+        "vehicle_type": facts.vehicle_type,
     }
 
 
@@ -376,7 +382,7 @@ async def user_map(query_args: MapQuery) -> Response:
         "code": 0,
         "clusters": layers.clusters(MAP_CLUSTER_KEYS, with_access=True),
         "vehicles": [
-            _map_vehicle(facts, place, layers.usable) for facts, place in layers.vehicles()
+            _map_vehicle(facts, state, layers.usable) for facts, state in layers.vehicles()
             if facts.state != "rented" or facts.id in mine
         ],
         "parkings": layers.parkings(with_access=True),
@@ -406,7 +412,7 @@ async def public_map(query_args: PublicMapQuery) -> Response:
     return _json({
         "code": 0,
         "clusters": layers.clusters(PUBLIC_CLUSTER_KEYS, with_access=False),
-        "vehicle": [_public_vehicle(facts, place) for facts, place in layers.vehicles() if _is_available(facts, place)],
+        "vehicle": [_public_vehicle(facts, state) for facts, state in layers.vehicles() if _is_available(facts, state)],
         "parkings": layers.parkings(with_access=False),
         "networks": layers.network_list(),
         "speed_zones": layers.speed_zones(),

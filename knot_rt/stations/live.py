@@ -6,6 +6,11 @@ view of every station, and keeps per-cluster totals (available vehicles, free
 and total spots, down or not), publishing ``cluster.updated`` on the cluster's
 topic whenever they change. Routes read the totals here, without a database
 query per cluster.
+
+A station's change is first handed to its vehicles (``vehicle_moves``: their
+actors take it, and the vehicles' live state, owned by ``knot_rt.vehicles``,
+follows), then applied here: a reader who sees a station's new totals finds
+its vehicles where the station reports them.
 """
 
 from __future__ import annotations
@@ -112,6 +117,13 @@ class LiveStations:
         await self._work.publish(Topic.station(view.station_id), event, data)
 
     async def station_changed(self, before: StationView, after: StationView) -> None:
+        """The vehicles first (their actors take the report), then the station's view and totals:
+        whoever reads the new view or totals finds the station's vehicles where it reports them."""
+        if self.vehicle_moves is not None:
+            try:
+                await self.vehicle_moves(before, after)
+            except Exception:  # the vehicles' trouble never keeps the station's view behind
+                log.exception("station %s: moving its vehicles failed", after.station_id)
         cluster_id = after.cluster_id
         self._remember(after)
         totals = self._compute(cluster_id)
@@ -119,8 +131,6 @@ class LiveStations:
             self._availability[cluster_id] = totals
             self._dirty.add(cluster_id)
             self._wake.set()
-        if self.vehicle_moves is not None:
-            await self.vehicle_moves(before, after)
 
     async def run(self) -> None:
         """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes.

@@ -45,7 +45,7 @@ from actors.station import (
     StationView,
     UnlockSpot,
 )
-from actors.vehicle import VEHICLE, vehicle_factory
+from actors.vehicle import VEHICLE
 from protocols import station as wire
 from protocols.errors import ErrorCode
 from protocols.feed import EventName, Topic
@@ -55,10 +55,10 @@ from ..db import repeat
 from ..errors import ApiError
 from ..services.permissions import Scope, station_scope
 from ..uow import Work
+from ..vehicles.service import VehicleService
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
-from .vehicles import LiveVehicles, PgVehicleStore, VehicleMover, network_vehicles
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class StationService:
     def __init__(
         self,
         work: Work,
+        vehicles: VehicleService,
         *,
         heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
         call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
@@ -78,7 +79,7 @@ class StationService:
         settings: Settings | None = None,
     ) -> None:
         options = settings or Settings()
-        self.db = db = work.db
+        self.db = work.db
         self.work = work
         self.store = PgStationStore(work)
         self.live = LiveStations(work)
@@ -96,12 +97,11 @@ class StationService:
             metrics=self.metrics,
         )
         self.registry = Registry()
-        self.live_vehicles = LiveVehicles()
-        self.registry.register(VEHICLE, self.vehicles, vehicle_factory(
-            PgVehicleStore(db), [self.live_vehicles], idle_after=options.vehicle_idle_seconds,
-        ))
-        self.live.vehicle_moves = VehicleMover(self.registry, members=self._network_vehicles,
-                                               unknown=self._unknown_vehicle)
+        # The vehicles' actors run in this tree (stations talk to them); their state belongs to the
+        # vehicles domain, which the station side only feeds with what its stations report.
+        self.vehicle_service = vehicles
+        self.registry.register(VEHICLE, self.vehicles, self.vehicle_service.actor_factory())
+        self.live.vehicle_moves = self.vehicle_service.mover(self.registry, unknown=self._unknown_vehicle)
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
         self.gateway = StationGateway(
@@ -111,9 +111,6 @@ class StationService:
             secret_check_interval=options.station_secret_check_seconds,
         )
         self.registry.register(STATION, self.stations, self._new_station_actor)
-
-    async def _network_vehicles(self, station_id: int, vehicle_ids: list[int]) -> set[int]:
-        return await self.db.run(lambda conn: network_vehicles(conn, station_id, vehicle_ids))
 
     async def _unknown_vehicle(self, view: StationView, vehicle_id: int, spot: int | None) -> None:
         """A station reports an id that is no vehicle of its network: a fault on its topic, no actor."""

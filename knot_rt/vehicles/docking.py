@@ -1,8 +1,9 @@
-"""The vehicles' side of the station actors: their persistence, and what moves them.
+"""What a station's report tells its vehicles, and its delivery to their actors.
 
 A station's report (a spot's vehicle, the batteries it reads, the station going
 online or offline) becomes ``Docked``, ``Undocked`` and ``StationOnline``
-messages to the vehicle actors. Each vehicle actor is the one writer of its row.
+messages to the vehicle actors. Each vehicle actor is the one writer of its row
+and of its live state (``live.LiveVehicles``).
 
 Only vehicles of the station's network get an actor: an id the station reports
 that is no vehicle of that network (a misread, a foreign vehicle, a forged
@@ -16,71 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import trio
 
 from actors import ActorError, ActorStopped, Registry
 from actors.station import StationView
-from actors.vehicle import (
-    VEHICLE,
-    Docked,
-    StationOnline,
-    Undocked,
-    VehicleListener,
-    VehicleMessage,
-    VehicleRecord,
-    VehicleView,
-)
-
-from ..db import Database
+from actors.vehicle import VEHICLE, Docked, StationOnline, Undocked, VehicleMessage
 
 log = logging.getLogger(__name__)
-
-
-async def _load(conn: asyncpg.Connection, vehicle_id: int) -> VehicleRecord | None:
-    row = await conn.fetchrow(
-        """SELECT v.battery_level, v.voltage, v.avg_max_range, v.online, v.latitude, v.longitude,
-                  s.id AS spot_id, s.number AS spot_number, s.station_id
-           FROM vehicles v LEFT JOIN spots s ON s.id = v.spot_id WHERE v.id = $1""",
-        vehicle_id,
-    )
-    if row is None:
-        return None
-    return VehicleRecord(
-        battery_level=row["battery_level"], voltage=row["voltage"], avg_max_range=row["avg_max_range"] or 0,
-        station_id=row["station_id"], spot_id=row["spot_id"], spot_number=row["spot_number"],
-        latitude=row["latitude"], longitude=row["longitude"], online=row["online"],
-    )
-
-
-class PgVehicleStore:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def load(self, vehicle_id: int) -> VehicleRecord | None:
-        return await self._db.run(lambda conn: _load(conn, vehicle_id))
-
-    async def save(self, view: VehicleView) -> None:
-        await self._db.execute(
-            """UPDATE vehicles SET battery_level = $2, voltage = $3, online = $4, spot_id = $5,
-                                   latitude = $6, longitude = $7, updated_at = now()
-               WHERE id = $1""",
-            view.vehicle_id, view.battery_level, view.voltage, view.online, view.spot_id, view.latitude,
-            view.longitude,
-        )
-
-
-class LiveVehicles:
-    """The latest view of every vehicle that changed since start (the live map reads it)."""
-
-    def __init__(self) -> None:
-        self.views: dict[int, VehicleView] = {}
-        self.followers: list[VehicleListener] = []  # told every change too (the catalog's free-floating index)
-
-    async def vehicle_changed(self, view: VehicleView) -> None:
-        self.views[view.vehicle_id] = view
-        for follower in self.followers:
-            await follower.vehicle_changed(view)
 
 
 def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int, VehicleMessage]]:
@@ -88,9 +31,10 @@ def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int,
     messages: list[tuple[int, VehicleMessage]] = []
     readings = {r.vehicle: r for r in after.vehicles}
     old_spots = {s.number: s for s in before.spots}
+    docked_now = {s.vehicle for s in after.spots if s.vehicle}
     for spot in after.spots:
         old = old_spots.get(spot.number)
-        if old is not None and old.vehicle and old.vehicle != spot.vehicle:
+        if old is not None and old.vehicle and old.vehicle != spot.vehicle and old.vehicle not in docked_now:
             messages.append((old.vehicle, Undocked(after.station_id)))
         if spot.vehicle:
             reading = readings.get(spot.vehicle)
@@ -109,28 +53,30 @@ def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int,
     return messages
 
 
-async def network_vehicles(conn: asyncpg.Connection, station_id: int, vehicle_ids: list[int]) -> set[int]:
-    """Which of ``vehicle_ids`` are vehicles of the network of ``station_id``."""
-    rows = await conn.fetch(
-        """SELECT v.id FROM vehicles v
-           JOIN clusters c ON c.network_id = v.network_id
-           JOIN stations s ON s.cluster_id = c.id
-           WHERE s.id = $1 AND v.id = ANY($2::bigint[])""",
-        station_id, vehicle_ids,
-    )
-    return {row["id"] for row in rows}
-
-
 Members = Callable[[int, list[int]], Awaitable[set[int]]]
 UnknownVehicle = Callable[[StationView, int, int | None], Awaitable[None]]
 
 
 class VehicleMover:
-    """Delivers a station's changes to its vehicles' actors.
+    """Delivers a station's changes to its vehicles' actors, and waits until they took them.
 
     The station's event is already recorded (its spots are the truth of where a
-    vehicle is); the vehicles' rows follow, so the station does not wait for them:
-    a message waits only for room in the vehicle's mailbox, bounded.
+    vehicle is); the messages are asked of the vehicles' actors one after the
+    other, in order, each bounded by ``timeout``. So when the station's listener
+    returns (before the station is answered and before its view and cluster
+    totals change), its vehicles' rows and live states show the report: a reader
+    never sees a station and its vehicles disagree, and what the station was
+    answered is saved on the vehicles' side too. An ask of a vehicle actor that
+    stops meanwhile (idle) fails and is sent again to a fresh one, where a plain
+    send would have been dropped with its mailbox.
+
+    The cost: a report waits for the saves of the vehicles it changes (one
+    round trip each; a report that changes nothing of a vehicle saves nothing).
+    One vehicle at a time, not all at once: a storm of reconnecting stations
+    asks no more of the database pool at once than it did when the vehicles
+    followed in the background (then each start, a load, was awaited in turn
+    too). A vehicle that fails or is slow is logged and skipped after
+    ``timeout``, never failing its station.
 
     ``members(station_id, ids)`` tells which ids are vehicles of the station's
     network (asked once per id and station: a vehicle does not change network
@@ -187,9 +133,9 @@ class VehicleMover:
     async def _deliver(self, vehicle_id: int, message: VehicleMessage) -> None:
         for _ in range(2):  # an idle actor may be stopping just as it is used: once more with a fresh one
             try:
-                ref = await self._registry.get(VEHICLE, str(vehicle_id))
                 with trio.fail_after(self._timeout):
-                    await ref.send(message)
+                    ref = await self._registry.get(VEHICLE, str(vehicle_id))
+                    await ref.ask(message, timeout=self._timeout)
                 return
             except ActorStopped:
                 continue
