@@ -3,11 +3,12 @@
 Maps and cluster routes are the hottest read paths, so they are answered from
 here, from the live availability the station actors keep and from the
 vehicles' live state (``vehicles.service``, its one owner), without a
-database query per cluster or vehicle. The catalog is loaded at start and refreshed by
-the routes that change it (``reload()`` after a write; it is small). A reload
-the database cannot serve is left to ``run()``, which retries it with back-off:
-the write is committed, so its route still answers success, and the maps show
-it a few seconds after PostgreSQL is back. Area
+database query per cluster or vehicle. The catalog is loaded at start; a cluster
+write (``catalog_service.py``) updates only what it changed, after its commit
+(``put_cluster``, ``put_parkings``), with the rows it read in its transaction.
+``reload()`` reads everything again (tests, rows changed behind the service). A
+reload the database cannot serve is left to ``run()``, which retries it with
+back-off. Area
 queries use a grid index of 0.01-degree cells (a box wider than the occupied
 cells scans those instead); parkings and speed zones keep their bounds.
 Free-floating vehicles are found in the vehicles' live state (a grid the
@@ -258,6 +259,32 @@ class Catalog:
             self._zone_bounds = _with_bounds(self.speed_zones.values())
             self.app_labels = app_labels
 
+    async def put_cluster(self, cluster: Cluster) -> None:
+        """A cluster created or changed (after its commit): that cluster only, in the maps at once.
+
+        Taken under the reload lock, so a reload that read its rows before the
+        commit cannot overwrite the change with the older snapshot: the update is
+        applied after it.
+        """
+        async with self._reload_lock:
+            old = self.clusters.get(cluster.id)
+            if old is not None:
+                self._cluster_grid.remove(old.id, old.latitude, old.longitude)
+            self.clusters[cluster.id] = cluster
+            self._cluster_grid.add(cluster.id, cluster.latitude, cluster.longitude)
+
+    async def put_parkings(self, parkings: Iterable[Parking]) -> None:
+        """Parkings changed (after their commit): these only; their bounds are computed again."""
+        async with self._reload_lock:
+            changed = {p.id: p for p in parkings}
+            if not changed:
+                return
+            self.parkings.update(changed)
+            self._parking_bounds = [
+                item for item in self._parking_bounds if item[1].id not in changed
+            ] + _with_bounds(changed.values())
+            self._parking_bounds.sort(key=lambda item: item[1].id)
+
     def free_floating_in(self, area: Area, networks: Iterable[int]) -> list[tuple[VehicleFacts, VehicleView]]:
         """Free-floating vehicles of ``networks`` inside ``area``, by id, with their live state."""
         allowed = set(networks)
@@ -333,6 +360,22 @@ def _out_of_order(row: asyncpg.Record, prefix: str = "ooo_") -> OutOfOrder | Non
 _OOO = ("o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason")
 
 
+# A cluster's row as the catalog reads it (``WHERE c.id = $1`` may follow: one cluster).
+CLUSTER_QUERY = f"""SELECT c.*, {_OOO} FROM clusters c
+    LEFT JOIN exceptional_out_of_orders o ON o.id = c.exceptional_out_of_order_id"""
+
+
+def cluster_of(r: asyncpg.Record) -> Cluster:
+    """A cluster from a row of ``CLUSTER_QUERY``."""
+    return Cluster(
+        id=r["id"], network_id=r["network_id"], name=r["name"], latitude=r["latitude"],
+        longitude=r["longitude"], description=r["description"] or {}, commissioning_date=r["commissioning_date"],
+        soon_to_be_available=r["soon_to_be_available"], out_of_order=_out_of_order(r),
+        max_unlock_distance=r["max_unlock_distance"], has_badge_reader=r["has_badge_reader"],
+        balancing_type=r["balancing_type"],
+    )
+
+
 async def _load(conn: asyncpg.Connection) -> tuple[
     dict[int, Network], dict[int, Cluster], dict[int, Parking], dict[int, SpeedZone], dict[int, VehicleFacts]
 ]:
@@ -354,19 +397,7 @@ async def _load(conn: asyncpg.Connection) -> tuple[
                 FROM networks n LEFT JOIN exceptional_out_of_orders o ON o.id = n.exceptional_out_of_order_id"""
         )
     }
-    clusters = {
-        r["id"]: Cluster(
-            id=r["id"], network_id=r["network_id"], name=r["name"], latitude=r["latitude"],
-            longitude=r["longitude"], description=r["description"] or {}, commissioning_date=r["commissioning_date"],
-            soon_to_be_available=r["soon_to_be_available"], out_of_order=_out_of_order(r),
-            max_unlock_distance=r["max_unlock_distance"], has_badge_reader=r["has_badge_reader"],
-            balancing_type=r["balancing_type"],
-        )
-        for r in await conn.fetch(
-            f"""SELECT c.*, {_OOO} FROM clusters c
-                LEFT JOIN exceptional_out_of_orders o ON o.id = c.exceptional_out_of_order_id"""
-        )
-    }
+    clusters = {r["id"]: cluster_of(r) for r in await conn.fetch(CLUSTER_QUERY)}
     parkings = {
         r["id"]: Parking(r["id"], r["network_id"], r["cluster_id"], r["shape"])
         for r in await conn.fetch("SELECT * FROM virtual_parkings")

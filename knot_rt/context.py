@@ -10,6 +10,7 @@ from quart import current_app
 from .accounts.service import AccountService
 from .bus import FeedBus, FeedHub
 from .catalog import Catalog
+from .catalog_service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
@@ -41,6 +42,7 @@ class Services:
     stations: StationService
     vehicles: VehicleService
     catalog: Catalog
+    catalog_service: CatalogService
     access: AccessCache
     accounts: AccountService
     content: ContentService
@@ -83,6 +85,7 @@ class Services:
             stations=stations,
             vehicles=vehicles,
             catalog=catalog,
+            catalog_service=CatalogService(db, work, catalog),
             access=AccessCache(),
             accounts=AccountService(
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub

@@ -40,12 +40,20 @@ def cells_within(
 
 @dataclass
 class Grid:
-    """Items placed once (rebuilt on reload)."""
+    """Items placed once (rebuilt on reload; ``remove`` for a targeted update)."""
 
     cells: defaultdict[Cell, list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, item_id: int, lat: float, lng: float) -> None:
         self.cells[cell(lat, lng)].append(item_id)
+
+    def remove(self, item_id: int, lat: float, lng: float) -> None:
+        """Take an item off the cell of (lat, lng), where it was added (a targeted update)."""
+        items = self.cells.get(cell(lat, lng))
+        if items is not None and item_id in items:
+            items.remove(item_id)
+            if not items:
+                del self.cells[cell(lat, lng)]
 
     def within(self, south: float, north: float, west: float, east: float) -> Iterator[int]:
         return cells_within(self.cells, south, north, west, east)

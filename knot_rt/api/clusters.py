@@ -8,8 +8,8 @@ does not see answers 404, exactly as an unknown id: its existence is not leaked.
 Writes need ``perm:clusters`` with ``write`` on an OU covering the cluster (or,
 to create one, the network). An unknown cluster or network answers 404 before
 rights are looked at (as the station routes do); a known one without the right
-answers 403 + code 13. Each write updates the database, then reloads the
-catalog before answering.
+answers 403 + code 13. Each write goes through ``svc.catalog_service``: one
+unit of work, then a targeted update of the in-memory catalog before answering.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from protocols.errors import ErrorCode
 from ..catalog import Cluster, Network
 from ..context import services
 from ..errors import ApiError
-from ..services import clusters as service
 from ..services.access import UserAccess, seen_cluster, unknown_cluster
 from ..services.geo import Latitude, Longitude
 from ..services.permissions import Scope
@@ -160,7 +159,7 @@ async def _check_write(scope: Scope | None, what: str) -> None:
 
 
 async def _writable_cluster(cluster_id: int) -> None:
-    scope = await services().db.run(lambda conn: service.cluster_scope(conn, cluster_id))
+    scope = await services().catalog_service.cluster_scope(cluster_id)
     await _check_write(scope, f"cluster {cluster_id}")
 
 
@@ -197,7 +196,7 @@ async def closest_clusters(query_args: ClosestQuery) -> Data[list[ClosestCluster
     access = await caller_access()
     usable = _Usable(access, svc.catalog.networks)
     live = svc.stations.live
-    found = service.closest_clusters(svc.catalog, access.seen_networks(svc.catalog), query_args.lat, query_args.lng)
+    found = svc.catalog_service.closest_clusters(access.seen_networks(svc.catalog), query_args.lat, query_args.lng)
     return Data(data=[
         pick(ClosestClusterOut, cluster_fields(c, live.cluster(c.id), "en"), distance=metres,
              cluster_is_accessible=usable(c.network_id))
@@ -249,7 +248,7 @@ async def cluster_spots(cluster_id: int) -> Data[list[ClusterSpotOut]]:
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
     usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
-    spots = await svc.db.run(lambda conn: service.cluster_spots(conn, cluster_id))
+    spots = await svc.catalog_service.cluster_spots(cluster_id)
     return Data(data=[
         ClusterSpotOut(spot_id=s.spot_id, station_id=s.station_id, displayed_number=s.displayed_number,
                        in_maintenance=s.in_maintenance, is_accessible=s.is_accessible and usable)
@@ -274,7 +273,7 @@ async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
     usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
-    spots = await svc.db.run(lambda conn: service.cluster_spots(conn, cluster_id))
+    spots = await svc.catalog_service.cluster_spots(cluster_id)
     docked: dict[int, dict[int, VehicleView]] = {}
     found: list[ClusterVehicleOut] = []
     for spot in spots:
@@ -305,12 +304,9 @@ async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
 async def create_cluster(data: CreateClusterBody) -> Ok:
     """Create a new cluster (``perm:clusters`` write on the network)."""
     svc = services()
-    scope = await svc.db.run(lambda conn: service.network_scope(conn, data.network_id))
+    scope = await svc.catalog_service.network_scope(data.network_id)
     await _check_write(scope, f"network {data.network_id}")
-    await svc.db.transaction(
-        lambda conn: service.create_cluster(conn, data.network_id, data.name, data.lat, data.lng)
-    )
-    await svc.catalog.reload()
+    await svc.catalog_service.create_cluster(data.network_id, data.name, data.lat, data.lng)
     return Ok()
 
 
@@ -323,9 +319,8 @@ async def rename_cluster(cluster_id: int, data: RenameClusterBody) -> Ok:
     """Update the cluster name (``perm:clusters`` write)."""
     await _writable_cluster(cluster_id)
     svc = services()
-    if not await svc.db.run(lambda conn: service.rename_cluster(conn, cluster_id, data.name)):
+    if not await svc.catalog_service.rename_cluster(cluster_id, data.name):
         raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
-    await svc.catalog.reload()
     return Ok()
 
 
@@ -338,10 +333,9 @@ async def move_cluster(cluster_id: int, data: MoveClusterBody) -> Data[MovedPark
     """Move a cluster to a new location; the virtual parkings that follow it move by the same delta."""
     await _writable_cluster(cluster_id)
     svc = services()
-    parkings = await svc.db.transaction(lambda conn: service.move_cluster(conn, cluster_id, data.lat, data.lng))
+    parkings = await svc.catalog_service.move_cluster(cluster_id, data.lat, data.lng)
     if parkings is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
-    await svc.catalog.reload()
     return Data(data=MovedParkings(parkings=parkings))
 
 
@@ -354,7 +348,6 @@ async def set_max_unlock_distance(cluster_id: int, data: MaxUnlockDistanceBody) 
     """Update the max unlock distance for a specific cluster (10 to 1000 metres, or null)."""
     await _writable_cluster(cluster_id)
     svc = services()
-    if not await svc.db.run(lambda conn: service.set_max_unlock_distance(conn, cluster_id, data.new_distance)):
+    if not await svc.catalog_service.set_max_unlock_distance(cluster_id, data.new_distance):
         raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
-    await svc.catalog.reload()
     return Ok()

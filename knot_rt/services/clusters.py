@@ -2,8 +2,8 @@
 
 Reads are answered from the in-memory catalog and the live station views; the
 functions here that take a connection are asyncio-side units of work, given to
-``Database.run``/``transaction`` whole. Every write is followed by a reload of
-the catalog (done by the route, on the Trio side).
+``Database.run``/``transaction`` whole. The writes are called by
+``catalog_service.py`` inside a unit of work, which updates the catalog after the commit.
 
 Virtual parkings may follow a cluster (``virtual_parkings.cluster_id``): moving
 the cluster translates their shapes by the same latitude/longitude delta.
