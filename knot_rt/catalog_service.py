@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import asyncpg
+
+from . import catalog_store as store
 from .catalog import CLUSTER_QUERY, Catalog, Cluster, Parking, cluster_of
 from .db import Database
 from .services import clusters as sql
@@ -50,6 +53,10 @@ class CatalogService:
 
     async def cluster_spots(self, cluster_id: int) -> list[SpotFacts]:
         return await self.db.run(lambda conn: sql.cluster_spots(conn, cluster_id))
+
+    async def rents_and_passes(self, user_id: int) -> list[asyncpg.Record]:
+        """The caller's open rents and current passes (rows of ``catalog_store.RENTS_AND_PASSES``)."""
+        return await self.db.run(lambda conn: store.rents_and_passes(conn, user_id))
 
     def closest_clusters(self, networks: Iterable[int], lat: float, lng: float) -> list[tuple[int, Cluster]]:
         return sql.closest_clusters(self.catalog, networks, lat, lng)

@@ -23,6 +23,12 @@ Shape = list[list[float]]
 
 MAX_AREA_DEGREES = 2.0  # a bigger box is refused: ask for a smaller area or zoom in
 
+Degrees = Annotated[
+    float,
+    Field(allow_inf_nan=False, json_schema_extra={"minimum": 0},
+          description="Size of the area in degrees (>= 0, at most 2)."),
+]
+
 
 class OutOfOrderOut(BaseModel):
     exceptional_out_of_order_id: int

@@ -36,12 +36,13 @@ from quart_schema import document_response, tag, validate_querystring
 
 from actors.vehicle import VehicleView
 
-from ..catalog import VEHICLE_FACT_COLUMNS, Area, VehicleFacts, vehicle_facts
+from ..catalog import Area, VehicleFacts, vehicle_facts
 from ..context import services
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
 from ..web.auth import caller_access, current_caller, label_access, require_user
 from .catalog_models import (
+    Degrees,
     MapClusterOut,
     NetworkOut,
     OutOfOrderOut,
@@ -53,7 +54,6 @@ from .catalog_models import (
     out_of_order,
 )
 from .models import Lang, PageQuery, Positive
-from .networks import Degrees
 
 bp = Blueprint("maps", __name__, url_prefix="/api/application")
 
@@ -294,31 +294,6 @@ def _json(body: dict[str, Any]) -> Response:
 
 # the caller's rents and passes --------------------------------------------------------
 
-_RENTS_AND_PASSES = f"""
-SELECT 'rent' AS kind, r.id, r.vehicle_id, r.network_id, r.free_floating, r.time_start, r.billing_time_stop,
-       r.on_hold_since, NULL::timestamptz AS end_date, NULL::boolean AS in_use,
-       {VEHICLE_FACT_COLUMNS},
-       s.station_id, s.number AS spot_number, s.displayed_number, s.lock_status
-FROM rents r
-JOIN vehicles v ON v.id = r.vehicle_id
-LEFT JOIN vehicle_models m ON m.id = v.model_id
-LEFT JOIN exceptional_out_of_orders o ON o.id = v.exceptional_out_of_order_id
-LEFT JOIN spots s ON s.id = v.spot_id
-WHERE r.user_id = $1 AND r.ended_at IS NULL
-UNION ALL
-SELECT 'pass', p.id, NULL, p.network_id, NULL, NULL, NULL, NULL, p.end_date, p.start_date <= now(),
-       {", ".join(["NULL"] * (VEHICLE_FACT_COLUMNS.count(",") + 1))}, NULL, NULL, NULL, NULL
-FROM passes p
-WHERE p.user_id = $1 AND p.end_date > now()
-ORDER BY kind DESC, id
-"""
-
-
-async def _rents_and_passes(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(_RENTS_AND_PASSES, user_id)
-    return rows
-
-
 def _rent(row: asyncpg.Record) -> dict[str, Any]:
     svc = services()
     facts = vehicle_facts(row)
@@ -373,7 +348,7 @@ async def user_map(query_args: MapQuery) -> Response:
     svc = services()
     access = await caller_access()
     user_id = current_caller().user_id
-    rows = await svc.db.run(lambda conn: _rents_and_passes(conn, user_id))
+    rows = await svc.catalog_service.rents_and_passes(user_id)
     rents = [row for row in rows if row["kind"] == "rent"]
     mine = {row["vehicle_id"] for row in rents}
     seen = access.seen_networks(svc.catalog)

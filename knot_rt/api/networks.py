@@ -7,8 +7,6 @@ unknown id does: its existence is not leaked.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
@@ -21,19 +19,12 @@ from ..errors import ApiError
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude, distance_m
 from ..web.auth import caller_access, label_access, require_user
-from .catalog_models import ClosestNetworkOut, NetworkOut, checked_area, network_fields, pick
+from .catalog_models import ClosestNetworkOut, Degrees, NetworkOut, checked_area, network_fields, pick
 from .models import Data, Lang, PageQuery
 
 bp = Blueprint("networks", __name__, url_prefix="/api/application")
 
 TAGS = ["Networks"]
-
-Degrees = Annotated[
-    float,
-    Field(allow_inf_nan=False, json_schema_extra={"minimum": 0},
-          description="Size of the area in degrees (>= 0, at most 2)."),
-]
-
 
 # inputs ------------------------------------------------------------------------------
 
