@@ -23,6 +23,7 @@ Choices and costs:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 
 import asyncpg
 
@@ -31,6 +32,7 @@ from .catalog import CLUSTER_QUERY, Catalog, Cluster, Parking, cluster_of
 from .db import Database
 from .services import clusters as sql
 from .services.clusters import SpotFacts
+from .services.countries import country_by_iso_2
 from .services.permissions import Scope
 from .uow import UnitOfWork, Work
 
@@ -57,6 +59,20 @@ class CatalogService:
     async def rents_and_passes(self, user_id: int) -> list[asyncpg.Record]:
         """The caller's open rents and current passes (rows of ``catalog_store.RENTS_AND_PASSES``)."""
         return await self.db.run(lambda conn: store.rents_and_passes(conn, user_id))
+
+    async def user_discounts(self, user_id: int) -> list[asyncpg.Record]:
+        return await self.db.run(lambda conn: store.user_discounts(conn, user_id))
+
+    async def shop_discounts(self, user_id: int, lat: float, lng: float, on: date) -> list[asyncpg.Record]:
+        return await self.db.run(lambda conn: store.shop_discounts(conn, user_id, lat, lng, on))
+
+    async def use_code(self, user_id: int, code: str, lat: float, lng: float, on: date) -> asyncpg.Record:
+        """Redeem a discount code in one unit of work (``ApiError`` for a refused code: nothing is written)."""
+        return await self.work.run(lambda uow: store.use_code(uow.conn, user_id, code, lat, lng, on))
+
+    async def country(self, iso_2: str) -> asyncpg.Record | None:
+        """The country of an ISO 3166-1 alpha-2 code, or None."""
+        return await self.db.run(lambda conn: country_by_iso_2(conn, iso_2))
 
     def closest_clusters(self, networks: Iterable[int], lat: float, lng: float) -> list[tuple[int, Cluster]]:
         return sql.closest_clusters(self.catalog, networks, lat, lng)

@@ -5,9 +5,15 @@ Each function is an asyncio-side unit of work given to ``Database.run`` whole.
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 
+from protocols.errors import ErrorCode
+
 from .catalog import VEHICLE_FACT_COLUMNS
+from .errors import ApiError
+from .services.geo import distance_m
 
 # The caller's open rents (with their vehicle's facts and spot) and current passes, for the map.
 RENTS_AND_PASSES = f"""
@@ -33,3 +39,81 @@ ORDER BY kind DESC, id
 async def rents_and_passes(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(RENTS_AND_PASSES, user_id)
     return rows
+
+
+# discounts (rules: the docstring of ``api/discounts.py``) ------------------------------------------
+
+ADD_CREDIT = "add-credit"
+
+DISCOUNT_COLUMNS = "d.id, d.name, d.discount_type, d.type, d.stop_date, d.code, d.data, d.currency, d.network_id"
+
+
+async def nearest_network_id(conn: asyncpg.Connection, lat: float, lng: float) -> int | None:
+    """The network whose centre is the closest to (lat, lng); None when there is none (asyncio side)."""
+    rows = await conn.fetch("SELECT id, center_latitude, center_longitude FROM networks")
+    if not rows:
+        return None
+    nearest = min(
+        rows, key=lambda r: (distance_m(lat, lng, r["center_latitude"], r["center_longitude"]), r["id"])
+    )
+    network_id: int = nearest["id"]
+    return network_id
+
+
+async def user_discounts(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""SELECT {DISCOUNT_COLUMNS}, ud.active
+            FROM user_discounts ud JOIN discounts d ON d.id = ud.discount_id
+            WHERE ud.user_id = $1
+            ORDER BY ud.granted_at, d.id""",
+        user_id,
+    )
+    return rows
+
+
+async def shop_discounts(
+    conn: asyncpg.Connection, user_id: int, lat: float, lng: float, on: date
+) -> list[asyncpg.Record]:
+    """The user's active shop discounts, valid on ``on`` and on the nearest network (asyncio side)."""
+    network_id = await nearest_network_id(conn, lat, lng)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""SELECT {DISCOUNT_COLUMNS}
+            FROM user_discounts ud JOIN discounts d ON d.id = ud.discount_id
+            WHERE ud.user_id = $1 AND ud.active AND d.usable_in_shop
+              AND (d.stop_date IS NULL OR d.stop_date >= $2)
+              AND (d.network_id IS NULL OR d.network_id = $3::bigint)
+            ORDER BY ud.granted_at, d.id""",
+        user_id, on, network_id,
+    )
+    return rows
+
+
+async def use_code(
+    conn: asyncpg.Connection, user_id: int, code: str, lat: float, lng: float, on: date
+) -> asyncpg.Record:
+    """Grant the discount of ``code`` to the user, crediting the wallet for add-credit (asyncio side, in a
+    transaction: any error leaves nothing behind)."""
+    discount = await conn.fetchrow(f"SELECT {DISCOUNT_COLUMNS} FROM discounts d WHERE d.code = $1", code)
+    if discount is None:
+        raise ApiError(ErrorCode.DISCOUNT_UNKNOWN)
+    if discount["stop_date"] is not None and discount["stop_date"] < on:
+        raise ApiError(ErrorCode.DISCOUNT_EXPIRED)
+    if discount["network_id"] is not None and discount["network_id"] != await nearest_network_id(conn, lat, lng):
+        raise ApiError(ErrorCode.DISCOUNT_NOT_AVAILABLE_HERE)
+    # Waits for a concurrent use of the same code by the same user, then sees its row.
+    granted = await conn.fetchval(
+        """INSERT INTO user_discounts (user_id, discount_id) VALUES ($1, $2)
+           ON CONFLICT (user_id, discount_id) DO NOTHING RETURNING true""",
+        user_id, discount["id"],
+    )
+    if not granted:
+        raise ApiError(ErrorCode.DISCOUNT_ALREADY_USED)
+    if discount["discount_type"] == ADD_CREDIT:
+        credited = await conn.fetchval(
+            """INSERT INTO wallet_entries (user_id, amount, currency, discount_id) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (user_id, discount_id) DO NOTHING RETURNING id""",
+            user_id, discount["data"], discount["currency"], discount["id"],
+        )
+        if credited is None:
+            raise ApiError(ErrorCode.DISCOUNT_ALREADY_USED)
+    return discount

@@ -16,7 +16,6 @@ from protocols.errors import ErrorCode
 
 from ..context import services
 from ..errors import ApiError
-from ..services.countries import country_by_iso_2
 from ..services.geo import Latitude, Longitude, country_code_at
 from .models import Data, PageQuery
 
@@ -46,7 +45,7 @@ async def at_position(query_args: PositionQuery) -> Data[Country]:
     if iso_2 is None:
         raise ApiError(ErrorCode.NO_COUNTRY)
     code = iso_2
-    row = await services().db.run(lambda conn: country_by_iso_2(conn, code))
+    row = await services().catalog_service.country(code)
     if row is None:
         raise ApiError(ErrorCode.NO_COUNTRY)
     return Data(data=Country(
