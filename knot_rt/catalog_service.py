@@ -1,4 +1,8 @@
-"""The catalog's service: the only entry point of the cluster routes, for their writes and database reads.
+"""The catalog's service: the entry point of the catalog's routes (clusters, map, discounts, countries).
+
+Reads of the catalog's rows that the in-memory catalog does not hold (spots,
+scopes, the caller's rents and passes, discounts, countries) are SQL in
+``catalog_store.py`` / ``services/clusters.py`` / ``services/countries.py``, run here.
 
 Every write opens one unit of work (``Work.run``): the rows change in one
 transaction, the changed rows are read again in that transaction, and a
