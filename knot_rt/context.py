@@ -31,7 +31,6 @@ class Services:
     settings: Settings
     db: Database
     signer: TokenSigner
-    passwords: Passwords
     limiter: RateLimiter
     box: SecretBox
     mail: MailSender
@@ -74,7 +73,6 @@ class Services:
             settings=settings,
             db=db,
             signer=signer,
-            passwords=passwords,
             limiter=RateLimiter(),
             box=box,
             mail=mail,

@@ -21,8 +21,7 @@ LIVENESS_BOUND = 5.0  # seconds: a bound on liveness, not a timing measurement
 
 
 def use_passwords(harness: Harness, passwords: Passwords) -> None:
-    """The server hashes with ``passwords`` from now on (the accounts service and re-authentication)."""
-    harness.svc.passwords = passwords
+    """The server hashes with ``passwords`` from now on (its one holder: the accounts service)."""
     harness.svc.accounts.passwords = passwords
 
 
@@ -87,7 +86,7 @@ async def test_logins_past_the_queue_are_told_to_retry_and_the_queued_one_is_ser
         response = await harness.client.post(LOGIN, json={"email": EMAIL, "password": PASSWORD, "app_label": "knot"})
         answers.append((response.status_code, response.json()["code"], response.headers.get("retry-after")))
 
-    limiter = harness.svc.passwords.limiter
+    limiter = harness.svc.accounts.passwords.limiter
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             async with limiter:  # the one hashing slot is busy (as with a long password check)

@@ -32,7 +32,7 @@ async def reset_token(harness: Harness, smtp_sink: SmtpSink, email: str = "ada@e
 
 async def password_is(harness: Harness, user_id: int, password: str) -> bool:
     stored = await harness.db.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
-    return await harness.svc.passwords.verify(stored, password)
+    return await harness.svc.accounts.passwords.verify(stored, password)
 
 
 async def profile_status(harness: Harness, access_token: str) -> int:

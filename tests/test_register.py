@@ -40,7 +40,7 @@ async def test_register_creates_an_unconfirmed_account_and_mails_a_link(
     assert (user["email"], user["email_confirmed_at"], user["lang"], user["app_label_id"]) == (
         "ada@example.com", None, "en", label
     )
-    assert await harness.svc.passwords.verify(user["password_hash"], "correct horse battery")
+    assert await harness.svc.accounts.passwords.verify(user["password_hash"], "correct horse battery")
 
     [mail] = await smtp_sink.wait_for("ada@example.com")
     assert "Knot City" in mail["Subject"]

@@ -199,7 +199,7 @@ async def confirm_identity(password: str | None, code: str | None, *, code_check
         if password is None:
             raise ApiError(ErrorCode.INVALID_INPUT, "password: the current password is required")
         svc.limiter.check((svc.settings.rate_limits.login_per_address, "login:address", found.email))
-        if not await svc.passwords.verify(found.password_hash, password):
+        if not await svc.accounts.passwords.verify(found.password_hash, password):
             raise ApiError(ErrorCode.WRONG_CREDENTIALS, "the current password is wrong")
         return
     if code_checked_after:
