@@ -18,8 +18,8 @@ Choices and costs:
   even when PostgreSQL goes away right after it. The cost is one extra
   one-row read per write.
 - Rows changed behind the service (a script, another process) are not picked
-  up by a write here; they arrive with the next full ``Catalog.reload`` as
-  before.
+  up by a write here; they arrive with the catalog's periodic full read
+  (``Catalog.run``, every ``catalog_refresh_seconds``).
 - The catalog applies the update under its reload lock (``Catalog.put_cluster``),
   so a reload that read an older snapshot cannot overwrite a committed change.
 """

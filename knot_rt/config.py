@@ -137,6 +137,7 @@ class Settings:
     feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0
     mail_max_attempts: int = 8
+    catalog_refresh_seconds: float = 60.0  # the catalog reads everything again this often (changes made behind it)
     mail_poll_seconds: float = 2.0  # the outbox is drained when a commit wakes the sender, and this often
 
     @classmethod

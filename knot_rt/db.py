@@ -228,6 +228,7 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
+        """The next wait, counting one more failure."""
         self.failures += 1
         self._delay = min(self.cap, max(self.first, self._delay * 2))
         return self._delay * random.uniform(0.5, 1.0)
@@ -236,36 +237,43 @@ class Backoff:
         await trio.sleep(self.next_delay())
 
 
-async def repeat(
-    what: str, job: Callable[[], Awaitable[object]], every: float, *, wait_first: bool = False,
-    backoff: Backoff | None = None,
-) -> None:
+async def attempt(what: str, job: Callable[[], Awaitable[object]], backoff: Backoff) -> bool:
+    """Run ``job`` once for a background loop; True when it succeeded.
+
+    A failure never escapes: the first failure of a streak is logged (one line when the
+    database is away, the traceback otherwise); the caller then waits on ``backoff``
+    (which counts the failures). The recovery after a streak is logged once and resets it.
+    """
+    try:
+        await job()
+    except DatabaseUnavailable as exc:
+        if backoff.failures == 0:
+            log.warning("%s: the database is unavailable (%s); retrying", what, exc)
+        return False
+    except Exception:
+        if backoff.failures == 0:
+            log.exception("%s failed; retrying", what)
+        return False
+    if backoff.failures:
+        log.info("%s: done again after %s failed attempts", what, backoff.failures)
+        backoff.reset()
+    return True
+
+
+async def repeat(what: str, job: Callable[[], Awaitable[object]], every: float, *, wait_first: bool = False) -> None:
     """Run ``job`` every ``every`` seconds, forever: the shape of the periodic background loops.
 
-    A failure never ends the loop (nor the process around it): the first failure of a
-    streak is logged (one line when the database is away, the traceback otherwise) and
-    the job runs again after a back-off, capped at ``every``; its recovery is logged once.
+    A failure never ends the loop (nor the process around it): the job runs again after
+    a back-off capped at ``every`` (see ``attempt``).
     """
-    backoff = backoff or Backoff(cap=min(every, 30.0))
+    backoff = Backoff(cap=min(every, 30.0))
     if wait_first:
         await trio.sleep(every)
     while True:
-        try:
-            await job()
-        except DatabaseUnavailable as exc:
-            if backoff.failures == 0:
-                log.warning("%s: the database is unavailable (%s); retrying", what, exc)
+        if await attempt(what, job, backoff):
+            await trio.sleep(every)
+        else:
             await backoff.sleep()
-            continue
-        except Exception:
-            if backoff.failures == 0:
-                log.exception("%s failed; retrying", what)
-            await backoff.sleep()
-            continue
-        if backoff.failures:
-            log.info("%s: done again after %s failed attempts", what, backoff.failures)
-            backoff.reset()
-        await trio.sleep(every)
 
 
 def migration_files() -> list[tuple[int, str, str]]:

@@ -69,7 +69,7 @@ async def run_server(
         # so a database outage leaves them waiting, not the process dead.
         background.start_soon(svc.mail.run)
         background.start_soon(svc.bus.run_pruner)
-        background.start_soon(svc.catalog.run)
+        background.start_soon(svc.catalog.run, svc.settings.catalog_refresh_seconds)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             async with trio.open_nursery() as http:

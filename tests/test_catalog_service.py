@@ -8,9 +8,15 @@ cluster and parkings, it did not reload every row. A full reload then shows it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
-from tests.support import Harness
+import pytest
+import trio_asyncio
+
+from knot_rt.config import Settings
+from tests.support import Harness, eventually, serving
 from tests.test_clusters import CENTRE, build_city, get, ok_data, put
 
 MAP = {"lat": CENTRE["lat"], "lng": CENTRE["lng"], "latdeg": CENTRE["latDeg"], "lngdeg": CENTRE["lngDeg"]}
@@ -81,3 +87,26 @@ async def test_a_move_carries_its_parkings_on_the_map_at_once(harness: Harness) 
     old_place = {"lat": 48.5818, "lng": 7.7509, "latDeg": 0.002, "lngDeg": 0.002}
     assert c["cathedrale"] not in {x["cluster_id"] for x in await ok_data(
         await get(harness, "/clusters/areas", t["rider"], **old_place))}
+
+
+@pytest.fixture
+async def refreshing_harness(settings: Settings) -> AsyncIterator[Harness]:
+    """The server with a catalog that reads everything again every 0.2 s."""
+    async with trio_asyncio.open_loop(), serving(replace(settings, catalog_refresh_seconds=0.2)) as harness:
+        yield harness
+
+
+async def test_what_changed_behind_the_catalog_arrives_with_its_periodic_read(
+    refreshing_harness: Harness,
+) -> None:
+    harness = refreshing_harness
+    city = await build_city(harness)
+    hidden: int = await harness.db.fetchval(  # a CLI command or another process
+        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Behind', 48.583, 7.745) RETURNING id",
+        city.networks["public"],
+    )
+
+    async def shown() -> bool:
+        return hidden in await _area_names(harness, city.tokens["operator"])
+
+    await eventually(shown)

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import trio
 
-from ..db import Backoff, Database, DatabaseUnavailable
+from ..db import Backoff, Database, attempt
 
 log = logging.getLogger(__name__)
 
@@ -129,26 +129,15 @@ class MailSender:
             with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
-            try:
-                if self._target is None:
-                    await self._log_unsent()
-                else:
-                    while await self._send_batch():
-                        pass
-            except DatabaseUnavailable as exc:
-                if backoff.failures == 0:
-                    log.warning("mail: outbox not reachable (%s); retrying", exc)
-                wait = backoff.next_delay()
-                continue
-            except Exception:
-                if backoff.failures == 0:
-                    log.exception("mail: draining the outbox failed; retrying")
-                wait = backoff.next_delay()
-                continue
-            if backoff.failures:
-                log.info("mail: outbox reachable again")
-                backoff.reset()
-            wait = self._poll
+            drained = await attempt("mail: draining the outbox", self._drain, backoff)
+            wait = self._poll if drained else backoff.next_delay()
+
+    async def _drain(self) -> None:
+        if self._target is None:
+            await self._log_unsent()
+        else:
+            while await self._send_batch():
+                pass
 
     async def _log_unsent(self) -> None:
         rows = await self._db.fetch(
