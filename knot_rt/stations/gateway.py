@@ -35,6 +35,7 @@ Hardening (one peer never hurts another):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,7 @@ from actors.station import (
 from protocols import station as wire
 from protocols.credentials import parse_basic_authorization
 
+from ..db import repeat
 from .admin import station_secret_matches
 
 log = logging.getLogger(__name__)
@@ -307,23 +309,23 @@ class StationGateway:
         return str(getattr(remote, "address", remote))
 
     async def _close_rotated(self) -> None:
-        """Close the sockets whose station secret changed since they authenticated."""
+        """Close the sockets whose station secret changed since they authenticated (checked periodically;
+        while the database is away, retried with back-off)."""
         assert self._secret_hashes is not None
-        while True:
-            await trio.sleep(self.secret_check_interval)
+        secret_hashes = self._secret_hashes
+
+        async def check() -> None:
             connections = [c for c in self.links.connections() if c.secret_hash]
             if not connections:
-                continue
-            try:
-                current = await self._secret_hashes([c.station_id for c in connections])
-            except Exception as exc:  # the database is away: check again next time
-                log.warning("stations: checking secrets failed: %r", exc)
-                continue
+                return
+            current = await secret_hashes([c.station_id for c in connections])
             for connection in connections:
                 if current.get(connection.station_id) != connection.secret_hash:
                     self.counters.rotated += 1
                     log.info("station %s: secret rotated, closing its socket", connection.station_id)
                     await connection.close(wire.SECRET_ROTATED, "secret rotated")
+
+        await repeat("stations: checking rotated secrets", check, self.secret_check_interval, wait_first=True)
 
     async def _guarded(self, request: WebSocketRequest) -> None:
         """One connection's failure is logged and ends that connection only."""
@@ -402,20 +404,17 @@ class StationGateway:
                 pass  # the station went away, or its actor did
             finally:
                 actor.remove_done_callback(actor_gone)
-        if actor.stopped:  # given up after repeated crashes, or the service is stopping
-            log.warning("station %s: its actor stopped; closing its socket", station_id)
-            self.counters.unavailable += 1
-            connection.lost()
-            with trio.CancelScope(shield=True):
-                await connection.close(wire.TRY_AGAIN_LATER, "station unavailable, try again later")
-            return
-        connection.lost()
-        self.links.remove(connection)
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            try:
-                await actor.send(Detached(connection))
-            except ActorStopped:
-                pass
+                # However the connection ended (closed, cancelled, failed), its actor hears of it once.
+                connection.lost()
+                self.links.remove(connection)
+                with trio.CancelScope(shield=True):
+                    if actor.stopped:  # given up after repeated crashes, or the service is stopping
+                        log.warning("station %s: its actor stopped; closing its socket", station_id)
+                        self.counters.unavailable += 1
+                        await connection.close(wire.TRY_AGAIN_LATER, "station unavailable, try again later")
+                    else:
+                        with trio.move_on_after(5), contextlib.suppress(ActorStopped):
+                            await actor.send(Detached(connection))
 
     async def _read(self, connection: StationConnection, actor: StationRef) -> None:
         while True:
