@@ -108,15 +108,18 @@ class VehicleMover:
         assert self._members is not None
         station_id = after.station_id
         known = self._known.setdefault(station_id, set())
-        asked = sorted({vehicle_id for vehicle_id, _ in messages} - known)
-        if asked:
-            try:
-                known |= await self._members(station_id, asked)
-            except Exception as exc:  # the database is away: those vehicles follow on a later report
-                log.warning("station %s: checking vehicles %s failed: %r", station_id, asked, exc)
         faulted = self._faulted.setdefault(station_id, set())
         reported = {spot.vehicle: spot.number for spot in after.spots if spot.vehicle}
         faulted &= set(reported)  # no longer reported: a later report records the fault again
+        # Ids already found foreign are not asked again while the station keeps reporting them.
+        asked = sorted({vehicle_id for vehicle_id, _ in messages} - known - faulted)
+        if asked:
+            try:
+                known |= await self._members(station_id, asked)
+            except Exception as exc:  # the database is away: those vehicles follow on a later report,
+                # and none of them is taken for a foreign one meanwhile
+                log.warning("station %s: checking vehicles %s failed: %r", station_id, asked, exc)
+                return [(vehicle_id, message) for vehicle_id, message in messages if vehicle_id in known]
         for vehicle_id in asked:
             if vehicle_id in known or vehicle_id in faulted or vehicle_id not in reported:
                 continue
