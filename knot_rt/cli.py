@@ -14,6 +14,7 @@ import trio
 from protocols import station as station_wire
 
 from .config import ConfigError, Settings
+from .db import DatabaseUnavailable
 from .errors import ApiError
 from .logs import configure_logging
 from .pgcluster import PgClusterError, ServeLock
@@ -276,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error(error: BaseException) -> ConfigError | PgClusterError | None:
+def _user_error(error: BaseException) -> ConfigError | PgClusterError | DatabaseUnavailable | None:
     """The configuration or embedded-database error inside ``error`` (Trio may wrap it in groups)."""
-    if isinstance(error, ConfigError | PgClusterError):
+    if isinstance(error, ConfigError | PgClusterError | DatabaseUnavailable):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         if found is None:
             raise
         message = "; ".join(line.strip() for line in str(found).splitlines() if line.strip())
+        if isinstance(found, DatabaseUnavailable):
+            message = f"the database cannot be reached: {message}"
         print(f"knot-rt {args.command}: {message}", file=sys.stderr)
         return 1
     return code

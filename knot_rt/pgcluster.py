@@ -207,9 +207,11 @@ class PgCluster:
 
     def _socket_dir(self) -> Path:
         sockdir = self.pgdata / "run"
-        if len(str(sockdir)) > _MAX_SOCKET_PATH - 16:
-            sockdir = Path(tempfile.mkdtemp(prefix="knot-pg-"))
+        if len(str(sockdir)) > _MAX_SOCKET_PATH - 16:  # too long for a socket path: a short one, the same each start
+            sockdir = Path(tempfile.gettempdir()) / f"knot-pg-{hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:16]}"
         sockdir.mkdir(mode=0o700, exist_ok=True)
+        if sockdir.is_symlink() or not sockdir.is_dir():
+            raise PgClusterError(f"the socket folder {sockdir} is not a plain folder; remove it")
         os.chmod(sockdir, 0o700)
         self._chown(sockdir)
         return sockdir

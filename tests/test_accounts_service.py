@@ -112,7 +112,7 @@ def _sql(path: Path) -> list[str]:
 @pytest.mark.parametrize("module", ACCOUNT_ROUTES)
 def test_account_routes_leave_transactions_effects_and_sql_to_the_services(module: str) -> None:
     calls = _calls(ROOT / module)
-    forbidden = {".mail.wake", ".hub.sessions_revoked", ".db.transaction", ".work.run", ".bus.publish"}
+    forbidden = {".mail.wake", ".hub.sessions_revoked", ".db.transaction", ".work.run", ".work.publish"}
     assert not {call for call in calls if any(call.endswith(name) for name in forbidden)}, module
     assert _sql(ROOT / module) == [], module
 

@@ -98,7 +98,7 @@ def test_the_cluster_is_durable_and_needs_a_password(data_dir: Path) -> None:
         cluster.stop()
 
 
-def test_users_are_counted_across_processes(data_dir: Path) -> None:
+def test_users_are_counted_across_cluster_objects(data_dir: Path) -> None:
     first, second = PgCluster(data_dir), PgCluster(data_dir)
     url = first.start()
     assert second.start() == url  # attached, same server
@@ -185,3 +185,10 @@ def test_an_unusable_data_folder_is_one_clear_line(data_dir: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"knot-rt demo: cannot write the secret key in {blocker / 'data'}: Not a directory"
     ]
+
+
+def test_an_unreachable_database_is_one_clear_line(data_dir: Path) -> None:
+    result = knot_rt(cli_env(data_dir, "postgresql://knot@127.0.0.1:1/knot"), "demo")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("knot-rt demo: the database cannot be reached: "), result.stderr
