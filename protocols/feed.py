@@ -37,7 +37,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ERRORS
 from .errors import ErrorCode as ApiErrorCode
-from .wire import WireModel, field_path
+from .wire import INT64_MAX, WireModel, field_path
+from .wire import TRY_AGAIN_LATER as TRY_AGAIN_LATER  # a close code of this protocol too
 
 # --------------------------------------------------------------------------
 # Connection constants
@@ -47,13 +48,9 @@ WS_PATH: Final = "/api/application/ws"
 AUTH_FAILED: Final = 4401
 #: Close code: the client read too slowly; it reconnects and resumes with ``since``.
 TOO_SLOW: Final = 4408
-#: Close code (RFC 6455 "try again later"): the service cannot check the client now (database away).
-TRY_AGAIN_LATER: Final = 1013
 AUTH_TIMEOUT: Final = 10.0  # seconds to send the first ``auth`` frame without a header
 TYPING_TTL: Final = 5.0  # seconds a typing indicator lasts without another
 MAX_REF_LENGTH: Final = 128
-
-_INT64_MAX: Final = 2**63 - 1
 
 
 # --------------------------------------------------------------------------
@@ -82,8 +79,8 @@ class TopicError(ValueError):
 
 
 def _topic_id(kind: TopicKind, value: int) -> int:
-    if type(value) is not int or not 0 < value <= _INT64_MAX:
-        raise ValueError(f"the id of a {kind.value!r} topic is an integer from 1 to {_INT64_MAX}, not {value!r}")
+    if type(value) is not int or not 0 < value <= INT64_MAX:
+        raise ValueError(f"the id of a {kind.value!r} topic is an integer from 1 to {INT64_MAX}, not {value!r}")
     return value
 
 
@@ -149,7 +146,7 @@ def parse_topic(text: str, *, per_user: bool = False) -> Topic:
     """
     if per_user and isinstance(text, str) and (own := _USER_TOPIC.fullmatch(text)) is not None:
         number = int(own.group(1))
-        if number <= _INT64_MAX:
+        if number <= INT64_MAX:
             return Topic(TopicKind.USER, number)
     match = _TOPIC.fullmatch(text) if isinstance(text, str) else None
     if match is None:
@@ -158,7 +155,7 @@ def parse_topic(text: str, *, per_user: bool = False) -> Topic:
     if bare is not None:
         return Topic(TopicKind(bare))
     number = int(digits)
-    if number > _INT64_MAX:
+    if number > INT64_MAX:
         raise TopicError(f"unknown topic {text!r}")
     return Topic(TopicKind(kind), number)
 
@@ -336,7 +333,7 @@ class TypingFrame(_Frame):
 class ReadFrame(_Frame):
     type: Literal["read"] = "read"
     topic: ReportTopicField
-    message_id: Annotated[int, Field(ge=1, le=_INT64_MAX)]  # messages up to this one are read
+    message_id: Annotated[int, Field(ge=1, le=INT64_MAX)]  # messages up to this one are read
     ref: Ref
 
 

@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .wire import INT32_MAX, INT64_MAX, StorableText, WireModel, field_path, is_storable_text
+from .wire import TRY_AGAIN_LATER as TRY_AGAIN_LATER  # a close code of this protocol too
 
 # --------------------------------------------------------------------------
 # Transport constants
@@ -54,7 +55,6 @@ REPLACED: Final = 4001
 #: Close code of a connection whose station secret was rotated (or whose station was removed).
 SECRET_ROTATED: Final = 4003
 #: Close code when the station's actor is unavailable (failing, or the service restarting): reconnect later.
-TRY_AGAIN_LATER: Final = 1013
 #: Longest station id accepted in Basic auth: a bigint has at most 19 digits.
 MAX_STATION_ID_DIGITS: Final = 19
 #: Id used in an ERROR answering a frame whose id could not be read.
@@ -66,7 +66,6 @@ DEFAULT_CALL_TIMEOUT: Final = 10.0  # seconds a backend CALL waits for its answe
 ID_RETENTION_DAYS: Final = 7  # how long answered CALL ids are remembered
 
 MAX_SPOTS: Final = 32
-_INT64_MAX: Final = INT64_MAX
 
 
 class MessageType(IntEnum):
@@ -227,8 +226,8 @@ def _badge_id(value: str) -> str:
 # ids and times are bigint, voltages integer (``vehicles.voltage``); values kept only in jsonb
 # (radio levels, energy counters) get the same bounds, so no value is beyond what a reader expects.
 SpotNumber = Annotated[int, Field(ge=1, le=MAX_SPOTS)]
-VehicleId = Annotated[int, Field(ge=0, le=_INT64_MAX)]  # 0: the id could not be read
-EpochMs = Annotated[int, Field(ge=0, le=_INT64_MAX)]
+VehicleId = Annotated[int, Field(ge=0, le=INT64_MAX)]  # 0: the id could not be read
+EpochMs = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Millivolts = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 RadioLevel = Annotated[int, Field(ge=-INT32_MAX, le=INT32_MAX)]  # dBm
@@ -289,8 +288,8 @@ class Connectivity(Payload):
 
 
 class Energy(Payload):
-    total_active_energy: Annotated[int, Field(ge=0, le=_INT64_MAX)]
-    total_apparent_energy: Annotated[int, Field(ge=0, le=_INT64_MAX)]
+    total_active_energy: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    total_apparent_energy: Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
 class StatePayload(Payload):
@@ -320,7 +319,7 @@ class LockedPayload(Payload):
 
 class UnlockedPayload(Payload):
     spot: SpotNumber
-    unlock: Annotated[int, Field(ge=0, le=_INT64_MAX)]  # the unlock command's id, 0 if none
+    unlock: Annotated[int, Field(ge=0, le=INT64_MAX)]  # the unlock command's id, 0 if none
     vehicle: VehicleId | None  # None when the spot was empty
 
 
@@ -373,7 +372,7 @@ class RebootPayload(_Empty):
 
 class UnlockPayload(Payload):
     spot: SpotNumber
-    unlock: Annotated[int, Field(ge=1, le=_INT64_MAX)]  # echoed in the `unlocked` event
+    unlock: Annotated[int, Field(ge=1, le=INT64_MAX)]  # echoed in the `unlocked` event
 
 
 class RefreshPayload(Payload):

@@ -7,10 +7,12 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import PydanticCustomError
 
-#: Bounds of the integer columns a wire value may end up in (PostgreSQL smallint, integer, bigint).
-INT16_MAX: Final = 2**15 - 1
+#: Bounds of the integer columns a wire value may end up in (PostgreSQL integer, bigint).
 INT32_MAX: Final = 2**31 - 1
 INT64_MAX: Final = 2**63 - 1
+
+#: RFC 6455 close code "try again later": a socket the service cannot serve now (database away, actor down).
+TRY_AGAIN_LATER: Final = 1013
 
 
 class WireModel(BaseModel):
