@@ -106,3 +106,28 @@ def test_hashing_leaves_a_core_to_the_event_loop() -> None:
     assert hashing_slots(cores=1, threads_per_hash=1) == 1
     assert hashing_slots(cores=8, threads_per_hash=1) == 7
     assert hashing_slots(cores=16, threads_per_hash=4) == 3
+
+
+async def test_a_login_queued_for_hashing_is_admitted_on_the_account_as_it_is_then(harness: Harness) -> None:
+    """The password is checked on the row read before the (queued) hash; the account may change meanwhile."""
+    use_passwords(harness, Passwords(time_cost=1, memory_cost=8192, parallelism=1, slots=1, max_waiting=4))
+    await harness.create_app_label()
+    user = await harness.create_user(EMAIL, PASSWORD)
+    answers: list[tuple[int, int]] = []
+
+    async def log_in() -> None:
+        response = await harness.client.post(LOGIN, json={"email": EMAIL, "password": PASSWORD, "app_label": "knot"})
+        answers.append((response.status_code, response.json()["code"]))
+
+    limiter = harness.svc.accounts.passwords.limiter
+    new_hash = await harness.svc.accounts.passwords.hash("another long password")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            async with limiter:
+                nursery.start_soon(log_in)
+                while limiter.statistics().tasks_waiting < 1:  # noqa: ASYNC110 - the login waits to hash
+                    await trio.sleep(0.01)
+                # Meanwhile the password is changed (a reset link used on another device).
+                await harness.db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user, new_hash)
+    assert answers == [(401, 8)]  # the old password no longer opens a session
+    assert await harness.db.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1", user) == 0

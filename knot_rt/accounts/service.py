@@ -309,7 +309,13 @@ class AccountService:
         """A session for a user whose credentials were proven elsewhere (tests, tools)."""
         return await self.work.run(lambda uow: self._open_session(uow.conn, user_id, intent))
 
-    async def _admit(self, conn: asyncpg.Connection, user: asyncpg.Record, intent: LoginIntent) -> dict[str, Any]:
+    async def _admit(self, conn: asyncpg.Connection, proven: asyncpg.Record, intent: LoginIntent) -> dict[str, Any]:
+        # The row as it is now: the credentials were proven on an earlier read (a password check may
+        # wait in the hashing queue), and the account may have changed since (deleted, a new password,
+        # 2FA turned on). What was proven must still hold; what is decided reads the current row.
+        user = await store.lock_user(conn, int(proven["id"]))
+        if user is None or user["password_hash"] != proven["password_hash"]:
+            raise ApiError(ErrorCode.WRONG_CREDENTIALS)
         user_id = int(user["id"])
         if user["email_confirmed_at"] is None:
             token = self.signer.purpose_token(PURPOSE_CONFIRM, user_id, CONFIRM_TOKEN_SECONDS)

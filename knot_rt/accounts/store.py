@@ -67,6 +67,12 @@ async def find_user_by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Re
     return row
 
 
+async def lock_user(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """The user's row, locked against changes until the transaction ends (None when it is gone)."""
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM users WHERE id = $1 FOR SHARE", user_id)
+    return row
+
+
 async def insert_user(
     conn: asyncpg.Connection,
     email: str,
