@@ -143,6 +143,7 @@ async def test_a_failing_effect_is_logged_and_the_commit_stands(
 
 async def test_concurrent_units_on_one_topic_deliver_in_sequence_order(harness: Harness) -> None:
     subscriber = await listening(harness, TOPIC)
+    late = harness.svc.bus.new_subscriber()  # catches up with ``since`` while the units run
 
     async def one(n: int) -> FeedEvent:
         async def change(uow: UnitOfWork) -> FeedEvent:
@@ -155,7 +156,11 @@ async def test_concurrent_units_on_one_topic_deliver_in_sequence_order(harness: 
     async with trio.open_nursery() as nursery:
         for n in range(20):
             nursery.start_soon(one, n)
+            if n == 10:
+                nursery.start_soon(lambda: harness.svc.bus.subscribe(late, TOPIC, since=0))
     assert [seq for _, seq, _ in received(subscriber)] == list(range(1, 21))
+    # Replayed from the table, then live: every event once, in order, none missed at the switch.
+    assert [seq for _, seq, _ in received(late)] == list(range(1, 21))
 
 
 async def test_a_unique_violation_rolls_back_and_passes_on(harness: Harness) -> None:
