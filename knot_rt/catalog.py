@@ -146,9 +146,12 @@ class VehicleFacts:
 
 # The columns ``vehicle_facts`` reads besides ``vehicle_id`` and ``network_id``, from ``vehicles v
 # LEFT JOIN vehicle_models m LEFT JOIN exceptional_out_of_orders o`` (also in queries of other domains).
-VEHICLE_FACT_COLUMNS = """v.serial_number, v.model_id, v.avg_max_range, v.state, v.has_freefloat_to_station_reward,
+# The columns of an exceptional out-of-order joined as ``o`` (networks, clusters, vehicles).
+_OOO = "o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason"
+
+VEHICLE_FACT_COLUMNS = f"""v.serial_number, v.model_id, v.avg_max_range, v.state, v.has_freefloat_to_station_reward,
     m.name AS model_name, m.manufacturer, m.vehicle_type, m.min_battery_to_slow_down, m.min_battery_to_auto_lock,
-    o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason"""
+    {_OOO}"""
 
 
 def vehicle_facts(row: asyncpg.Record) -> VehicleFacts:
@@ -350,9 +353,6 @@ def _out_of_order(row: asyncpg.Record, prefix: str = "ooo_") -> OutOfOrder | Non
     if row[prefix + "id"] is None:
         return None
     return OutOfOrder(row[prefix + "id"], row[prefix + "type"], row[prefix + "reason"], row[prefix + "custom_reason"])
-
-
-_OOO = ("o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason")
 
 
 # A cluster's row as the catalog reads it (``WHERE c.id = $1`` may follow: one cluster).
