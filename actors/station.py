@@ -105,12 +105,34 @@ class FeedItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Released:
+    """An ``unlocked``: the vehicle left ``spot``, opened by the command ``unlock_id`` (None: by none)."""
+
+    spot: int
+    vehicle: int
+    unlock_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """A ``locked`` the backend accepted: the vehicle came back into ``spot`` at ``at_ms`` (station time)."""
+
+    spot: int
+    vehicle: int
+    at_ms: int
+
+
+SpotEvent = Released | Returned
+
+
+@dataclass(frozen=True, slots=True)
 class Changes:
     """What an event changes, written with the event in one transaction."""
 
     spots: tuple[SpotView, ...] = ()
     vehicles: tuple[VehicleReading, ...] = ()
     state: dict[str, Any] | None = None  # the whole `state` payload, kept as the last state
+    cause: SpotEvent | None = None  # what the vehicle of a spot did, for its actor (a rent's start or end)
 
 
 # --------------------------------------------------------------------------
@@ -162,14 +184,16 @@ class StationStore(Protocol):
 
     async def next_unlock_id(self) -> int: ...
 
+    async def set_spot_maintenance(self, station_id: int, spot: int, in_maintenance: bool) -> None: ...
+
 
 class StationListener(Protocol):
     async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
         """A feed event of the station's topic."""
         ...
 
-    async def station_changed(self, before: StationView, after: StationView) -> None:
-        """Availability, online state or docked vehicles changed."""
+    async def station_changed(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
+        """Availability, online state or docked vehicles changed (``cause``: a vehicle released or returned)."""
         ...
 
 
@@ -207,9 +231,21 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class UnlockSpot:
-    """Unlock a spot; answered with a ``PendingCommand`` (carrying the unlock id) or ``CommandFailed``."""
+    """Unlock a spot; answered with a ``PendingCommand`` (carrying the unlock id) or ``CommandFailed``.
+
+    ``unlock_id``: the id to send, already recorded by the caller (a rent); None: the actor draws one."""
 
     spot: int
+    unlock_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpotMaintenance:
+    """A spot goes into maintenance or out of it (a ``locked`` there is then answered DENY); answered
+    with the new ``StationView``, or ``CommandFailed`` for a spot the station does not have."""
+
+    spot: int
+    in_maintenance: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +260,7 @@ class Crash:
     reason: str = "forced crash"
 
 
-StationMessage = Attached | Detached | Incoming | Command | UnlockSpot | GetView | Crash
+StationMessage = Attached | Detached | Incoming | Command | UnlockSpot | SetSpotMaintenance | GetView | Crash
 
 
 class Failure(StrEnum):
@@ -318,8 +354,10 @@ class StationActor(Actor[StationMessage, StationReply]):
                     self._link = None
                     await self._set_online(False, strict=False)
                 return None
-            case UnlockSpot(spot):
-                return await self._unlock(spot)
+            case UnlockSpot(spot, unlock_id):
+                return await self._unlock(spot, unlock_id)
+            case SetSpotMaintenance(spot, in_maintenance):
+                return await self._set_spot_maintenance(spot, in_maintenance)
             case Command(action, payload):
                 return self._command(action, payload)
             case GetView():
@@ -456,10 +494,13 @@ class StationActor(Actor[StationMessage, StationReply]):
                 return {"accepted": int(wire.LockAccepted.DENY)}, Changes()
             accepted = wire.LockAccepted.ACCEPT_CACHE if payload.cache_accepted else wire.LockAccepted.ACCEPT
             vehicle = payload.vehicle or None
-            return {"accepted": int(accepted)}, Changes(spots=(replace(spot, vehicle=vehicle, lock=1),))
+            cause = None if vehicle is None else Returned(payload.spot, vehicle, payload.time)
+            return {"accepted": int(accepted)}, Changes(spots=(replace(spot, vehicle=vehicle, lock=1),), cause=cause)
         if isinstance(payload, wire.UnlockedPayload):
             spot = self._spot(payload.spot)
-            return {}, Changes(spots=(replace(spot, vehicle=None, lock=0),))
+            vehicle = payload.vehicle or spot.vehicle
+            released = None if not vehicle else Released(payload.spot, vehicle, payload.unlock or None)
+            return {}, Changes(spots=(replace(spot, vehicle=None, lock=0),), cause=released)
         if isinstance(payload, wire.UnexpectedUnlockPayload):
             spot = self._spot(payload.spot)
             return {}, Changes(spots=(replace(spot, lock=0),))
@@ -490,9 +531,13 @@ class StationActor(Actor[StationMessage, StationReply]):
                 connectivity=payload.connectivity.model_dump(mode="json"),
             )
         self.view = after
+        if isinstance(payload, wire.LockedPayload) and not payload.vehicle:
+            # The station could not read the vehicle: ask it to report the spot again (its `locked` then
+            # names the vehicle, and a rent riding it ends).
+            self.background.start_soon(self._refresh_unreadable, payload.spot)
         if changes.spots or changes.vehicles:
             try:
-                await self._listener.station_changed(before, after)
+                await self._listener.station_changed(before, after, changes.cause)
             except Exception:  # the event is recorded and applied: a listener's trouble stays its own
                 log.exception("station %s: a listener failed on a change", self.station_id,
                               extra={"station_id": self.station_id})
@@ -515,21 +560,49 @@ class StationActor(Actor[StationMessage, StationReply]):
         self.background.start_soon(self._send_command, link, pending, payload)
         return pending
 
-    async def _unlock(self, spot: int) -> StationReply:
+    async def _unlock(self, spot: int, unlock_id: int | None = None) -> StationReply:
         link = self._usable_link()
         if isinstance(link, CommandFailed):
             return link
         if self.view is None or self.view.spot(spot) is None:
             return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
-        try:
-            unlock_id = await self._store.next_unlock_id()
-        except Exception as exc:  # e.g. the database is down: nothing sent, the caller may retry
-            log.warning("station %s: no unlock id for spot %s: %r", self.station_id, spot, exc)
-            return CommandFailed(Failure.UNAVAILABLE, "the unlock could not be recorded; try again shortly")
+        if unlock_id is None:
+            try:
+                unlock_id = await self._store.next_unlock_id()
+            except Exception as exc:  # e.g. the database is down: nothing sent, the caller may retry
+                log.warning("station %s: no unlock id for spot %s: %r", self.station_id, spot, exc)
+                return CommandFailed(Failure.UNAVAILABLE, "the unlock could not be recorded; try again shortly")
         self._unlocks[unlock_id] = spot
         if len(self._unlocks) > 256:  # never answered: forget the oldest
             del self._unlocks[next(iter(self._unlocks))]
         return self._command(wire.Action.UNLOCK, wire.UnlockPayload(spot=spot, unlock=unlock_id), unlock_id)
+
+    async def _set_spot_maintenance(self, number: int, in_maintenance: bool) -> StationView | CommandFailed:
+        assert self.view is not None
+        spot = self.view.spot(number)
+        if spot is None:
+            return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {number}")
+        if spot.in_maintenance != in_maintenance:
+            await self._store.set_spot_maintenance(self.station_id, number, in_maintenance)
+            before = self.view
+            spots = tuple(replace(s, in_maintenance=in_maintenance) if s.number == number else s for s in before.spots)
+            self.view = replace(before, spots=spots)
+            try:
+                await self._listener.station_changed(before, self.view)
+            except Exception:
+                log.exception("station %s: a listener failed on a change", self.station_id,
+                              extra={"station_id": self.station_id})
+        return self.view
+
+    async def _refresh_unreadable(self, spot: int) -> None:
+        """Ask the station to send ``locked`` again for a spot whose vehicle it could not read."""
+        link = self._usable_link()
+        if isinstance(link, CommandFailed):
+            return  # it reports the spot again at its next boot anyway
+        try:
+            await link.call(wire.Action.REFRESH.value, wire.RefreshPayload(spot=spot), self._call_timeout)
+        except (LinkClosed, CallTimeout, CallRefused) as exc:
+            log.info("station %s: refresh of spot %s failed: %r", self.station_id, spot, exc)
 
     async def _send_command(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The vehicle actor: one per vehicle, fed by station state.
+"""The vehicle actor: one per vehicle, fed by station state, the one writer of its rent.
 
 It holds what the live map and the rider apps show of a vehicle: its battery
 (level and voltage) and the range that follows, whether it is online, and
@@ -30,6 +30,22 @@ Rules:
   ``avg_max_range`` (0 when that is unknown); ``None`` when the battery level
   is unknown.
 
+Rents (``actors/rent.py``): the actor holds the vehicle's current rent and is
+its one writer, so two riders racing for one vehicle get one rent and one
+refusal. ``ReserveRent`` checks that the vehicle is free and where the rider
+was told it is, then has the ``RentBook`` write an ``unlocking`` rent (the
+book refuses a rider at the network's maximum). The device's report finishes
+it: an ``Undocked`` carrying the rent's ``unlock_id`` starts it (``ongoing``),
+a ``Docked`` with ``locked_at_ms`` (the station's ``locked``) ends it,
+``UnlockFailed`` (the command was refused) fails it. A clock in the actor's
+background wakes it (``RentTick``) when an unlock has waited too long (it then
+asks the book whether a station recorded the ``unlocked`` after all, else
+fails the rent), when the trip becomes too long (one warning), and, while a
+riding vehicle is seen docked, to ask the book for a ``locked`` it missed.
+A book that fails (the database is away) leaves the rent as it was; the
+clock tries again ``rent_retry`` seconds later, and a refused reservation is
+a value (code 48), never a crash.
+
 I/O is handed in: a ``VehicleStore`` (the database) and ``VehicleListener`` s
 (the live map). A change is saved before the answer and before listeners
 hear of it; a message that changes nothing saves nothing and notifies
@@ -51,14 +67,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, assert_never
 
 import trio
 
 from actors.registry import ActorKind
+from actors.rent import Rent, RentBook, RentRefused, RentRequest, RentState, Return
 from actors.runtime import Actor
+from protocols.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +96,7 @@ class Docked:
     battery: int | None
     voltage: int | None  # millivolts
     station_online: bool
+    locked_at_ms: int | None = None  # the station's `locked` of the vehicle, at this time: a return
 
     def __post_init__(self) -> None:
         if self.battery is not None and not 0 <= self.battery <= 100:
@@ -85,9 +105,12 @@ class Docked:
 
 @dataclass(frozen=True, slots=True)
 class Undocked:
-    """The vehicle left ``station_id``; ignored if it is docked elsewhere by then."""
+    """The vehicle left ``station_id``; ignored if it is docked elsewhere by then.
+
+    ``unlock_id``: the station's ``unlocked`` named the command that opened it (starts that rent)."""
 
     station_id: int
+    unlock_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +138,30 @@ class Snapshot:
     """Read the vehicle's state."""
 
 
-VehicleMessage: TypeAlias = Docked | Undocked | StationOnline | Positioned | Snapshot
+@dataclass(frozen=True, slots=True)
+class ReserveRent:
+    """A rider asks for the vehicle: answered with the new ``unlocking`` ``Rent`` or a ``RentRefused``."""
+
+    request: RentRequest
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockFailed:
+    """The unlock command of rent ``rent_id`` did not go through (refused, offline): the rent fails."""
+
+    rent_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RentTick:
+    """The rent's clock (or a start) asks the actor to look at its rent's deadlines and reconcile."""
+
+
+VehicleMessage: TypeAlias = (
+    Docked | Undocked | StationOnline | Positioned | Snapshot | ReserveRent | UnlockFailed | RentTick
+)
+VehicleReply: TypeAlias = "VehicleView | Rent | RentRefused"
 
 
 # State.
@@ -142,6 +188,7 @@ class VehicleView:
     spot_number: int | None = None
     latitude: float | None = None
     longitude: float | None = None
+    rent: Rent | None = None  # the current rent (unlocking, ongoing or paused), the actor's to write
     estimated_range: int | None = field(init=False)  # derived, see ``estimated_range()``
 
     def __post_init__(self) -> None:
@@ -176,6 +223,10 @@ class VehicleView:
     @property
     def docked(self) -> bool:
         return self.station_id is not None
+
+    @property
+    def rented(self) -> bool:
+        return self.rent is not None
 
     @property
     def free_floating(self) -> bool:
@@ -220,23 +271,35 @@ class VehicleListener(Protocol):
 # The actor.
 
 
-class Vehicle(Actor[VehicleMessage, VehicleView]):
+class Vehicle(Actor[VehicleMessage, VehicleReply]):
     def __init__(
         self, vehicle_id: int, store: VehicleStore, listeners: Sequence[VehicleListener] = (),
-        *, idle_after: float = math.inf,
+        *, idle_after: float = math.inf, rents: RentBook | None = None, unlock_timeout: float = 30.0,
+        rent_retry: float = 5.0,
     ) -> None:
         self.vehicle_id = vehicle_id
         self.store = store
         self.listeners = tuple(listeners)
         self.view = VehicleView.unknown(vehicle_id)
         self.idle_after = idle_after
+        self.rents = rents
+        self.unlock_timeout = unlock_timeout
+        self.rent_retry = rent_retry
         self._last_used = 0.0
+        self._rent_wake = trio.Event()
 
     async def on_start(self) -> None:
         record = await self.store.load(self.vehicle_id)
         self.view = (
             VehicleView.unknown(self.vehicle_id) if record is None else VehicleView.of_record(self.vehicle_id, record)
         )
+        if self.rents is not None:
+            rent = await self.rents.current(self.vehicle_id)
+            if rent is not None:
+                self.view = dataclasses.replace(self.view, rent=rent)
+                await self._announce(self.view)  # the read models learn of the rent from its actor only
+                self.tell_self(RentTick())  # what the stations recorded while no actor held the rent
+            self.background.start_soon(self._rent_clock)
         self._last_used = trio.current_time()
         if self.idle_after < math.inf:
             self.background.start_soon(self._stop_when_idle)
@@ -245,16 +308,29 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
         while True:
             await trio.sleep_until(self._last_used + self.idle_after)
             if trio.current_time() >= self._last_used + self.idle_after:
+                if self.view.rented:  # its rent's clock runs here: stay
+                    self._last_used = trio.current_time()
+                    continue
                 logger.debug("vehicle %d: idle, stopping", self.vehicle_id)
                 self.ref.stop_nowait()
                 return
 
-    async def handle(self, message: VehicleMessage) -> VehicleView:
+    async def handle(self, message: VehicleMessage) -> VehicleReply:
         self._last_used = trio.current_time()
         view = self.view
         match message:
             case Snapshot():
                 return view
+            case ReserveRent(request):
+                return await self._reserve(request)
+            case UnlockFailed(rent_id, reason):
+                rent = view.rent
+                if rent is not None and rent.rent_id == rent_id and rent.state is RentState.UNLOCKING:
+                    await self._rent_step(self._fail(rent, reason))
+                return self.view
+            case RentTick():
+                await self._rent_step(self._tick())
+                return self.view
             case Docked():
                 new = dataclasses.replace(
                     view,
@@ -267,7 +343,21 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
                     latitude=None,
                     longitude=None,
                 )
+                rent = view.rent
+                if rent is not None and rent.state.riding and message.locked_at_ms is not None:
+                    returned = Return(message.locked_at_ms, message.station_id, message.spot_number)
+                    await self._rent_step(self._end(rent, returned))
+                    new = dataclasses.replace(new, rent=self.view.rent)
+                elif rent is not None and rent.state.riding:
+                    self._rent_wake.set()  # seen docked while riding: the clock looks for a missed `locked`
             case Undocked():
+                rent = view.rent
+                if (
+                    message.unlock_id is not None and rent is not None and rent.state is RentState.UNLOCKING
+                    and rent.unlock_id == message.unlock_id
+                ):
+                    await self._rent_step(self._start(rent))
+                    view = self.view
                 if view.station_id != message.station_id:
                     return view  # stale: not docked there (any more)
                 new = dataclasses.replace(view, station_id=None, spot_id=None, spot_number=None, online=False)
@@ -285,11 +375,15 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
         return self.view
 
     async def _change(self, new: VehicleView) -> None:
-        """Save, adopt and announce ``new``, unless nothing changed."""
+        """Save (its live fields, when they changed), adopt and announce ``new``, unless nothing changed."""
         if new == self.view:
             return
-        await self.store.save(new)
+        if dataclasses.replace(new, rent=None) != dataclasses.replace(self.view, rent=None):
+            await self.store.save(new)
         self.view = new
+        await self._announce(new)
+
+    async def _announce(self, new: VehicleView) -> None:
         for listener in self.listeners:
             try:
                 await listener.vehicle_changed(new)
@@ -298,13 +392,115 @@ class Vehicle(Actor[VehicleMessage, VehicleView]):
                     "vehicle %d: listener %r failed", self.vehicle_id, listener, extra={"vehicle_id": self.vehicle_id}
                 )
 
+    # rents -----------------------------------------------------------------
 
-VEHICLE = ActorKind[VehicleMessage, VehicleView]("vehicle")
+    async def _reserve(self, request: RentRequest) -> Rent | RentRefused:
+        view = self.view
+        if self.rents is None:
+            return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {self.vehicle_id} cannot be rented here")
+        if view.rent is not None:
+            return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {self.vehicle_id} is rented")
+        if request.station_id is not None and (
+            view.station_id != request.station_id or view.spot_number != request.spot or not view.online
+        ):
+            return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {self.vehicle_id} is not docked there")
+        try:
+            outcome = await self.rents.reserve(self.vehicle_id, request)
+        except Exception as exc:  # nothing was written: the rider may try again
+            logger.warning("vehicle %d: reserving a rent failed: %r", self.vehicle_id, exc)
+            return RentRefused(ErrorCode.SERVICE_UNAVAILABLE, "the rent could not be recorded; try again shortly")
+        if isinstance(outcome, Rent):
+            await self._adopt(outcome)
+        return outcome
+
+    async def _rent_step(self, step: Awaitable[Rent | None]) -> None:
+        """Run one transition of the book and adopt its outcome; a failing book leaves the rent as it was
+        (the clock tries again)."""
+        try:
+            rent = await step
+        except Exception as exc:
+            logger.warning("vehicle %d: a rent transition failed: %r; retried", self.vehicle_id, exc)
+            self._rent_wake.set()
+            return
+        await self._adopt(rent)
+
+    async def _start(self, rent: Rent) -> Rent:
+        assert self.rents is not None
+        return await self.rents.start(rent)
+
+    async def _fail(self, rent: Rent, reason: str) -> None:
+        assert self.rents is not None
+        await self.rents.fail(rent, reason)
+
+    async def _end(self, rent: Rent, returned: Return) -> None:
+        assert self.rents is not None
+        await self.rents.end(rent, returned)
+
+    async def _tick(self) -> Rent | None:
+        """Reconcile the rent with what the stations recorded, and act on its deadlines."""
+        rent = self.view.rent
+        if rent is None or self.rents is None:
+            return None
+        if rent.state is RentState.UNLOCKING:
+            if await self.rents.released(rent):
+                return await self.rents.start(rent)
+            if time.time() >= rent.requested_at + self.unlock_timeout:
+                await self.rents.fail(rent, "the vehicle was not released in time")
+                return None
+            return rent
+        if rent.state.riding:
+            returned = await self.rents.returned(rent)
+            if returned is not None:
+                await self.rents.end(rent, returned)
+                return None
+            too_long_at = rent.too_long_at
+            if too_long_at is not None and time.time() >= too_long_at:
+                return await self.rents.warn_too_long(rent)
+        return rent
+
+    async def _adopt(self, rent: Rent | None) -> None:
+        if rent is not None and not rent.state.current:
+            rent = None
+        if rent != self.view.rent:
+            await self._change(dataclasses.replace(self.view, rent=rent))
+        self._rent_wake.set()
+
+    def _next_deadline(self) -> float | None:
+        rent = self.view.rent
+        if rent is None:
+            return None
+        if rent.state is RentState.UNLOCKING:
+            return rent.requested_at + self.unlock_timeout
+        deadlines = [d for d in (rent.too_long_at,) if d is not None]
+        if rent.state.riding and self.view.docked:  # it came back without a `locked` this actor heard of
+            deadlines.append(time.time() + self.rent_retry)
+        return min(deadlines, default=None)
+
+    async def _rent_clock(self) -> None:
+        """Wakes the actor (``RentTick``) at its rent's next deadline; runs in the background."""
+        while True:
+            wake = self._rent_wake = trio.Event()
+            deadline = self._next_deadline()
+            if deadline is None:
+                await wake.wait()
+                continue
+            with trio.move_on_after(max(0.0, deadline - time.time())):
+                await wake.wait()
+                continue
+            self.tell_self(RentTick())
+            with trio.move_on_after(self.rent_retry):  # what the tick did wakes the clock; else once more later
+                await wake.wait()
+
+
+VEHICLE = ActorKind[VehicleMessage, VehicleReply]("vehicle")
 
 
 def vehicle_factory(
-    store: VehicleStore, listeners: Sequence[VehicleListener] = (), *, idle_after: float = math.inf
+    store: VehicleStore, listeners: Sequence[VehicleListener] = (), *, idle_after: float = math.inf,
+    rents: RentBook | None = None, unlock_timeout: float = 30.0,
 ) -> Callable[[str], Vehicle]:
     """The factory to register ``VEHICLE`` with a ``Registry`` (actor ids are vehicle ids)."""
     listeners = tuple(listeners)
-    return lambda actor_id: Vehicle(int(actor_id), store, listeners, idle_after=idle_after)
+    return lambda actor_id: Vehicle(
+        int(actor_id), store, listeners, idle_after=idle_after, rents=rents, unlock_timeout=unlock_timeout
+    )

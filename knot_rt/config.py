@@ -133,6 +133,7 @@ class Settings:
     station_restart_storm: int = 500  # restarts of all station actors within 5 s that escalate the subtree
     subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
+    rent_unlock_seconds: float = 30.0  # an unlocking rent without the station's `unlocked` this long fails
     feed_queue_capacity: int = 256
     feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0

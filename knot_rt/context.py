@@ -14,6 +14,8 @@ from .catalog_service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .rents.book import PgRentBook
+from .rents.service import RentService
 from .services.access import AccessCache
 from .services.mail import MailSender
 from .services.passwords import Passwords
@@ -45,6 +47,7 @@ class Services:
     access: AccessCache
     accounts: AccountService
     content: ContentService
+    rents: RentService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -52,7 +55,10 @@ class Services:
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
         work = Work(db, bus)
-        vehicles = VehicleService(db, idle_after=settings.vehicle_idle_seconds)
+        rent_book = PgRentBook(work)
+        vehicles = VehicleService(
+            db, idle_after=settings.vehicle_idle_seconds, rents=rent_book, unlock_timeout=settings.rent_unlock_seconds
+        )
         stations = StationService(
             work, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
@@ -69,6 +75,7 @@ class Services:
             ca_file=settings.smtp_ca_file,
         )
         hub = FeedHub()
+        access = AccessCache()
         return cls(
             settings=settings,
             db=db,
@@ -84,11 +91,12 @@ class Services:
             vehicles=vehicles,
             catalog=catalog,
             catalog_service=CatalogService(db, work, catalog),
-            access=AccessCache(),
+            access=access,
             accounts=AccountService(
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
             ),
             content=ContentService(db),
+            rents=RentService(work, catalog, stations, vehicles, access, book=rent_book),
         )
 
 

@@ -72,6 +72,7 @@ async def run_server(
         background.start_soon(svc.catalog.run, svc.settings.catalog_refresh_seconds)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
+            live.start_soon(svc.rents.run)
             async with trio.open_nursery() as http:
                 binds: list[str] = await http.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
                 log.info("serving HTTP on %s", ", ".join(binds))

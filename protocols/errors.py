@@ -42,6 +42,14 @@ class ErrorCode(IntEnum):
     DISCOUNT_ALREADY_USED = 27
     DISCOUNT_EXPIRED = 28
     DISCOUNT_NOT_AVAILABLE_HERE = 29
+    VEHICLE_NOT_AVAILABLE = 30
+    TOO_FAR = 31
+    TOO_MANY_RENTS = 32
+    GUARANTEE_REQUIRED = 33
+    PAUSE_NOT_ALLOWED = 34
+    RENT_STATE = 35
+    WRONG_VEHICLE_KIND = 36
+    LOCK_NOT_ALLOWED_HERE = 39
     DEVICE_TIMEOUT = 40
     DEVICE_REJECTED = 41
     SERVICE_UNAVAILABLE = 48
@@ -87,6 +95,14 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.DISCOUNT_ALREADY_USED: ErrorInfo(409, "Discount code already used"),
     ErrorCode.DISCOUNT_EXPIRED: ErrorInfo(410, "Discount code expired"),
     ErrorCode.DISCOUNT_NOT_AVAILABLE_HERE: ErrorInfo(403, "Discount not available on this network"),
+    ErrorCode.VEHICLE_NOT_AVAILABLE: ErrorInfo(409, "Vehicle not available"),
+    ErrorCode.TOO_FAR: ErrorInfo(403, "Too far from the vehicle"),
+    ErrorCode.TOO_MANY_RENTS: ErrorInfo(409, "Too many ongoing rents on this network"),
+    ErrorCode.GUARANTEE_REQUIRED: ErrorInfo(402, "A bank guarantee is required on this network"),
+    ErrorCode.PAUSE_NOT_ALLOWED: ErrorInfo(403, "Pausing a trip is not allowed on this network"),
+    ErrorCode.RENT_STATE: ErrorInfo(409, "The rent is not in a state that allows this"),
+    ErrorCode.WRONG_VEHICLE_KIND: ErrorInfo(409, "Not possible with this kind of vehicle (docked or free-floating)"),
+    ErrorCode.LOCK_NOT_ALLOWED_HERE: ErrorInfo(403, "The vehicle may not be locked here"),
     ErrorCode.DEVICE_TIMEOUT: ErrorInfo(504, "The device did not answer in time"),
     ErrorCode.DEVICE_REJECTED: ErrorInfo(409, "The device rejected the command"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),

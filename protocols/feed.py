@@ -195,6 +195,7 @@ class EventName(StrEnum):
     RENT_PAUSED = "rent.paused"
     RENT_RESUMED = "rent.resumed"
     RENT_ENDED = "rent.ended"
+    RENT_TOO_LONG = "rent.too_long"
     VEHICLE_UNLOCKED = "vehicle.unlocked"
     VEHICLE_LOCKED = "vehicle.locked"
     UNLOCK_FAILED = "unlock.failed"
@@ -231,6 +232,7 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
             EventName.RENT_PAUSED,
             EventName.RENT_RESUMED,
             EventName.RENT_ENDED,
+            EventName.RENT_TOO_LONG,
             EventName.VEHICLE_UNLOCKED,
             EventName.VEHICLE_LOCKED,
             EventName.UNLOCK_FAILED,

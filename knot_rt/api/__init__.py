@@ -15,6 +15,7 @@ from . import (
     login,
     maps,
     networks,
+    rents,
     stations,
     users,
 )
@@ -30,6 +31,7 @@ BLUEPRINTS: list[Blueprint] = [
     login.bp,
     maps.bp,
     networks.bp,
+    rents.bp,
     stations.bp,
     users.bp,
 ]

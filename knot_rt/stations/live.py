@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from actors.station import StationView
+from actors.station import SpotEvent, StationView
 from protocols.feed import EventName, Topic
 
 from ..db import Backoff, DatabaseUnavailable
@@ -48,7 +48,7 @@ class ClusterAvailability:
         }
 
 
-VehicleMoves = Callable[[StationView, StationView], Awaitable[None]]
+VehicleMoves = Callable[[StationView, StationView, SpotEvent | None], Awaitable[None]]
 
 
 class LiveStations:
@@ -116,12 +116,12 @@ class LiveStations:
     async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
         await self._work.publish(Topic.station(view.station_id), event, data)
 
-    async def station_changed(self, before: StationView, after: StationView) -> None:
+    async def station_changed(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
         """The vehicles first (their actors take the report), then the station's view and totals:
         whoever reads the new view or totals finds the station's vehicles where it reports them."""
         if self.vehicle_moves is not None:
             try:
-                await self.vehicle_moves(before, after)
+                await self.vehicle_moves(before, after, cause)
             except Exception:  # the vehicles' trouble never keeps the station's view behind
                 log.exception("station %s: moving its vehicles failed", after.station_id)
         cluster_id = after.cluster_id

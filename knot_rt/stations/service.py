@@ -39,6 +39,7 @@ from actors.station import (
     Failure,
     GetView,
     PendingCommand,
+    SetSpotMaintenance,
     StationActor,
     StationMessage,
     StationReply,
@@ -153,11 +154,23 @@ class StationService:
         """Where the station sits (network, cluster, organisation), for the access policy; None if unknown."""
         return await self.db.run(lambda conn: station_scope(conn, station_id))
 
-    async def unlock(self, station_id: int, spot: int) -> int:
-        """Unlock a spot; returns the unlock id once the station accepted (``ApiError`` otherwise)."""
-        pending, _ = await self._command(station_id, UnlockSpot(spot))
+    async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None) -> int:
+        """Unlock a spot; returns the unlock id once the station accepted (``ApiError`` otherwise).
+
+        ``unlock_id``: an id the caller already recorded (a rent's); None: the station's actor draws one."""
+        pending, _ = await self._command(station_id, UnlockSpot(spot, unlock_id))
         assert pending.unlock_id is not None
         return pending.unlock_id
+
+    async def set_spot_maintenance(self, station_id: int, spot: int, in_maintenance: bool) -> StationView:
+        """Put a spot into maintenance or take it out (its actor writes it; a ``locked`` there is then
+        answered DENY). Raises ``ApiError`` 400 (2) for a spot the station does not have."""
+        actor = await self.actor(station_id)
+        reply = await actor.ask(SetSpotMaintenance(spot, in_maintenance))
+        if isinstance(reply, CommandFailed):
+            raise ApiError(_FAILURES[reply.failure], reply.message)
+        assert isinstance(reply, StationView)
+        return reply
 
     async def command(self, station_id: int, action: wire.Action, payload: wire.Payload) -> dict[str, Any]:
         """Send a command through the station's actor; returns the station's RESULT payload.

@@ -115,6 +115,12 @@ class PgStationStore:
         value: int = await self._db.fetchval("SELECT nextval('station_unlock_ids')")
         return value
 
+    async def set_spot_maintenance(self, station_id: int, spot: int, in_maintenance: bool) -> None:
+        await self._db.execute(
+            "UPDATE spots SET in_maintenance = $3 WHERE station_id = $1 AND number = $2",
+            station_id, spot, in_maintenance,
+        )
+
     async def secret_hash(self, station_id: int) -> str | None:
         found: str | None = await self._db.fetchval("SELECT secret_hash FROM stations WHERE id = $1", station_id)
         return found

@@ -20,14 +20,21 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from actors import ActorError, ActorStopped, Registry
-from actors.station import StationView
+from actors.station import Released, Returned, SpotEvent, StationView
 from actors.vehicle import VEHICLE, Docked, StationOnline, Undocked, VehicleMessage
 
 log = logging.getLogger(__name__)
 
 
-def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int, VehicleMessage]]:
-    """What a change of a station tells its vehicles (vehicle id 0, unreadable, is skipped)."""
+def vehicle_messages(
+    before: StationView, after: StationView, cause: SpotEvent | None = None
+) -> list[tuple[int, VehicleMessage]]:
+    """What a change of a station tells its vehicles (vehicle id 0, unreadable, is skipped).
+
+    ``cause`` (the event behind the change) adds what only the event tells: the unlock command that
+    released a vehicle (``Undocked.unlock_id``, which starts a rent), and the time a vehicle was locked in
+    (``Docked.locked_at_ms``, which ends one) — sent even when the spot already showed that vehicle.
+    """
     messages: list[tuple[int, VehicleMessage]] = []
     readings = {r.vehicle: r for r in after.vehicles}
     old_spots = {s.number: s for s in before.spots}
@@ -50,7 +57,28 @@ def vehicle_messages(before: StationView, after: StationView) -> list[tuple[int,
             (spot.vehicle, StationOnline(after.station_id, after.online))
             for spot in after.spots if spot.vehicle and spot.vehicle not in docked
         ]
+    if cause is not None:
+        messages = _with_cause(messages, after, cause)
     return messages
+
+
+def _with_cause(
+    messages: list[tuple[int, VehicleMessage]], after: StationView, cause: SpotEvent
+) -> list[tuple[int, VehicleMessage]]:
+    vehicle = cause.vehicle
+    others = [(v, m) for v, m in messages if not (v == vehicle and isinstance(m, Docked | Undocked))]
+    if isinstance(cause, Released):
+        return [*others, (vehicle, Undocked(after.station_id, cause.unlock_id))]
+    assert isinstance(cause, Returned)
+    spot = after.spot(cause.spot)
+    if spot is None:  # pragma: no cover - the actor checked the spot
+        return messages
+    reading = next((r for r in after.vehicles if r.vehicle == vehicle), None)
+    docked = Docked(
+        after.station_id, spot.spot_id, spot.number, reading.battery if reading else None,
+        reading.voltage if reading else None, after.online, locked_at_ms=cause.at_ms,
+    )
+    return [*others, (vehicle, docked)]
 
 
 Members = Callable[[int, list[int]], Awaitable[set[int]]]
@@ -95,8 +123,8 @@ class VehicleMover:
         self._known: dict[int, set[int]] = {}  # station id -> vehicle ids known to be of its network
         self._faulted: dict[int, set[int]] = {}  # station id -> unknown ids it reports, fault recorded
 
-    async def __call__(self, before: StationView, after: StationView) -> None:
-        messages = vehicle_messages(before, after)
+    async def __call__(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
+        messages = vehicle_messages(before, after, cause)
         if self._members is not None:
             messages = await self._of_the_network(after, messages)
         for vehicle_id, message in messages:

@@ -20,6 +20,7 @@ the vehicle actors follow, not a copy that routes read vehicles from.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from actors.vehicle import VehicleRecord, VehicleView
@@ -76,11 +77,18 @@ class LiveVehicles:
         self._changed_while_loading = {}
         try:
             records = await read()
-            views = {vehicle_id: VehicleView.of_record(vehicle_id, r) for vehicle_id, r in records.items()}
+            # The rows hold no rent: a vehicle's current rent is what its actor last reported.
+            views = {
+                vehicle_id: self._with_rent(VehicleView.of_record(vehicle_id, r)) for vehicle_id, r in records.items()
+            }
             views.update(self._changed_while_loading)
         finally:
             self._changed_while_loading = None
         self._replace(views.values())
+
+    def _with_rent(self, view: VehicleView) -> VehicleView:
+        old = self._views.get(view.vehicle_id)
+        return view if old is None or old.rent is None else dataclasses.replace(view, rent=old.rent)
 
     def _replace(self, views: Iterable[VehicleView]) -> None:
         self._views, self._free, self._docked = {}, MovingGrid(), {}

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import trio
 
 from actors import Registry
+from actors.rent import RentBook
 from actors.vehicle import Vehicle, VehicleView, vehicle_factory
 
 from ..db import Database
@@ -39,8 +40,12 @@ from .store import PgVehicleStore, load_records, network_vehicles
 
 
 class VehicleService:
-    def __init__(self, db: Database, *, idle_after: float = math.inf) -> None:
+    def __init__(
+        self, db: Database, *, idle_after: float = math.inf, rents: RentBook | None = None, unlock_timeout: float = 30.0
+    ) -> None:
         self.db = db
+        self.rents = rents  # where the actors write their rents (``knot_rt.rents``), handed in by the root
+        self.unlock_timeout = unlock_timeout
         self.store = PgVehicleStore(db)
         self.live = LiveVehicles()
         self.idle_after = idle_after
@@ -51,7 +56,9 @@ class VehicleService:
     def actor_factory(self) -> Callable[[str], Vehicle]:
         """The factory of the vehicle actors (register it as ``VEHICLE``): they save to the store
         and report to the live state."""
-        return vehicle_factory(self.store, [self.live], idle_after=self.idle_after)
+        return vehicle_factory(
+            self.store, [self.live], idle_after=self.idle_after, rents=self.rents, unlock_timeout=self.unlock_timeout
+        )
 
     def mover(self, registry: Registry, *, unknown: UnknownVehicle | None = None) -> VehicleMover:
         """What delivers the station's reports to these actors (ids checked against the station's network)."""

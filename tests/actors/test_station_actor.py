@@ -36,6 +36,7 @@ from actors.station import (
     Incoming,
     LinkClosed,
     PendingCommand,
+    SpotEvent,
     SpotView,
     StationActor,
     StationMessage,
@@ -169,6 +170,11 @@ class MemoryStationStore:
         self._check()
         return next(self._unlock_ids)
 
+    async def set_spot_maintenance(self, station_id: int, spot: int, in_maintenance: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        self.spots[station_id][spot].in_maintenance = in_maintenance
+
 
 @dataclass
 class BackendCall:
@@ -284,7 +290,7 @@ class RecordingListener:
         self.events.append((view.station_id, event, data))
         self.journal.append(f"event {event}")
 
-    async def station_changed(self, before: StationView, after: StationView) -> None:
+    async def station_changed(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
         await trio.lowlevel.checkpoint()
         self.changes.append((before, after))
 

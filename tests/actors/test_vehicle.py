@@ -25,11 +25,12 @@ from actors.vehicle import (
     Vehicle,
     VehicleMessage,
     VehicleRecord,
+    VehicleReply,
     VehicleView,
     vehicle_factory,
 )
 
-VehicleRef = ActorRef[VehicleMessage, VehicleView]
+VehicleRef = ActorRef[VehicleMessage, VehicleReply]
 
 
 class MemoryVehicleStore:
@@ -121,6 +122,7 @@ async def test_docking_sets_location_battery_and_online_saved_before_listeners_h
         "spot_number": 3,
         "latitude": None,
         "longitude": None,
+        "rent": None,
         "estimated_range": 32,
     }
     assert view.docked

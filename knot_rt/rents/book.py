@@ -1,0 +1,153 @@
+"""``PgRentBook``: the vehicle actors' ``RentBook`` on PostgreSQL.
+
+Every transition is one unit of work: the rent's row (``store.py``) and the
+rider's feed events on the ``user`` topic (``rent.started`` and
+``vehicle.unlocked``; ``unlock.failed``; ``vehicle.locked`` and
+``rent.ended`` with the price; ``rent.too_long``), delivered after the commit.
+The rider's row is locked while a rent is reserved (the network's maximum is
+counted under it, so five unlocks fired at once never pass it) and while one
+is priced (wallet credit is spent once).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from actors.rent import Rent, RentRefused, RentRequest, Return
+from protocols.errors import ErrorCode
+from protocols.feed import EventName, Topic
+
+from ..uow import UnitOfWork, Work
+from . import store
+from .pricing import Tariff, price_of
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+def rent_data(rent: Rent) -> dict[str, Any]:
+    """The fields every rent event carries."""
+    return {
+        "trip_id": rent.rent_id, "vehicle_id": rent.vehicle_id, "network_id": rent.network_id,
+        "state": rent.state.value, "station_id": rent.station_id, "spot": rent.spot,
+        "time_start": _ms(rent.time_start),
+    }
+
+
+class PgRentBook:
+    def __init__(self, work: Work) -> None:
+        self._work = work
+        self._db = work.db
+
+    async def current(self, vehicle_id: int) -> Rent | None:
+        return await self._db.run(lambda conn: store.current_rent(conn, vehicle_id))
+
+    async def reserve(self, vehicle_id: int, request: RentRequest) -> Rent | RentRefused:
+        async def reserve(uow: UnitOfWork) -> Rent | RentRefused:
+            conn = uow.conn
+            if not await store.lock_rider(conn, request.user_id):
+                return RentRefused(ErrorCode.INVALID_TOKEN, "the account is gone")
+            rules = await store.network_rules(conn, request.network_id)
+            if rules is None:
+                return RentRefused(ErrorCode.NOT_ALLOWED, f"no network {request.network_id}")
+            current = await store.current_rents_of(conn, request.user_id, request.network_id)
+            if current >= rules["max_simultaneous_rented_vehicle"]:
+                return RentRefused(ErrorCode.TOO_MANY_RENTS,
+                                   f"at most {rules['max_simultaneous_rented_vehicle']} ongoing rents on this network")
+            if rules["min_guarantee"] > 0:  # until payments exist, no guarantee is ever usable
+                return RentRefused(ErrorCode.GUARANTEE_REQUIRED, "this network requires a bank guarantee")
+            rent = await store.insert_unlocking(conn, vehicle_id, request)
+            if rent is None:
+                return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is rented")
+            return rent
+
+        return await self._work.run(reserve)
+
+    async def start(self, rent: Rent) -> Rent:
+        topic = Topic.user(rent.user_id)
+
+        async def start(uow: UnitOfWork) -> Rent:
+            started = await store.mark_started(uow.conn, rent.rent_id)
+            if started is None:  # no longer unlocking (a duplicate report): as the book has it
+                return await store.current_rent(uow.conn, rent.vehicle_id) or rent
+            data = rent_data(started)
+            await uow.publish(topic, EventName.VEHICLE_UNLOCKED, data)
+            await uow.publish(topic, EventName.RENT_STARTED, data)
+            return started
+
+        return await self._work.run(start, topics=[topic])
+
+    async def fail(self, rent: Rent, reason: str) -> None:
+        topic = Topic.user(rent.user_id)
+
+        async def fail(uow: UnitOfWork) -> None:
+            if await store.mark_failed(uow.conn, rent.rent_id, reason):
+                await uow.publish(topic, EventName.UNLOCK_FAILED, {**rent_data(rent), "state": "failed",
+                                                                   "reason": reason})
+
+        await self._work.run(fail, topics=[topic])
+
+    async def end(self, rent: Rent, returned: Return) -> Rent:
+        topic = Topic.user(rent.user_id)
+
+        async def end(uow: UnitOfWork) -> Rent:
+            conn = uow.conn
+            await store.lock_rider(conn, rent.user_id)
+            row = await store.riding_rent(conn, rent.rent_id)
+            if row is None:  # ended already (a resent report): nothing twice
+                return rent
+            rules = await store.network_rules(conn, rent.network_id)
+            assert rules is not None
+            stop = await store.billing_stop(conn, rent.rent_id, returned.at_ms)
+            tariff = Tariff(rules["currency"], rules["unlock_fee"], rules["price_per_minute"])
+            wallet = await store.wallet_balance(conn, rent.user_id, tariff.currency)
+            price = price_of(tariff, (stop - row["time_start"]).total_seconds(), wallet)
+            if price.paid_by_wallet > 0:
+                await store.spend_wallet(conn, rent.user_id, rent.rent_id, price.paid_by_wallet, tariff.currency)
+            ended = await store.mark_ended(
+                conn, rent.rent_id, stop, returned, currency=price.currency, price=price.price,
+                paid_by_wallet=price.paid_by_wallet, amount_due=price.amount_due,
+            )
+            base = {**rent_data(rent), "state": "ended"}
+            at = {"end_station_id": returned.station_id, "end_spot": returned.spot,
+                  "billing_time_stop": int(stop.timestamp() * 1000)}
+            await uow.publish(topic, EventName.VEHICLE_LOCKED, {**base, **at})
+            await uow.publish(topic, EventName.RENT_ENDED, {
+                **base, **at, "duration": price.billed_seconds, "currency": price.currency,
+                "price": _amount(price.price), "paid_by_wallet": _amount(price.paid_by_wallet),
+                "amount_due": _amount(price.amount_due), "ended_at": int(ended["ended_at"].timestamp() * 1000),
+            })
+            return rent
+
+        await self._work.run(end, topics=[topic])
+        return rent
+
+    async def released(self, rent: Rent) -> bool:
+        unlock_id = rent.unlock_id
+        if unlock_id is None:
+            return False
+        return await self._db.run(lambda conn: store.unlocked_recorded(conn, unlock_id))
+
+    async def returned(self, rent: Rent) -> Return | None:
+        if rent.time_start is None:
+            return None
+        return await self._db.run(lambda conn: store.locked_recorded(conn, rent))
+
+    async def warn_too_long(self, rent: Rent) -> Rent:
+        topic = Topic.user(rent.user_id)
+
+        async def warn(uow: UnitOfWork) -> Rent:
+            warned = await store.mark_warned(uow.conn, rent.rent_id)
+            if warned is None:
+                return rent
+            await uow.publish(topic, EventName.RENT_TOO_LONG, {**rent_data(warned),
+                                                                "trip_too_long": warned.too_long_after})
+            return warned
+
+        return await self._work.run(warn, topics=[topic])
+
+
+def _amount(value: Decimal) -> float:
+    return float(value)
