@@ -267,7 +267,7 @@ class RentService:
         what the stations recorded while they were down), retrying until the database answers."""
 
         async def wake() -> None:
-            vehicle_ids = await self.db.run(store.vehicles_with_current_rents)
+            vehicle_ids = await self.book.load_renting()
             for vehicle_id in vehicle_ids:
                 await self.stations.registry.get(VEHICLE, str(vehicle_id))
             if vehicle_ids:
