@@ -254,25 +254,33 @@ async def answering(raw: RawStation, answer: Callable[[list[Any]], Awaitable[Non
             return frame
 
 
+async def unlock_at(
+    harness: Harness, token: str, raw: RawStation, answer: Callable[[list[Any]], Awaitable[None]]
+) -> tuple[httpx.Response, list[Any]]:
+    """The rider's unlock of SN101 while ``raw`` answers the station's unlock CALL with ``answer``:
+    (the HTTP answer, the CALL)."""
+    answers: list[httpx.Response] = []
+
+    async def rider() -> None:
+        answers.append(await unlock(harness, token, "SN101"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rider)
+        call = await answering(raw, answer)
+    return answers[0], call
+
+
 async def test_an_unlocked_that_comes_after_the_504_still_starts_the_rent(harness: Harness) -> None:
     city = await make_city(harness, stations=1)
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-        calls: list[list[Any]] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def silent(frame: list[Any]) -> None:
-            calls.append(frame)  # the station takes the command and says nothing in time
+            """The station takes the command and says nothing in time."""
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, silent)
-        assert failed(answers[0]) == (504, 40)
-        unlock_id = calls[0][3]["unlock"]
+        response, call = await unlock_at(harness, token, raw, silent)
+        assert failed(response) == (504, 40)
+        unlock_id = call[3]["unlock"]
         # The locker opens after all: the rent starts.
         answer = await raw.call("unlocked", {"spot": 1, "unlock": unlock_id, "vehicle": 101})
         assert answer[0] == 3
@@ -286,46 +294,30 @@ async def test_an_unlock_never_reported_fails_the_rent_and_frees_the_vehicle(har
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def accept(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "accepted"})  # but the locker never opens
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, accept)
-        assert answers[0].status_code == 200
-        trip = answers[0].json()["data"]["trip_id"]
+        response, _ = await unlock_at(harness, token, raw, accept)
+        assert response.status_code == 200
+        trip = response.json()["data"]["trip_id"]
         [failure] = await feed.events(1)
         assert failure["event"] == "unlock.failed" and failure["data"]["trip_id"] == trip
         assert await rents_of(harness, token) == []  # a failed unlock is no rent
         # Available again.
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, accept)
-        assert answers[1].status_code == 200
+        again, _ = await unlock_at(harness, token, raw, accept)
+        assert again.status_code == 200
 
 
-async def test_a_refused_or_offline_unlock_leaves_the_vehicle_available(harness: Harness) -> None:
+async def test_a_refused_unlock_fails_the_rent_and_leaves_the_vehicle_available(harness: Harness) -> None:
     city = await make_city(harness, stations=1)
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def refuse(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "rejected"})
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, refuse)
-        assert failed(answers[0]) == (409, 41)
+        response, _ = await unlock_at(harness, token, raw, refuse)
+        assert failed(response) == (409, 41)
         [failure] = await feed.events(1)
         assert failure["event"] == "unlock.failed"
         assert harness.svc.vehicles.state(101).rent is None
