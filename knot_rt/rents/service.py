@@ -45,7 +45,7 @@ from protocols.errors import ErrorCode
 from ..catalog import Catalog, Cluster, vehicle_facts
 from ..db import Backoff, Database, attempt
 from ..errors import ApiError
-from ..services.access import AccessCache, UserAccess, load_access
+from ..services.access import AccessCache, UserAccess
 from ..services.geo import distance_m
 from ..stations.service import StationService
 from ..uow import Work
@@ -109,7 +109,7 @@ class RentService:
     async def unlock_for_badge(self, user_id: int, station_id: int, spot: int | None) -> Unlocked:
         """A rider's badge at a station's reader: the vehicle of that spot (one reader per spot), else the
         best-charged rentable vehicle of the station. The app's checks but the distance."""
-        access = await self.access_of(user_id)
+        access = await self.access.of(self.db, self.catalog, user_id)
         station = self.stations.live.station(station_id)
         if station is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no station {station_id}")
@@ -132,13 +132,6 @@ class RentService:
                     raise
                 refusal = error
         raise refusal or ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"no vehicle to rent at station {station_id}")
-
-    async def access_of(self, user_id: int) -> UserAccess:
-        access = self.access.get(user_id)
-        if access is None:
-            access = await self.db.run(lambda conn: load_access(conn, user_id, self.catalog))
-            self.access.put(access)
-        return access
 
     def _docked_target(self, access: UserAccess, vehicle: store.VehicleToRent) -> DockedTarget:
         vehicle_id = vehicle.vehicle_id

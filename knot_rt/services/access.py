@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ..catalog import Catalog, Cluster, Network
+from ..db import Database
 from .permissions import Scope, load_permissions
 
 
@@ -108,6 +109,14 @@ class AccessCache:
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[access.user_id] = (time.monotonic(), access)
+
+    async def of(self, db: Database, catalog: Catalog, user_id: int) -> UserAccess:
+        """What ``user_id`` sees and may use: kept a short while, else read (HTTP, the feed, badges alike)."""
+        access = self.get(user_id)
+        if access is None:
+            access = await db.run(lambda conn: load_access(conn, user_id, catalog))
+            self.put(access)
+        return access
 
     def forget(self, user_id: int | None = None) -> None:
         if user_id is None:
