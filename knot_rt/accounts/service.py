@@ -182,6 +182,10 @@ class AccountService:
 
         return await self.work.run(change)
 
+    async def create_organization(self, name: str, email_domain: str | None = None) -> int:
+        """An organization (an operator's write); accounts of ``email_domain`` are its members."""
+        return await self.work.run(lambda uow: store.insert_organization(uow.conn, name, email_domain))
+
     async def register(self, email: str, password: str, *, app_label: str | None, lang: str) -> int:
         """A new unconfirmed account and its confirmation mail."""
         password_hash = await self.passwords.hash(password)

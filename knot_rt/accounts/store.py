@@ -562,3 +562,11 @@ async def user_exists(conn: asyncpg.Connection, user_id: int) -> bool:
     """Whether the account exists, held (``FOR SHARE``) until the transaction ends."""
     found = await conn.fetchval("SELECT true FROM users WHERE id = $1 FOR SHARE", user_id)
     return found is True
+
+
+async def insert_organization(conn: asyncpg.Connection, name: str, email_domain: str | None) -> int:
+    """An organization; accounts whose email is of ``email_domain`` belong to it."""
+    organization_id: int = await conn.fetchval(
+        "INSERT INTO organizations (name, email_domain) VALUES ($1, $2) RETURNING id", name, email_domain
+    )
+    return organization_id
