@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from knot_rt.content.store import FaqStyle
 from knot_rt.context import Services
+from knot_rt.errors import ApiError
 from knot_rt.stations.admin import NewStation
 
 STORE_URLS = {"android": "https://play.example/knot", "ios": "https://apps.example/knot"}
@@ -57,6 +58,13 @@ class Factory:
         return await self.svc.content.create_app_label(
             name, label_name, organization_id=organization, android_store_url=android, ios_store_url=ios,
         )
+
+    async def app_label_once(self, name: str = "knot") -> int:
+        """The app label ``name``, made the first time it is asked for (several helpers of one test share it)."""
+        try:
+            return await self.svc.content.app_label_id(name)
+        except ApiError:
+            return await self.app_label(name)
 
     async def announcement(
         self, texts: dict[str, str], *, app_label: int | None = None, starts_at: datetime,

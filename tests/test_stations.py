@@ -13,7 +13,6 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors.station import Crash
 from knot_rt.config import Settings
-from knot_rt.stations.admin import create_station
 from tests.feed_client import FeedClient, open_feed, rider_seeing
 from tests.station_client import RawStation, state_payload, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session, wait_station_online
@@ -33,19 +32,10 @@ class Site:
 
 
 async def make_site(harness: Harness, stations: int = 2, spots: int = 4) -> Site:
-    network = await harness.create_network()
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
-    )
-    made = []
-    for _ in range(stations):
-        station = await harness.db.transaction(lambda conn: create_station(conn, cluster, spots))
-        made.append((station.station_id, station.secret))
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 140) g",
-        network,
-    )
+    network = await harness.make.network()
+    cluster = await harness.make.cluster(network, "Gare", 48.58, 7.73)
+    made = await harness.make.stations(cluster, stations, spots)
+    await harness.make.vehicles(network, range(101, 141))
     operator = await harness.create_user("operator@example.com", perms=[("stations", True)], networks=[network])
     return Site(network, cluster, made, await open_test_session(harness, operator))
 
