@@ -195,3 +195,7 @@ class CatalogService:
             uow.conn, name, discount_type, kind=kind, stop_date=stop_date, code=code, data=data, currency=currency,
             network_id=network_id, usable_in_shop=usable_in_shop,
         ))
+
+    async def grant_discount(self, user_id: int, discount_id: int, *, active: bool = True) -> None:
+        """Give a discount to a user (an inactive grant is listed but not applied)."""
+        await self.work.run(lambda uow: store.grant_discount(uow.conn, user_id, discount_id, active=active))

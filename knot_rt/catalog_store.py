@@ -208,3 +208,9 @@ async def set_cluster_details(conn: asyncpg.Connection, cluster_id: int, details
     if details:
         assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(details, start=2))
         await conn.execute(f"UPDATE clusters SET {assignments} WHERE id = $1", cluster_id, *details.values())
+
+
+async def grant_discount(conn: asyncpg.Connection, user_id: int, discount_id: int, *, active: bool) -> None:
+    await conn.execute(
+        "INSERT INTO user_discounts (user_id, discount_id, active) VALUES ($1, $2, $3)", user_id, discount_id, active
+    )

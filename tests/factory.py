@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from knot_rt.content.store import FaqStyle
 from knot_rt.context import Services
@@ -85,8 +86,12 @@ class Factory:
         )
 
     async def faq_content(self, key: str, sub_category: str, contents: dict[str, str], *, sort_order: int = 0,
-                          style: FaqStyle | None = None) -> None:
-        await self.svc.content.create_faq_content(key, sub_category, contents, sort_order=sort_order, style=style)
+                          replacements: Sequence[str] = (), **style: Any) -> None:
+        """An FAQ entry; ``style`` is ``FaqStyle``'s fields (type, bold, margin, text_color, bullet_color)."""
+        await self.svc.content.create_faq_content(
+            key, sub_category, contents, sort_order=sort_order,
+            style=FaqStyle(replacements=tuple(replacements), **style),
+        )
 
     # catalog -----------------------------------------------------------------------------------------------
 
@@ -128,6 +133,9 @@ class Factory:
             name, discount_type, kind=kind, stop_date=stop_date, code=code, data=Decimal(data), currency=currency,
             network_id=network, usable_in_shop=shop,
         )
+
+    async def grant(self, user: int, discount: int, *, active: bool = True) -> None:
+        await self.svc.catalog_service.grant_discount(user, discount, active=active)
 
     # stations and vehicles -------------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ class FaqStyle:
 
     type: str = "text"
     bold: bool = False
-    margin: int | None = None
+    margin: str | None = None  # CSS-like "top right bottom left"
     text_color: str | None = None
     bullet_color: str | None = None
     replacements: tuple[str, ...] = ()
