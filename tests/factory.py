@@ -39,6 +39,10 @@ class Factory:
     async def organization(self, name: str, email_domain: str | None = None) -> int:
         return await self.svc.accounts.create_organization(name, email_domain)
 
+    async def consent_type(self, key: str, names: dict[str, str], *, default_value: bool = False,
+                           sort_order: int = 0) -> None:
+        await self.svc.accounts.create_consent_type(key, names, default_value=default_value, sort_order=sort_order)
+
     async def user(
         self, email: str, password: str = PASSWORD, *, confirmed: bool = True,
         perms: list[tuple[str, bool]] | None = None, networks: list[int] | None = None,

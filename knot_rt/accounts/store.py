@@ -570,3 +570,13 @@ async def insert_organization(conn: asyncpg.Connection, name: str, email_domain:
         "INSERT INTO organizations (name, email_domain) VALUES ($1, $2) RETURNING id", name, email_domain
     )
     return organization_id
+
+
+async def insert_consent_type(
+    conn: asyncpg.Connection, key: str, names: dict[str, str], *, default_value: bool, sort_order: int
+) -> None:
+    """A kind of consent users give or refuse (``names`` by language)."""
+    await conn.execute(
+        "INSERT INTO consent_types (key, names, default_value, sort_order) VALUES ($1, $2, $3, $4)",
+        key, names, default_value, sort_order,
+    )
