@@ -8,11 +8,11 @@ import email.policy
 import re
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -84,6 +84,24 @@ class SmtpSink:
         found = self.messages(to)
         assert len(found) >= count, f"expected {count} mail(s) to {to}, got {len(found)}"
         return found
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+StartableT = TypeVar("StartableT", bound=Startable)
+
+
+@contextmanager
+def running(server: StartableT) -> Iterator[StartableT]:
+    """A test server (an SMTP sink, an identity provider) started for the block, stopped after it."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def body_of(message: EmailMessage) -> str:

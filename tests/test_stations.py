@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +40,17 @@ async def make_site(harness: Harness, stations: int = 2, spots: int = 4) -> Site
     await harness.make.vehicles(network, range(101, 141))
     operator = await harness.create_user("operator@example.com", perms=[("stations", True)], networks=[network])
     return Site(network, cluster, made, await open_test_session(harness, operator))
+
+
+@asynccontextmanager
+async def two_booted(harness: Harness, site: Site) -> AsyncIterator[tuple[RawStation, RawStation]]:
+    """The site's first two stations, connected and booted."""
+    (first_id, first_secret), (second_id, second_secret) = site.stations[:2]
+    async with station_socket(harness.station_url, first_id, first_secret) as first, \
+            station_socket(harness.station_url, second_id, second_secret) as second:
+        await first.boot()
+        await second.boot()
+        yield first, second
 
 
 async def booted(harness: Harness, station: tuple[int, str]) -> Any:
@@ -294,11 +307,8 @@ async def test_rights_on_stations(harness: Harness) -> None:
 
 async def test_a_crashed_station_actor_restarts_with_its_state_and_others_notice_nothing(harness: Harness) -> None:
     site = await make_site(harness, stations=2)
-    (first_id, first_secret), (second_id, second_secret) = site.stations
-    async with station_socket(harness.station_url, first_id, first_secret) as first, \
-            station_socket(harness.station_url, second_id, second_secret) as second:
-        await first.boot()
-        await second.boot()
+    first_id = site.stations[0][0]
+    async with two_booted(harness, site) as (first, second):
         await first.state({1: 101, 2: 102})
         await second.state({3: 103})
         ref = harness.svc.stations.running_actor(first_id)
@@ -335,11 +345,8 @@ async def test_dropping_the_connection_marks_the_station_offline(harness: Harnes
 
 async def test_vehicles_follow_what_the_stations_report(harness: Harness) -> None:
     site = await make_site(harness, stations=2)
-    (first_id, first_secret), (second_id, second_secret) = site.stations
-    async with station_socket(harness.station_url, first_id, first_secret) as first, \
-            station_socket(harness.station_url, second_id, second_secret) as second:
-        await first.boot()
-        await second.boot()
+    (first_id, _), (second_id, _) = site.stations
+    async with two_booted(harness, site) as (first, second):
         vehicles = harness.svc.vehicles
         await first.state({1: 101, 2: None}, battery=64)
         await eventually(lambda: vehicles.state(101).battery_level == 64)
