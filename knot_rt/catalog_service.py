@@ -26,8 +26,10 @@ Choices and costs:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date
+from decimal import Decimal
+from typing import TypeVar
 
 import asyncpg
 
@@ -39,6 +41,8 @@ from .services.clusters import SpotFacts
 from .services.countries import country_by_iso_2
 from .services.permissions import Scope
 from .uow import UnitOfWork, Work
+
+T = TypeVar("T")
 
 
 class CatalogService:
@@ -90,9 +94,13 @@ class CatalogService:
             cluster = cluster_of(row)
             uow.after(lambda: self.catalog.put_cluster(cluster))
 
-    async def create_cluster(self, network_id: int, name: str, lat: float, lng: float) -> int:
+    async def create_cluster(
+        self, network_id: int, name: str, lat: float, lng: float, *, details: Mapping[str, object] | None = None
+    ) -> int:
+        """A cluster of the network; ``details`` sets more of its columns (``catalog_store.CLUSTER_DETAILS``)."""
         async def change(uow: UnitOfWork) -> int:
             cluster_id = await sql.create_cluster(uow.conn, network_id, name, lat, lng)
+            await store.set_cluster_details(uow.conn, cluster_id, details or {})
             await self._refresh_cluster(uow, cluster_id)
             return cluster_id
 
@@ -133,3 +141,61 @@ class CatalogService:
             return moved
 
         return await self.work.run(change)
+
+    # operators' writes of what the map shows. A network, a parking or a zone is rare: the catalog is read
+    # again whole after the commit (one full read, as the periodic refresh does) rather than patched.
+
+    async def _write_and_reload(self, write: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async def change(uow: UnitOfWork) -> T:
+            result = await write(uow.conn)
+            uow.after(self.catalog.reload)
+            return result
+
+        return await self.work.run(change)
+
+    async def create_network(
+        self, name: str, *, organization_id: int | None = None, public: bool = True, organization_only: bool = False,
+        shape: list[list[float]] | None = None, center: tuple[float, float] = (0.0, 0.0), currency: str = "EUR",
+        app_labels: Sequence[int] = (), rules: Mapping[str, object] | None = None,
+    ) -> int:
+        """A network shown in the apps of ``app_labels``; ``rules`` sets its trip rules
+        (``catalog_store.NETWORK_RULES``; others are ``INVALID_INPUT``)."""
+        async def write(conn: asyncpg.Connection) -> int:
+            network_id = await store.create_network(
+                conn, name, organization_id=organization_id, public=public, organization_only=organization_only,
+                shape=shape or [], center=center, currency=currency, rules=rules or {},
+            )
+            for label in app_labels:
+                await store.link_app_label(conn, network_id, label)
+            return network_id
+
+        return await self._write_and_reload(write)
+
+    async def link_app_label(self, network_id: int, app_label_id: int) -> None:
+        """Show the network in one more app."""
+        await self._write_and_reload(lambda conn: store.link_app_label(conn, network_id, app_label_id))
+
+    async def create_out_of_order(self, kind: str, reason: str, custom_reason: str | None = None) -> int:
+        """An exceptional out-of-order notice (weather, event, maintenance, other) to put on clusters or vehicles."""
+        return await self.work.run(lambda uow: store.create_out_of_order(uow.conn, kind, reason, custom_reason))
+
+    async def create_parking(self, network_id: int, cluster_id: int | None, shape: list[list[float]]) -> int:
+        """A virtual parking; with a cluster, it follows the cluster when that moves."""
+        return await self._write_and_reload(lambda conn: store.create_parking(conn, network_id, cluster_id, shape))
+
+    async def create_speed_zone(self, network_id: int, shape: list[list[float]], max_speed: int) -> int:
+        return await self._write_and_reload(lambda conn: store.create_speed_zone(conn, network_id, shape, max_speed))
+
+    async def create_discount(
+        self, name: str, discount_type: str, *, kind: int = 1, stop_date: date | None = None, code: str | None = None,
+        data: Decimal = Decimal(0), currency: str = "EUR", network_id: int | None = None, usable_in_shop: bool = False,
+    ) -> int:
+        """A discount riders redeem by ``code`` (or that is granted); not in the in-memory catalog."""
+        return await self.work.run(lambda uow: store.create_discount(
+            uow.conn, name, discount_type, kind=kind, stop_date=stop_date, code=code, data=data, currency=currency,
+            network_id=network_id, usable_in_shop=usable_in_shop,
+        ))
+
+    async def grant_discount(self, user_id: int, discount_id: int, *, active: bool = True) -> None:
+        """Give a discount to a user (an inactive grant is listed but not applied)."""
+        await self.work.run(lambda uow: store.grant_discount(uow.conn, user_id, discount_id, active=active))

@@ -5,7 +5,9 @@ Each function is an asyncio-side unit of work given to ``Database.run`` whole.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from decimal import Decimal
 
 import asyncpg
 
@@ -117,3 +119,98 @@ async def use_code(
         if credited is None:
             raise ApiError(ErrorCode.DISCOUNT_ALREADY_USED)
     return discount
+
+
+# operators' writes: networks, their app labels, out-of-order notices, parkings, speed zones ---------------
+
+# The network rules an operator sets (columns of ``networks``); names outside this list are refused, so
+# the column names put in the SQL come from here only.
+NETWORK_RULES = frozenset({
+    "max_simultaneous_rented_vehicle", "allow_trip_on_hold", "trip_too_long", "trip_auto_pause", "trip_max_pause",
+    "trip_auto_lock", "min_guarantee", "max_guarantee", "exceptional_out_of_order_id",
+})
+
+
+async def create_network(
+    conn: asyncpg.Connection, name: str, *, organization_id: int | None, public: bool, organization_only: bool,
+    shape: list[list[float]], center: tuple[float, float], currency: str, rules: Mapping[str, object],
+) -> int:
+    unknown = set(rules) - NETWORK_RULES
+    if unknown:
+        raise ApiError(ErrorCode.INVALID_INPUT, f"unknown network rules: {sorted(unknown)}")
+    columns = ["name", "organization_id", "is_public", "organization_only", "shape", "center_latitude",
+               "center_longitude", "currency", *rules]
+    values = [name, organization_id, public, organization_only, shape, center[0], center[1], currency,
+              *rules.values()]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    network_id: int = await conn.fetchval(
+        f"INSERT INTO networks ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id", *values
+    )
+    return network_id
+
+
+async def link_app_label(conn: asyncpg.Connection, network_id: int, app_label_id: int) -> None:
+    """Show the network in the app of ``app_label_id`` (linking twice is one link)."""
+    await conn.execute("INSERT INTO network_app_labels VALUES ($1, $2) ON CONFLICT DO NOTHING", network_id,
+                       app_label_id)
+
+
+async def create_out_of_order(conn: asyncpg.Connection, kind: str, reason: str, custom_reason: str | None) -> int:
+    out_of_order_id: int = await conn.fetchval(
+        "INSERT INTO exceptional_out_of_orders (type, reason, custom_reason) VALUES ($1, $2, $3) RETURNING id",
+        kind, reason, custom_reason,
+    )
+    return out_of_order_id
+
+
+async def create_parking(
+    conn: asyncpg.Connection, network_id: int, cluster_id: int | None, shape: list[list[float]]
+) -> int:
+    parking_id: int = await conn.fetchval(
+        "INSERT INTO virtual_parkings (network_id, cluster_id, shape) VALUES ($1, $2, $3) RETURNING id",
+        network_id, cluster_id, shape,
+    )
+    return parking_id
+
+
+async def create_speed_zone(conn: asyncpg.Connection, network_id: int, shape: list[list[float]], max_speed: int) -> int:
+    zone_id: int = await conn.fetchval(
+        "INSERT INTO speed_zones (network_id, shape, max_speed) VALUES ($1, $2, $3) RETURNING id",
+        network_id, shape, max_speed,
+    )
+    return zone_id
+
+
+async def create_discount(
+    conn: asyncpg.Connection, name: str, discount_type: str, *, kind: int, stop_date: date | None,
+    code: str | None, data: Decimal, currency: str, network_id: int | None, usable_in_shop: bool,
+) -> int:
+    discount_id: int = await conn.fetchval(
+        """INSERT INTO discounts (name, discount_type, type, stop_date, code, data, currency, network_id,
+                                  usable_in_shop)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+        name, discount_type, kind, stop_date, code, data, currency, network_id, usable_in_shop,
+    )
+    return discount_id
+
+
+# A cluster's details beyond its name and place, as an operator sets them (columns of ``clusters``).
+CLUSTER_DETAILS = frozenset({
+    "description", "commissioning_date", "soon_to_be_available", "exceptional_out_of_order_id", "has_badge_reader",
+    "balancing_type", "max_unlock_distance",
+})
+
+
+async def set_cluster_details(conn: asyncpg.Connection, cluster_id: int, details: Mapping[str, object]) -> None:
+    unknown = set(details) - CLUSTER_DETAILS
+    if unknown:
+        raise ApiError(ErrorCode.INVALID_INPUT, f"unknown cluster details: {sorted(unknown)}")
+    if details:
+        assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(details, start=2))
+        await conn.execute(f"UPDATE clusters SET {assignments} WHERE id = $1", cluster_id, *details.values())
+
+
+async def grant_discount(conn: asyncpg.Connection, user_id: int, discount_id: int, *, active: bool) -> None:
+    await conn.execute(
+        "INSERT INTO user_discounts (user_id, discount_id, active) VALUES ($1, $2, $3)", user_id, discount_id, active
+    )

@@ -52,7 +52,7 @@ class Services:
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
         work = Work(db, bus)
-        vehicles = VehicleService(db, idle_after=settings.vehicle_idle_seconds)
+        vehicles = VehicleService(db, work, idle_after=settings.vehicle_idle_seconds)
         stations = StationService(
             work, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
@@ -88,7 +88,7 @@ class Services:
             accounts=AccountService(
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
             ),
-            content=ContentService(db),
+            content=ContentService(db, work),
         )
 
 
