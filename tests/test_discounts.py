@@ -37,10 +37,12 @@ class World:
 
 
 async def add_network(harness: Harness, name: str, center: tuple[float, float]) -> int:
+    """A network centred on ``center``; the catalog is read again, as the nearest network is its memory's."""
     network_id = await harness.create_network(name)
     await harness.db.execute(
         "UPDATE networks SET center_latitude = $2, center_longitude = $3 WHERE id = $1", network_id, *center
     )
+    await harness.svc.catalog.reload()
     return network_id
 
 

@@ -1,7 +1,7 @@
 """Countries: the country at a position (ROUTES row 24).
 
 The lookup is offline, from the boundary data of ``timezonefinder`` (see
-``knot_rt.services.geo``); the rows come from ``knot_rt.services.countries``.
+``knot_rt.services.geo``); the rows come from ``knot_rt.catalog`` (``countries.py``, through ``svc.catalog_service``).
 ISO codes are answered upper case as ISO writes them ("FR", "FRA"), though the
 spec's example shows "st".
 """
