@@ -9,8 +9,8 @@ from quart import current_app
 
 from .accounts.service import AccountService
 from .bus import FeedBus, FeedHub
-from .catalog import Catalog
-from .catalog_service import CatalogService
+from .catalog.memory import Catalog
+from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database

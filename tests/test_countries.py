@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import trio_asyncio
 
+from knot_rt.catalog.countries import all_countries
+from knot_rt.catalog.store import ensure_countries
 from knot_rt.config import Settings
 from knot_rt.runner import open_database
-from knot_rt.services.countries import all_countries, ensure_countries
 from knot_rt.services.geo import COUNTRY_FINDER, country_of_zone, distance_m
 from tests.support import Harness
 

@@ -279,6 +279,31 @@ async def test_code_valid_today_and_on_its_network(harness: Harness, world: Worl
     assert response.json()["data"]["discount_id"] == discount_id
 
 
+async def test_nearest_network_tie_goes_to_the_lower_id(harness: Harness, world: World) -> None:
+    """Two networks centred on the same point (a private one too: every network counts): the lower id is the
+    nearest there, for the shop and for a code."""
+    first = await add_network(harness, "Colmar", (48.0794, 7.3585))
+    second = await add_network(harness, "Colmar bis", (48.0794, 7.3585))
+    await harness.db.execute("UPDATE networks SET is_public = false WHERE id = $1", first)
+    await harness.svc.catalog.reload()
+    assert first < second
+    colmar = (48.0794, 7.3585)
+    on_first = await add_discount(harness, "Colmar", code="COLMAR", network=first, shop=True)
+    on_second = await add_discount(harness, "Colmar bis", code="COLMARBIS", network=second, shop=True)
+    for discount_id in (on_first, on_second):
+        await harness.make.grant(world.other, discount_id)
+
+    shop = await harness.client.get(SHOP, params={"lat": colmar[0], "lng": colmar[1]}, headers=world.other_headers)
+    assert [item["discount_id"] for item in shop.json()["data"]] == [on_first]
+
+    refused = await use(harness, world.headers, "COLMARBIS", at=colmar)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == 29
+    used = await use(harness, world.headers, "COLMAR", at=colmar)
+    assert used.status_code == 200, used.text
+    assert used.json()["data"]["discount_id"] == on_first
+
+
 # --- authentication and input ---------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Map: everything a rider's map shows in an area, for a logged-in user or publicly (ROUTES rows 61-62).
 
 The hottest read path of the API, so it is answered from memory: clusters,
-networks, parkings and speed zones from the catalog, availability from the
+networks, parkings and speed zones from the catalog (through
+``svc.catalog_service``, which answers them from its memory), availability from the
 station actors' live views, free-floating vehicles (with their static facts,
 through the catalog) and the batteries of rented vehicles from the vehicles'
 live state (``vehicles.service``, its one owner, fed by the vehicle actors).
@@ -36,7 +37,7 @@ from quart_schema import document_response, tag, validate_querystring
 
 from actors.vehicle import VehicleView
 
-from ..catalog import Area, VehicleFacts, vehicle_facts
+from ..catalog.memory import Area, VehicleFacts
 from ..context import services
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
@@ -206,10 +207,9 @@ class _Layers:
     """
 
     def __init__(self, area: Area, seen: set[int], lang: str, usable: set[int]) -> None:
-        catalog = services().catalog
         self.area = area
         self.ids = seen
-        self.networks = catalog.networks_in(area, seen)
+        self.networks = services().catalog_service.networks_in(area, seen)
         self.lang = lang
         self.usable = usable
 
@@ -217,7 +217,7 @@ class _Layers:
         svc = services()
         live = svc.stations.live
         found = []
-        for cluster in svc.catalog.clusters_in(self.area, self.ids):
+        for cluster in svc.catalog_service.clusters_in(self.area, self.ids):
             fields = cluster_fields(cluster, live.cluster(cluster.id), self.lang)
             item = {key: fields[key] for key in keys if key in fields}
             if with_access:
@@ -227,11 +227,11 @@ class _Layers:
 
     def vehicles(self) -> list[tuple[VehicleFacts, VehicleView]]:
         """Free-floating vehicles of the networks seen, by id, with their live state."""
-        return services().catalog.free_floating_in(self.area, self.ids)
+        return services().catalog_service.free_floating_in(self.area, self.ids)
 
     def parkings(self, with_access: bool) -> list[dict[str, Any]]:
         found = []
-        for parking in services().catalog.parkings_in(self.area, self.ids):  # by id
+        for parking in services().catalog_service.parkings_in(self.area, self.ids):  # by id
             item: dict[str, Any] = {"virtual_parking_id": parking.id, "cluster_id": parking.cluster_id,
                                     "network_id": parking.network_id, "shape": parking.shape}
             if with_access:
@@ -242,7 +242,7 @@ class _Layers:
     def speed_zones(self) -> list[dict[str, Any]]:
         return [
             {"speed_zone_id": zone.id, "shape": zone.shape, "max_speed": zone.max_speed}
-            for zone in services().catalog.speed_zones_in(self.area, self.ids)  # by id
+            for zone in services().catalog_service.speed_zones_in(self.area, self.ids)  # by id
         ]
 
     def network_list(self) -> list[dict[str, Any]]:
@@ -294,9 +294,8 @@ def _json(body: dict[str, Any]) -> Response:
 
 # the caller's rents and passes --------------------------------------------------------
 
-def _rent(row: asyncpg.Record) -> dict[str, Any]:
+def _rent(row: asyncpg.Record, facts: VehicleFacts) -> dict[str, Any]:
     svc = services()
-    facts = vehicle_facts(row)
     state = svc.vehicles.state(facts.id)
     lock_status = row["lock_status"]
     if row["station_id"] is not None:
@@ -330,8 +329,8 @@ def _rent(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _usable(access: UserAccess, seen: set[int]) -> set[int]:
-    networks = services().catalog.networks
-    return {n for n in seen if access.may_use(networks[n])}
+    catalog = services().catalog_service
+    return {n for n in seen if (network := catalog.network(n)) is not None and access.may_use(network)}
 
 
 # routes ------------------------------------------------------------------------------
@@ -348,10 +347,9 @@ async def user_map(query_args: MapQuery) -> Response:
     svc = services()
     access = await caller_access()
     user_id = current_caller().user_id
-    rows = await svc.catalog_service.rents_and_passes(user_id)
-    rents = [row for row in rows if row["kind"] == "rent"]
-    mine = {row["vehicle_id"] for row in rents}
-    seen = access.seen_networks(svc.catalog)
+    rents, passes = await svc.catalog_service.rents_and_passes(user_id)
+    mine = {facts.id for _, facts in rents}
+    seen = svc.catalog_service.seen_networks(access)
     layers = _Layers(area, seen, query_args.lang.lower(), _usable(access, seen))
     return _json({
         "code": 0,
@@ -361,11 +359,8 @@ async def user_map(query_args: MapQuery) -> Response:
             if facts.state != "rented" or facts.id in mine
         ],
         "parkings": layers.parkings(with_access=True),
-        "rents": [_rent(row) for row in rents],
-        "passes": [
-            {"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]}
-            for row in rows if row["kind"] == "pass"
-        ],
+        "rents": [_rent(row, facts) for row, facts in rents],
+        "passes": [{"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]} for row in passes],
         "networks": layers.network_list(),
         "speed_zones": layers.speed_zones(),
     })
@@ -379,8 +374,7 @@ async def public_map(query_args: PublicMapQuery) -> Response:
     """Return clusters, free floating vehicles and virtual parking publicly visible."""
     area = query_args.area()
     access = await label_access(query_args.app_label)
-    catalog = services().catalog
-    seen = access.seen_networks(catalog)
+    seen = services().catalog_service.seen_networks(access)
     if query_args.network_id is not None:
         seen &= {query_args.network_id}
     layers = _Layers(area, seen, query_args.lang.lower(), set())

@@ -1,8 +1,12 @@
-"""The catalog's service: the entry point of the catalog's routes (clusters, map, discounts, countries).
+"""The catalog's service: the one entry point of the catalog's routes (maps, clusters, networks, discounts,
+countries).
 
-Reads of the catalog's rows that the in-memory catalog does not hold (spots,
-scopes, the caller's rents and passes, discounts, countries) are SQL in
-``catalog_store.py`` / ``services/clusters.py`` / ``services/countries.py``, run here.
+Reads the in-memory catalog holds (networks, clusters, parkings, speed zones,
+vehicles' facts, in an area or by id) are answered from ``memory.py`` with no
+query; what a caller sees there is asked of the access policy
+(``services.access``) with this catalog. Reads of rows the memory does not hold
+(spots, scopes, the caller's rents and passes, discounts, countries) are SQL in
+``store.py``, run here.
 
 Every write opens one unit of work (``Work.run``): the rows change in one
 transaction, the changed rows are read again in that transaction, and a
@@ -19,7 +23,9 @@ Choices and costs:
   one-row read per write.
 - Rows changed behind the service (a script, another process) are not picked
   up by a write here; they arrive with the catalog's periodic full read
-  (``Catalog.run``, every ``catalog_refresh_seconds``).
+  (``Catalog.run``, every ``catalog_refresh_seconds``). The nearest network of
+  the discounts is the memory's too (``Catalog.nearest_network_id``): a network
+  added behind the service counts from that read on.
 - The catalog applies the update under its reload lock (``Catalog.put_cluster``),
   so a reload that read an older snapshot cannot overwrite a committed change.
 """
@@ -33,63 +39,121 @@ from typing import TypeVar
 
 import asyncpg
 
-from . import catalog_store as store
-from .catalog import CLUSTER_QUERY, Catalog, Cluster, Parking, cluster_of
-from .db import Database
-from .services import clusters as sql
-from .services.clusters import SpotFacts
-from .services.countries import country_by_iso_2
-from .services.permissions import Scope
-from .uow import UnitOfWork, Work
+from actors.vehicle import VehicleView
+
+from ..db import Database
+from ..services.access import UserAccess, seen_cluster
+from ..services.permissions import Scope
+from ..uow import UnitOfWork, Work
+from . import store
+from .memory import (
+    Area,
+    Catalog,
+    Cluster,
+    Network,
+    Parking,
+    SpeedZone,
+    VehicleFacts,
+    cluster_of,
+    parking_of,
+    vehicle_facts,
+)
+from .store import SpotFacts
+
+# A rent of the caller as the map shows it: its row (``store.RENTS_AND_PASSES``) and its vehicle's facts.
+Rent = tuple[asyncpg.Record, VehicleFacts]
 
 T = TypeVar("T")
 
 
 class CatalogService:
-    """Cluster writes through units of work, with targeted catalog updates; the routes' database reads."""
+    """The catalog's reads (memory first) and cluster writes through units of work, with targeted updates."""
 
     def __init__(self, db: Database, work: Work, catalog: Catalog) -> None:
         self.db = db
         self.work = work
         self.catalog = catalog
 
-    # reads -----------------------------------------------------------------------------
+    # reads from memory -----------------------------------------------------------------
+
+    def seen_networks(self, access: UserAccess) -> set[int]:
+        """The ids of the networks ``access`` sees."""
+        return access.seen_networks(self.catalog)
+
+    def seen_cluster(self, access: UserAccess, cluster_id: int) -> Cluster | None:
+        """The cluster if ``access`` sees it; None for an unknown and an unseen one alike."""
+        return seen_cluster(access, self.catalog, cluster_id)
+
+    def network(self, network_id: int) -> Network | None:
+        return self.catalog.networks.get(network_id)
+
+    def vehicle(self, vehicle_id: int) -> VehicleFacts | None:
+        """A vehicle's static facts, or None for a vehicle the catalog does not know."""
+        return self.catalog.vehicles.get(vehicle_id)
+
+    def networks_in(self, area: Area | None, networks: Iterable[int] | None = None) -> list[Network]:
+        """Networks (of ``networks``, when given) whose shape overlaps ``area`` (every one for None), by id."""
+        return self.catalog.networks_in(area, networks)
+
+    def clusters_in(self, area: Area, networks: Iterable[int]) -> list[Cluster]:
+        """Clusters of ``networks`` inside ``area``, by id."""
+        return self.catalog.clusters_in(area, networks)
+
+    def parkings_in(self, area: Area, networks: Iterable[int]) -> list[Parking]:
+        """Parkings of ``networks`` overlapping ``area``, by id."""
+        return self.catalog.parkings_in(area, networks)
+
+    def speed_zones_in(self, area: Area, networks: Iterable[int]) -> list[SpeedZone]:
+        """Speed zones of ``networks`` overlapping ``area``, by id."""
+        return self.catalog.speed_zones_in(area, networks)
+
+    def free_floating_in(self, area: Area, networks: Iterable[int]) -> list[tuple[VehicleFacts, VehicleView]]:
+        """Free-floating vehicles of ``networks`` inside ``area``, by id, with their live state."""
+        return self.catalog.free_floating_in(area, networks)
+
+    def closest_clusters(self, networks: Iterable[int], lat: float, lng: float) -> list[tuple[int, Cluster]]:
+        return self.catalog.closest_clusters(networks, lat, lng)
+
+    # reads from the database -------------------------------------------------------------
 
     async def network_scope(self, network_id: int) -> Scope | None:
-        return await self.db.run(lambda conn: sql.network_scope(conn, network_id))
+        return await self.db.run(lambda conn: store.network_scope(conn, network_id))
 
     async def cluster_scope(self, cluster_id: int) -> Scope | None:
-        return await self.db.run(lambda conn: sql.cluster_scope(conn, cluster_id))
+        return await self.db.run(lambda conn: store.cluster_scope(conn, cluster_id))
 
     async def cluster_spots(self, cluster_id: int) -> list[SpotFacts]:
-        return await self.db.run(lambda conn: sql.cluster_spots(conn, cluster_id))
+        return await self.db.run(lambda conn: store.cluster_spots(conn, cluster_id))
 
-    async def rents_and_passes(self, user_id: int) -> list[asyncpg.Record]:
-        """The caller's open rents and current passes (rows of ``catalog_store.RENTS_AND_PASSES``)."""
-        return await self.db.run(lambda conn: store.rents_and_passes(conn, user_id))
+    async def rents_and_passes(self, user_id: int) -> tuple[list[Rent], list[asyncpg.Record]]:
+        """The caller's open rents, with their vehicles' facts, and current passes (rows of
+        ``store.RENTS_AND_PASSES``), by id."""
+        rows = await self.db.run(lambda conn: store.rents_and_passes(conn, user_id))
+        rents = [(row, vehicle_facts(row)) for row in rows if row["kind"] == "rent"]
+        return rents, [row for row in rows if row["kind"] == "pass"]
 
     async def user_discounts(self, user_id: int) -> list[asyncpg.Record]:
         return await self.db.run(lambda conn: store.user_discounts(conn, user_id))
 
     async def shop_discounts(self, user_id: int, lat: float, lng: float, on: date) -> list[asyncpg.Record]:
-        return await self.db.run(lambda conn: store.shop_discounts(conn, user_id, lat, lng, on))
+        """The user's active shop discounts valid on ``on`` and on the network nearest to (lat, lng)."""
+        network_id = self.catalog.nearest_network_id(lat, lng)
+        return await self.db.run(lambda conn: store.shop_discounts(conn, user_id, network_id, on))
 
     async def use_code(self, user_id: int, code: str, lat: float, lng: float, on: date) -> asyncpg.Record:
         """Redeem a discount code in one unit of work (``ApiError`` for a refused code: nothing is written)."""
-        return await self.work.run(lambda uow: store.use_code(uow.conn, user_id, code, lat, lng, on))
+        network_id = self.catalog.nearest_network_id(lat, lng)
+        return await self.work.run(lambda uow: store.use_code(uow.conn, user_id, code, network_id, on))
 
     async def country(self, iso_2: str) -> asyncpg.Record | None:
         """The country of an ISO 3166-1 alpha-2 code, or None."""
-        return await self.db.run(lambda conn: country_by_iso_2(conn, iso_2))
-
-    def closest_clusters(self, networks: Iterable[int], lat: float, lng: float) -> list[tuple[int, Cluster]]:
-        return sql.closest_clusters(self.catalog, networks, lat, lng)
+        return await self.db.run(lambda conn: store.country_by_iso_2(conn, iso_2))
 
     # writes ----------------------------------------------------------------------------
 
     async def _refresh_cluster(self, uow: UnitOfWork, cluster_id: int) -> None:
         """Read the cluster again in this transaction; put it in the catalog once committed."""
-        row = await uow.conn.fetchrow(CLUSTER_QUERY + " WHERE c.id = $1", cluster_id)
+        row = await store.cluster_row(uow.conn, cluster_id)
         if row is not None:
             cluster = cluster_of(row)
             uow.after(lambda: self.catalog.put_cluster(cluster))
@@ -97,9 +161,9 @@ class CatalogService:
     async def create_cluster(
         self, network_id: int, name: str, lat: float, lng: float, *, details: Mapping[str, object] | None = None
     ) -> int:
-        """A cluster of the network; ``details`` sets more of its columns (``catalog_store.CLUSTER_DETAILS``)."""
+        """A cluster of the network; ``details`` sets more of its columns (``store.CLUSTER_DETAILS``)."""
         async def change(uow: UnitOfWork) -> int:
-            cluster_id = await sql.create_cluster(uow.conn, network_id, name, lat, lng)
+            cluster_id = await store.create_cluster(uow.conn, network_id, name, lat, lng)
             await store.set_cluster_details(uow.conn, cluster_id, details or {})
             await self._refresh_cluster(uow, cluster_id)
             return cluster_id
@@ -109,7 +173,7 @@ class CatalogService:
     async def rename_cluster(self, cluster_id: int, name: str) -> bool:
         """False when the cluster is unknown."""
         async def change(uow: UnitOfWork) -> bool:
-            if not await sql.rename_cluster(uow.conn, cluster_id, name):
+            if not await store.rename_cluster(uow.conn, cluster_id, name):
                 return False
             await self._refresh_cluster(uow, cluster_id)
             return True
@@ -119,7 +183,7 @@ class CatalogService:
     async def set_max_unlock_distance(self, cluster_id: int, distance: int | None) -> bool:
         """False when the cluster is unknown."""
         async def change(uow: UnitOfWork) -> bool:
-            if not await sql.set_max_unlock_distance(uow.conn, cluster_id, distance):
+            if not await store.set_max_unlock_distance(uow.conn, cluster_id, distance):
                 return False
             await self._refresh_cluster(uow, cluster_id)
             return True
@@ -129,14 +193,11 @@ class CatalogService:
     async def move_cluster(self, cluster_id: int, lat: float, lng: float) -> list[int] | None:
         """Move a cluster and the parkings that follow it: their ids, or None for an unknown cluster."""
         async def change(uow: UnitOfWork) -> list[int] | None:
-            moved = await sql.move_cluster(uow.conn, cluster_id, lat, lng)
+            moved = await store.move_cluster(uow.conn, cluster_id, lat, lng)
             if moved is None:
                 return None
             await self._refresh_cluster(uow, cluster_id)
-            rows = await uow.conn.fetch(
-                "SELECT id, network_id, cluster_id, shape FROM virtual_parkings WHERE id = ANY($1::int[])", moved
-            )
-            parkings = [Parking(r["id"], r["network_id"], r["cluster_id"], r["shape"]) for r in rows]
+            parkings = [parking_of(r) for r in await store.parking_rows(uow.conn, moved)]
             uow.after(lambda: self.catalog.put_parkings(parkings))
             return moved
 
@@ -159,7 +220,7 @@ class CatalogService:
         app_labels: Sequence[int] = (), rules: Mapping[str, object] | None = None,
     ) -> int:
         """A network shown in the apps of ``app_labels``; ``rules`` sets its trip rules
-        (``catalog_store.NETWORK_RULES``; others are ``INVALID_INPUT``)."""
+        (``store.NETWORK_RULES``; others are ``INVALID_INPUT``)."""
         async def write(conn: asyncpg.Connection) -> int:
             network_id = await store.create_network(
                 conn, name, organization_id=organization_id, public=public, organization_only=organization_only,
