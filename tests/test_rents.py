@@ -251,6 +251,16 @@ async def answering(raw: RawStation, answer: Callable[[list[Any]], Awaitable[Non
             return frame
 
 
+@asynccontextmanager
+async def vehicle_101_at_a_raw_station(harness: Harness) -> AsyncIterator[tuple[str, RawStation, FeedClient]]:
+    """A rider (token) following their feed, and vehicle 101 docked in spot 1 of a raw station."""
+    city = await make_city(harness, stations=1)
+    _, token = await rider_city(harness, city)
+    async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
+            user_feed(harness, token) as feed:
+        yield token, raw, feed
+
+
 async def unlock_at(
     harness: Harness, token: str, raw: RawStation, answer: Callable[[list[Any]], Awaitable[None]]
 ) -> tuple[httpx.Response, list[Any]]:
@@ -268,10 +278,7 @@ async def unlock_at(
 
 
 async def test_an_unlocked_that_comes_after_the_504_still_starts_the_rent(harness: Harness) -> None:
-    city = await make_city(harness, stations=1)
-    _, token = await rider_city(harness, city)
-    async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
-            user_feed(harness, token) as feed:
+    async with vehicle_101_at_a_raw_station(harness) as (token, raw, feed):
         async def silent(frame: list[Any]) -> None:
             """The station takes the command and says nothing in time."""
 
@@ -287,10 +294,7 @@ async def test_an_unlocked_that_comes_after_the_504_still_starts_the_rent(harnes
 
 
 async def test_an_unlock_never_reported_fails_the_rent_and_frees_the_vehicle(harness: Harness) -> None:
-    city = await make_city(harness, stations=1)
-    _, token = await rider_city(harness, city)
-    async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
-            user_feed(harness, token) as feed:
+    async with vehicle_101_at_a_raw_station(harness) as (token, raw, feed):
         async def accept(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "accepted"})  # but the locker never opens
 
@@ -306,10 +310,7 @@ async def test_an_unlock_never_reported_fails_the_rent_and_frees_the_vehicle(har
 
 
 async def test_a_refused_unlock_fails_the_rent_and_leaves_the_vehicle_available(harness: Harness) -> None:
-    city = await make_city(harness, stations=1)
-    _, token = await rider_city(harness, city)
-    async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
-            user_feed(harness, token) as feed:
+    async with vehicle_101_at_a_raw_station(harness) as (token, raw, feed):
         async def refuse(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "rejected"})
 
