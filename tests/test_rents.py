@@ -321,12 +321,20 @@ async def test_a_refused_unlock_fails_the_rent_and_leaves_the_vehicle_available(
         assert harness.svc.vehicles.state(101).rent is None
 
 
-async def test_a_locked_resent_after_a_cut_connection_ends_the_rent_once(harness: Harness) -> None:
-    city = await make_city(harness, stations=2)
+@asynccontextmanager
+async def riding_101(harness: Harness, **city_options: Any) -> AsyncIterator[tuple[City, str, FeedClient]]:
+    """A rider riding vehicle 101, taken from spot 1 of the city's first (simulated) station, following their
+    feed (its start events read)."""
+    city = await make_city(harness, **{"stations": 2, **city_options})
     _, token = await rider_city(harness, city)
     async with simulated(harness, city.stations[0], {1: 101}), user_feed(harness, token) as feed:
         assert (await unlock(harness, token, "SN101")).status_code == 200
         assert names(await feed.events(2)) == ["vehicle.unlocked", "rent.started"]
+        yield city, token, feed
+
+
+async def test_a_locked_resent_after_a_cut_connection_ends_the_rent_once(harness: Harness) -> None:
+    async with riding_101(harness) as (city, _, feed):
         returned = {"spot": 2, "vehicle": 101, "time": 1_700_000_000_000, "cache_accepted": False}
         async with station_socket(harness.station_url, *city.stations[1]) as raw:
             await raw.boot()
@@ -361,11 +369,7 @@ async def test_a_spot_in_maintenance_denies_the_return_and_the_rent_goes_on(harn
 
 
 async def test_an_unreadable_vehicle_is_matched_through_refresh(harness: Harness) -> None:
-    city = await make_city(harness, stations=2)
-    _, token = await rider_city(harness, city)
-    async with simulated(harness, city.stations[0], {1: 101}), user_feed(harness, token) as feed:
-        assert (await unlock(harness, token, "SN101")).status_code == 200
-        assert names(await feed.events(2)) == ["vehicle.unlocked", "rent.started"]
+    async with riding_101(harness) as (city, _, feed):
         async with raw_station(harness, city.stations[1], {1: None, 2: None, 3: None, 4: None}) as raw:
             unreadable = {"spot": 4, "vehicle": 0, "time": 1_700_000_000_000, "cache_accepted": False}
             assert (await raw.call("locked", unreadable))[2] == {"accepted": 0}
@@ -377,13 +381,9 @@ async def test_an_unreadable_vehicle_is_matched_through_refresh(harness: Harness
 
 
 async def test_a_trip_too_long_warns_the_rider_once(harness: Harness) -> None:
-    city = await make_city(harness, stations=1, trip_too_long=1)
-    _, token = await rider_city(harness, city)
-    async with simulated(harness, city.stations[0], {1: 101}), user_feed(harness, token) as feed:
-        assert (await unlock(harness, token, "SN101")).status_code == 200
-        events = await feed.events(3)
-        assert names(events) == ["vehicle.unlocked", "rent.started", "rent.too_long"]
-        assert events[2]["data"]["trip_too_long"] == 1
+    async with riding_101(harness, stations=1, trip_too_long=1) as (_, _, feed):
+        [warning] = await feed.events(1)
+        assert warning["event"] == "rent.too_long" and warning["data"]["trip_too_long"] == 1
         with trio.move_on_after(1.5):
             extra = await feed.events(1)
             pytest.fail(f"warned twice: {extra}")
