@@ -10,8 +10,11 @@ Run: ``make run`` (or ``.venv/bin/python -m knot_rt.launcher``). Steps:
    (mode 600) gives every station of the demo city a new secret — secrets are
    kept as hashes only, so they are issued anew at each start and a simulator
    left over from an earlier run is locked out;
-4. start ``knot-rt simulate --stations-file F --url <gateway>``: the stations
-   boot, report their docked vehicles and answer unlocks;
+4. start ``knot-rt simulate --stations-file F --url <gateway> --ride S``: the
+   stations boot, report their docked vehicles and answer unlocks, and a
+   vehicle unlocked is docked back at its station S seconds later (env
+   ``KNOT_DEMO_RIDE_SECONDS``, default ``RIDE_SECONDS``), so a rent started
+   with the demo rider ends and is priced by itself;
 5. wait until they are online (``/metrics``, at most ``ONLINE_SECONDS``: past
    that it says how many are and goes on) and print how to rent.
 
@@ -48,6 +51,7 @@ STATIONS_FILE = "demo-stations.txt"
 START_SECONDS = 180.0  # the first start of the embedded PostgreSQL runs initdb
 ONLINE_SECONDS = 60.0
 STOP_SECONDS = 20.0
+RIDE_SECONDS = 60.0
 API_BANNER = "knot_rt API:"
 GATEWAY_BANNER = "station gateway:"
 
@@ -82,6 +86,7 @@ class ChildExited(Exception):
 class Launcher:
     knot_rt: list[str]
     stations_file: Path
+    ride: float = RIDE_SECONDS
     out: TextIO = sys.stdout
     server: trio.Process | None = None
     simulator: trio.Process | None = None
@@ -123,12 +128,13 @@ class Launcher:
             del issued  # the city's summary: the banner already says what matters
             self.stations = sum(1 for line in self.stations_file.read_text().splitlines() if line.strip())
             self.simulator = await self.open_child(
-                "simulate", "--stations-file", str(self.stations_file), "--url", self.addresses.gateway, "--quiet"
+                "simulate", "--stations-file", str(self.stations_file), "--url", self.addresses.gateway,
+                "--ride", str(self.ride), "--quiet",
             )
             nursery.start_soon(self.watch, self.simulator, "knot-rt simulate")
             online = await self.wait_online(client)
         self.say(f"demo city live: {online}/{self.stations} stations online through the simulator"
-                 f" (pid {self.simulator.pid}); the map shows their vehicles")
+                 f" (pid {self.simulator.pid}); a vehicle unlocked is docked back {self.ride:g} s later")
         self.say(f"rent one as the demo rider: see 'A rent with curl' in README.md (API {self.addresses.api});"
                  " Ctrl-C stops everything")
 
@@ -207,7 +213,8 @@ async def _kill_on_signal(signals: AsyncIterator[int], launcher: Launcher) -> No
 
 def main() -> int:
     settings = Settings.from_env()
-    launcher = Launcher(knot_rt_command(), settings.data_dir / STATIONS_FILE)
+    ride = float(os.environ.get("KNOT_DEMO_RIDE_SECONDS") or RIDE_SECONDS)
+    launcher = Launcher(knot_rt_command(), settings.data_dir / STATIONS_FILE, ride)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the children's lines reach the terminal as they come
     return trio.run(launch, launcher)
 

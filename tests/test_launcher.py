@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,15 @@ def docked_at_kleber(api: str, auth: dict[str, str]) -> dict[str, Any]:
     return found
 
 
+def rents_of(api: str, auth: dict[str, str]) -> list[dict[str, Any]]:
+    response = httpx.get(f"{api}/api/application/users/rents", headers=auth, timeout=30)
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["data"]
+    return found
+
+
 def test_make_run_brings_the_demo_city_to_life_and_the_demo_rider_rents(database_url: str, data_dir: Path) -> None:
-    env = cli_env(data_dir, database_url, PORT="0", KNOT_STATION_PORT="0")
+    env = cli_env(data_dir, database_url, PORT="0", KNOT_STATION_PORT="0", KNOT_DEMO_RIDE_SECONDS="1")
     with Launched(env, data_dir) as launched:
         api = launched.line_starting("knot_rt API:").split()[-1].removesuffix("/api/application/")
         live = launched.line_starting("demo city live:").split()
@@ -129,9 +137,14 @@ def test_make_run_brings_the_demo_city_to_life_and_the_demo_rider_rents(database
                               json={"serial_number": vehicle["serial_number"], **KLEBER})
         assert response.status_code == 200, response.text
         trip = response.json()["data"]["trip_id"]
-        rents = httpx.get(f"{api}/api/application/users/rents", headers=auth, timeout=30).json()["data"]
-        assert [(r["trip_id"], r["serial_number"], r["state"]) for r in rents] == [
-            (trip, vehicle["serial_number"], "ongoing")]
+        rents = rents_of(api, auth)
+        assert [(r["trip_id"], r["serial_number"]) for r in rents] == [(trip, vehicle["serial_number"])]
+        # The simulated rider docks the vehicle back a second later: the rent ends, priced by the demo tariff.
+        deadline = time.monotonic() + 30  # a hang guard, not a timing assertion
+        while rents[0]["state"] != "ended" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rents = rents_of(api, auth)
+        assert (rents[0]["state"], rents[0]["price"], rents[0]["currency"]) == ("ended", 1.25, "EUR")
 
         launched.process.send_signal(signal.SIGTERM)
         assert launched.process.wait(timeout=STOP_TIMEOUT * 2) == 0, launched.stderr_tail()
