@@ -37,7 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.stations
 
-# Riders renting and returning through 1,000 simulated stations (a couple of minutes); see bench/rents.py.
+# Riders renting and returning through 1,000 simulated stations (about a minute and a half); see bench/rents.py.
 bench-rents: $(STAMP)
 	$(BIN)/python -m bench.rents
 

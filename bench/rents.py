@@ -1,27 +1,37 @@
 """Rent benchmark: riders renting and returning vehicles through simulated stations.
 
-Run: ``make bench-rents`` (or ``.venv/bin/python -m bench.rents --stations 1000 --riders 50 --rents 500``).
+Run: ``make bench-rents`` (or ``.venv/bin/python -m bench.rents --stations 1000 --riders 50 --rents 500``);
+about a minute and a half with the defaults.
 
 It starts a real ``knot-rt serve`` process (on ``DATABASE_URL``, or on a private
 PostgreSQL cluster of its own), connects ``--stations`` simulated stations to it
-from this process over loopback (each reporting its state every ``--heartbeat``
-seconds), and lets ``--riders`` riders rent concurrently, each on its own
+from this process over loopback (``--ramp-rate`` a second, each reporting its
+state every ``--heartbeat`` seconds), and lets riders rent, each on its own
 stations: ``POST /vehicles/unlock``, the ``rent.started`` event on the rider's
 ``user`` feed, then the station docks the vehicle back (``locked``) and the
 rider waits for ``rent.ended`` before the next rent (the network allows one
-rent at a time). It prints:
+rent at a time). Two phases, with the same stations connected:
 
-- rents per second: whole rents (unlock, start, return, end and price) completed
-  by all riders together, over the wall time of the run;
-- ``POST /vehicles/unlock`` -> ``rent.started`` on the rider's feed, p50 and p99;
-- beside it, the same three hops through a bare trio-websocket relay (request
-  socket -> station socket -> feed socket, ``bench.stations``) measured in the
-  same run: the floor of the transport alone, one round trip at a time.
+- one rider alone, ``--round-trips`` rents one after the other: ``POST
+  /vehicles/unlock`` -> ``rent.started`` on the feed, p50 and p99 — the round
+  trip without queueing;
+- ``--riders`` riders at once until ``--rents`` rents started: whole rents
+  (unlock, start, return, end and price) per second over the wall time, and
+  the same round trip under that load.
 
-Riders get their sessions from the accounts service directly (the login route's
-limit of 10 a minute per address would make a bench of the rate limiter).
-Only loopback addresses are used; the run stops at ``--rents`` rents or after
-``--seconds``, whichever comes first.
+Beside them, the same three hops through a bare trio-websocket relay (request
+socket -> station socket -> feed socket, ``bench.stations``) measured in the
+same run, one round trip at a time: the floor of the transport alone.
+
+Choices: vehicles are docked in the database where the stations report them
+(as after a restart), so connecting is no first inventory. The heartbeat
+defaults to 60 s (17 state events/s at 1,000 stations; the protocol's default is
+1,800 s): with 5 s (200 state events/s, each recorded), 1,000 stations did not
+all come online on the shared 2-core machine this was written on — the
+database pool ran dry and stations reconnected in a storm. Riders get their
+sessions from the accounts service directly (the login route's limit of 10 a
+minute per address would make a bench of the rate limiter). Only loopback
+addresses are used; each phase stops at its count or after ``--seconds``.
 """
 
 from __future__ import annotations
@@ -65,6 +75,16 @@ async def open_to_riders(url: str, network: int) -> None:
             "INSERT INTO network_app_labels SELECT $1, id FROM app_labels WHERE name = 'knot' ON CONFLICT DO NOTHING",
             network,
         )
+        # The vehicles already docked where the simulated stations report them (spots 1..spots/2), as after a
+        # restart: connecting measures the stations coming back, not a first inventory of 2,000 vehicles.
+        await conn.execute(
+            """UPDATE spots SET vehicle_id = station_id * 100 + number, lock_status = 1
+               WHERE number <= (SELECT spot_count FROM stations s WHERE s.id = station_id) / 2"""
+        )
+        await conn.execute(
+            "UPDATE vehicles v SET spot_id = p.id FROM spots p WHERE p.vehicle_id = v.id AND v.network_id = $1",
+            network,
+        )
     finally:
         await conn.close()
 
@@ -98,10 +118,12 @@ def rider_tokens(server: Server, url: str, count: int) -> list[str]:
 
 @dataclass
 class Run:
+    riders: int
     wanted: int
     latencies: list[float] = field(default_factory=list)  # unlock -> rent.started
     ended: int = 0
     refused: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
+    elapsed: float = 0.0
 
     @property
     def started(self) -> int:
@@ -146,23 +168,41 @@ async def ride(client: httpx.AsyncClient, ws_url: str, token: str, simulator: Si
             run.ended += 1
 
 
-async def rents(server: Server, stations: list[tuple[int, str]], spots: int, tokens: list[str], wanted: int,
-                heartbeat: float, seconds: float) -> tuple[Run, float]:
-    run = Run(wanted)
+async def phase(client: httpx.AsyncClient, ws_url: str, tokens: list[str], simulator: Simulator, ids: list[int],
+                wanted: int, seconds: float) -> Run:
+    """``len(tokens)`` riders at once, each on its own share of the stations, until ``wanted`` rents started."""
+    run = Run(len(tokens), wanted)
+    started = time.perf_counter()
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as riders:
+            for n, token in enumerate(tokens):
+                riders.start_soon(ride, client, ws_url, token, simulator, ids[n::len(tokens)], run)
+    run.elapsed = time.perf_counter() - started
+    return run
+
+
+async def rents(server: Server, stations: list[tuple[int, str]], tokens: list[str], args: argparse.Namespace
+                ) -> tuple[Run, Run]:
+    """With every station connected: one rider alone (the round trip), then all riders at once (the rate)."""
     async with trio.open_nursery() as nursery:
-        simulator = await nursery.start(connect_all, server, stations, spots, heartbeat)
+        simulator = await nursery.start(connect_all, server, stations, args.spots, args.heartbeat, args.ramp_rate)
         ids = [station_id for station_id, _ in stations]
         ws_url = server.base_url.replace("http", "ws") + "/api/application/ws"
         limits = httpx.Limits(max_connections=len(tokens) + 4)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
-            started = time.perf_counter()
-            with trio.move_on_after(seconds):
-                async with trio.open_nursery() as riders:
-                    for n, token in enumerate(tokens):
-                        riders.start_soon(ride, client, ws_url, token, simulator, ids[n::len(tokens)], run)
-            elapsed = time.perf_counter() - started
+            alone = await phase(client, ws_url, tokens[:1], simulator, ids, args.round_trips, args.seconds)
+            crowd = await phase(client, ws_url, tokens, simulator, ids, args.rents, args.seconds)
         simulator.stop()
-    return run, elapsed
+    return alone, crowd
+
+
+def report_run(run: Run) -> list[str]:
+    lines = [f"{run.riders} rider(s) at once: {run.started} rents started, {run.ended} ended in {run.elapsed:.1f} s,"
+             f" {run.ended / run.elapsed:.1f} whole rents/s (unlock, start, return, end, price)"
+             + (f"; refused {run.refused}" if run.refused else "")]
+    if run.latencies:
+        lines.append(report_latency(f"knot_rt: POST unlock -> rent.started, {run.riders} rider(s)", run.latencies))
+    return lines
 
 
 def main() -> None:
@@ -170,9 +210,11 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--spots", type=int, default=4)
     parser.add_argument("--riders", type=int, default=50, help="riders renting at once, each on its own stations")
-    parser.add_argument("--rents", type=int, default=500, help="rents to start in all (the latency sample)")
-    parser.add_argument("--heartbeat", type=float, default=5.0, help="state interval of every station (s)")
+    parser.add_argument("--rents", type=int, default=500, help="rents to start by all riders together")
+    parser.add_argument("--round-trips", type=int, default=100, help="rents of one rider alone, one at a time")
+    parser.add_argument("--heartbeat", type=float, default=60.0, help="state interval of every station (s)")
     parser.add_argument("--seconds", type=float, default=120.0, help="stop renting after this long at most")
+    parser.add_argument("--ramp-rate", type=float, default=20.0, help="stations connecting per second at start")
     args = parser.parse_args()
     if not 1 <= args.riders <= args.stations:
         parser.error("--riders takes 1 to --stations")
@@ -183,23 +225,19 @@ def main() -> None:
         tokens = rider_tokens(server, url, args.riders)
         server.start()
         try:
-            run, elapsed = trio.run(rents, server, stations, args.spots, tokens, args.rents, args.heartbeat,
-                                    args.seconds)
+            alone, crowd = trio.run(rents, server, stations, tokens, args)
         finally:
             server.stop()
             shutil.rmtree(server.data, ignore_errors=True)
     relay_started = time.perf_counter()
-    relay = trio.run(relay_round_trips, max(run.started, 100))
-    relay_elapsed = time.perf_counter() - relay_started
+    relay = trio.run(relay_round_trips, max(alone.started, 100))
+    relay_rate = len(relay) / (time.perf_counter() - relay_started)
     print(f"\nrents with {args.stations} stations connected, each reporting state every {args.heartbeat:g} s"
-          f" ({args.stations / args.heartbeat:.0f} state events/s), {args.riders} riders renting at once")
-    print(f"  rents started {run.started}, ended {run.ended} in {elapsed:.1f} s:"
-          f" {run.ended / elapsed:.1f} whole rents/s (unlock, start, return, end, price)"
-          + (f"; refused {run.refused}" if run.refused else ""))
-    if run.latencies:
-        print("  " + report_latency("knot_rt: POST unlock -> rent.started on feed", run.latencies))
+          f" ({args.stations / args.heartbeat:.0f} state events/s)")
+    for line in [*report_run(alone), *report_run(crowd)]:
+        print("  " + line)
     print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay)
-          + f"   ({len(relay) / relay_elapsed:.0f} round trips/s, one at a time)")
+          + f"   ({relay_rate:.0f} round trips/s, one at a time)")
 
 
 if __name__ == "__main__":

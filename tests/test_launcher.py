@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import subprocess
 import sys
-import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -18,57 +15,16 @@ import pytest
 
 from knot_rt.demo import DEMO_ACCOUNTS
 from knot_rt.launcher import STATIONS_FILE
-from tests.test_cli import START_TIMEOUT, STOP_TIMEOUT, cli_env, processes_mentioning
+from tests.test_cli import STOP_TIMEOUT, Served, cli_env, processes_mentioning
 
 KLEBER = {"lat": 48.58336, "lng": 7.74583}
 
 
-class Launched:
+class Launched(Served):
     """``python -m knot_rt.launcher``: its stdout read on a thread, its stderr (the children's logs) in a file."""
 
     def __init__(self, env: dict[str, str], data_dir: Path) -> None:
-        self.stderr_path = data_dir / "launcher.log"
-        self._stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "knot_rt.launcher"], env=env,
-                                        stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        self._lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put("")
-
-    def line_starting(self, prefix: str) -> str:
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        while True:
-            try:
-                line = self._lines.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                pytest.fail(f"no {prefix!r} from the launcher: {self.seen} {self.stderr_tail()}")
-            if not line:
-                pytest.fail(f"the launcher exited with {self.process.wait()}: {self.seen} {self.stderr_tail()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def stderr_tail(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()[-3000:]
-
-    def __enter__(self) -> Launched:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._stderr.close()
+        super().__init__(env, data_dir / "launcher.log", [sys.executable, "-m", "knot_rt.launcher"])
 
 
 def parent_of(pid: int) -> int:
@@ -123,7 +79,7 @@ def rents_of(api: str, auth: dict[str, str]) -> list[dict[str, Any]]:
 def test_make_run_brings_the_demo_city_to_life_and_the_demo_rider_rents(database_url: str, data_dir: Path) -> None:
     env = cli_env(data_dir, database_url, PORT="0", KNOT_STATION_PORT="0", KNOT_DEMO_RIDE_SECONDS="1")
     with Launched(env, data_dir) as launched:
-        api = launched.line_starting("knot_rt API:").split()[-1].removesuffix("/api/application/")
+        api = launched.api_base()
         live = launched.line_starting("demo city live:").split()
         online, _, total = live[3].partition("/")
         assert int(online) == int(total) > 60
@@ -148,15 +104,15 @@ def test_make_run_brings_the_demo_city_to_life_and_the_demo_rider_rents(database
 
         launched.process.send_signal(signal.SIGTERM)
         assert launched.process.wait(timeout=STOP_TIMEOUT * 2) == 0, launched.stderr_tail()
+        assert " stopped " in launched.stderr_tail()  # the simulator's closing summary: its stations stopped cleanly
     assert not any(alive(pid) for pid in children)
     assert processes_mentioning(str(data_dir / STATIONS_FILE)) == []
-    assert "stopped" in launched.stderr_tail()  # the simulator's closing summary: its stations stopped cleanly
 
 
 def test_a_child_that_dies_stops_the_other_and_the_launcher(database_url: str, data_dir: Path) -> None:
     env = cli_env(data_dir, database_url, PORT="0", KNOT_STATION_PORT="0")
     with Launched(env, data_dir) as launched:
-        api = launched.line_starting("knot_rt API:").split()[-1].removesuffix("/api/application/")
+        api = launched.api_base()
         live = launched.line_starting("demo city live:").split()
         simulator = int(live[live.index("(pid") + 1].rstrip(");"))
         children = children_of(launched.process.pid)
