@@ -79,17 +79,16 @@ class OneShot(Generic[T]):
 
     def resolve(self, value: T) -> bool:
         """Settle with ``value``; False (and nothing changes) if it was settled already."""
-        if self._event.is_set():
-            return False
-        self._value = value
-        self._event.set()
-        return True
+        return self._settle(value, None)
 
     def fail(self, error: Exception) -> bool:
         """Settle with ``error``, raised to every waiter; False if it was settled already."""
+        return self._settle(None, error)
+
+    def _settle(self, value: T | None, error: Exception | None) -> bool:
         if self._event.is_set():
             return False
-        self._error = error
+        self._value, self._error = value, error
         self._event.set()
         return True
 

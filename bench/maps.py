@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import time
@@ -42,7 +41,7 @@ from typing import Any
 import httpx
 import trio
 
-from bench.stations import VENV_BIN, Server, database, free_port, percentile
+from bench.stations import VENV_BIN, Server, database, free_port, percentile, stop_process, wait_until_up
 
 CENTRE = (48.5734, 7.7521)
 KLEBER = (48.5834, 7.7458)
@@ -89,23 +88,11 @@ class BareServer:
              "bench.maps:bare_app"],
             env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.base_url + "/", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("the bare ASGI server did not start")
+        if not wait_until_up(self.base_url + "/", 30):
+            raise RuntimeError("the bare ASGI server did not start")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
 
 
 @dataclass

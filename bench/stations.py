@@ -60,6 +60,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_up(url: str, seconds: float) -> bool:
+    """Whether ``url`` answers 200 within ``seconds`` (polled every 0.1 s while it refuses)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, seconds: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``seconds``; reaped either way."""
+    if process is None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -170,22 +194,11 @@ class Server:
             [str(VENV_BIN / "knot-rt"), "serve"], env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.data / "server.log", "wb"),
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
+        if not wait_until_up(f"{self.base_url}/health", 60):
+            raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, 30)
 
     @property
     def rss_kib(self) -> int:

@@ -1,4 +1,4 @@
-"""``knot-rt``: serve, demo data, OpenAPI, accounts."""
+"""``knot-rt``: serve, demo data, OpenAPI, accounts, stations, vehicles."""
 
 from __future__ import annotations
 
@@ -212,6 +212,24 @@ def cmd_station_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vehicle_create(args: argparse.Namespace) -> int:
+    from .context import Services
+
+    settings = _settings(args)
+
+    async def main() -> dict[str, object]:
+        async with open_database(settings) as db:
+            vehicles = Services.build(settings, db).vehicles
+            row = await vehicles.create(args.network, args.serial, vehicle_id=args.id, model_id=args.model)
+            return dict(row)
+
+    created = _run_or_report(main, "vehicle create")
+    if created is None:
+        return 2  # an unknown network or model, a serial number or id already used: the input is at fault
+    print(json.dumps(created))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulator.cli import run_from_args
 
@@ -268,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("station_id", type=int)
     db_options(secret)
     secret.set_defaults(func=cmd_station_secret)
+
+    vehicle = sub.add_parser("vehicle", help="manage vehicles")
+    vehicle_sub = vehicle.add_subparsers(dest="vehicle_command", required=True)
+    create_vehicle = vehicle_sub.add_parser("create", help="add a vehicle to a network; prints it as JSON")
+    create_vehicle.add_argument("--network", type=int, required=True, metavar="ID")
+    create_vehicle.add_argument("--serial", required=True, metavar="S", help="its serial number (unique)")
+    create_vehicle.add_argument("--id", type=int, metavar="N",
+                                help="the id the stations read from the vehicle (default: the next free one)")
+    create_vehicle.add_argument("--model", type=int, metavar="ID", help="its vehicle model")
+    db_options(create_vehicle)
+    create_vehicle.set_defaults(func=cmd_vehicle_create)
 
     from .simulator.cli import add_arguments as simulate_arguments
 

@@ -9,8 +9,8 @@ from quart import current_app
 
 from .accounts.service import AccountService
 from .bus import FeedBus, FeedHub
-from .catalog import Catalog
-from .catalog_service import CatalogService
+from .catalog.memory import Catalog
+from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
@@ -57,7 +57,8 @@ class Services:
         work = Work(db, bus)
         rent_book = PgRentBook(work)
         vehicles = VehicleService(
-            db, idle_after=settings.vehicle_idle_seconds, rents=rent_book, unlock_timeout=settings.rent_unlock_seconds
+            db, work, idle_after=settings.vehicle_idle_seconds, rents=rent_book,
+            unlock_timeout=settings.rent_unlock_seconds,
         )
         stations = StationService(
             work, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
@@ -95,7 +96,7 @@ class Services:
             accounts=AccountService(
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
             ),
-            content=ContentService(db),
+            content=ContentService(db, work),
             rents=RentService(work, catalog, stations, vehicles, access, book=rent_book),
         )
 

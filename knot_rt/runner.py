@@ -12,10 +12,10 @@ from typing import TypeVar
 import trio
 import trio_asyncio
 
+from .catalog.store import ensure_countries
 from .config import Settings
 from .db import Database, migrate
 from .pgcluster import PgCluster
-from .services.countries import ensure_countries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,6 @@ No I/O here, and nothing outside ``protocols`` is imported.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -37,7 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ERRORS
 from .errors import ErrorCode as ApiErrorCode
-from .wire import INT64_MAX, WireModel, field_path
+from .wire import INT64_MAX, NotAFrame, WireModel, field_path, loads_frame
 from .wire import TRY_AGAIN_LATER as TRY_AGAIN_LATER  # a close code of this protocol too
 
 # --------------------------------------------------------------------------
@@ -415,18 +414,11 @@ class FeedFrameError(Exception):
 # Parsing
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _loads_object(text: str | bytes) -> dict[str, Any]:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise FeedFrameError(None, "frame is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise FeedFrameError(None, "frame is not a JSON object")
-    return data
+        return loads_frame(text, dict)
+    except NotAFrame as exc:
+        raise FeedFrameError(None, str(exc)) from None
 
 
 def _readable_ref(data: Mapping[str, Any]) -> str | int | None:

@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .wire import INT32_MAX, INT64_MAX, StorableText, WireModel, field_path, is_storable_text
+from .wire import INT32_MAX, INT64_MAX, NotAFrame, StorableText, WireModel, field_path, is_storable_text, loads_frame
 from .wire import TRY_AGAIN_LATER as TRY_AGAIN_LATER  # a close code of this protocol too
 
 # --------------------------------------------------------------------------
@@ -129,17 +129,21 @@ class LockAccepted(IntEnum):
     DENY = 2  # the station releases the vehicle
 
 
-class Alert(IntEnum):
+class _Labelled(IntEnum):
+    """A code that travels with its name: ``alert_name`` beside ``alert``, ``fault_name`` beside ``fault``."""
+
+    @property
+    def label(self) -> str:
+        """The contract's name, e.g. ``"power-cut"`` for ``Alert.POWER_CUT``."""
+        return self.name.lower().replace("_", "-")
+
+
+class Alert(_Labelled):
     SHAKE = 0
     POWER_CUT = 1
     HIGH_TEMP = 2
     INCORRECT_LOCK = 3
     LOCKER_STUCK = 4
-
-    @property
-    def label(self) -> str:
-        """The contract's name, e.g. ``"power-cut"`` (the usual ``alert_name``)."""
-        return self.name.lower().replace("_", "-")
 
 
 class AlertStatus(StrEnum):
@@ -147,16 +151,11 @@ class AlertStatus(StrEnum):
     DISAPPEARED = "disappeared"
 
 
-class Fault(IntEnum):
+class Fault(_Labelled):
     COMMUNICATION_FAULT = 0
     CHARGE_FAULT = 1
     ABNORMAL_LOW_VOLTAGE = 2
     ABNORMAL_HIGH_VOLTAGE = 3
-
-    @property
-    def label(self) -> str:
-        """The contract's name, e.g. ``"charge-fault"`` (the usual ``fault_name``)."""
-        return self.name.lower().replace("_", "-")
 
 
 class ConfigType(StrEnum):
@@ -543,10 +542,6 @@ def _payload_error(id: str, what: str, exc: ValidationError, message_type: Messa
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _readable_id(value: Any) -> str | None:
     """A message id we can store and echo: 1..36 characters, no NUL, no lone surrogate."""
     if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and is_storable_text(value):
@@ -580,11 +575,9 @@ def parse_frame(text: str | bytes, *, actions: Mapping[str, type[Payload]] = STA
         except UnicodeDecodeError:
             raise violation(None, "frame is not UTF-8 text") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise violation(None, "frame is not valid JSON") from None
-    if not isinstance(data, list):
-        raise violation(None, "frame is not a JSON array")
+        data = loads_frame(text, list)
+    except NotAFrame as exc:
+        raise violation(None, str(exc)) from None
 
     id = _readable_id(data[1]) if len(data) > 1 else None
     kind = data[0] if data else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+import json
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import PydanticCustomError
@@ -25,6 +26,35 @@ class WireModel(BaseModel):
         data: dict[str, Any] = handler(self)
         fields = type(self).model_fields
         return {key: value for key, value in data.items() if value is not None or fields[key].is_required()}
+
+
+J = TypeVar("J", dict[str, Any], list[Any])
+
+_JSON_KINDS: Final = {dict: "object", list: "array"}
+
+
+class NotAFrame(ValueError):
+    """Text that is not the JSON container a protocol's frames are; its message is what to answer."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_frame(text: str | bytes, kind: type[J]) -> J:
+    """``text`` as JSON that must be a ``dict`` (feed frames) or a ``list`` (station frames).
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused, as is nesting too deep to
+    parse. Raises :class:`NotAFrame` ("frame is not valid JSON", "frame is not a
+    JSON array"); each protocol wraps it in its own error.
+    """
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise NotAFrame("frame is not valid JSON") from None
+    if not isinstance(data, kind):
+        raise NotAFrame(f"frame is not a JSON {_JSON_KINDS[kind]}")
+    return data
 
 
 def field_path(loc: tuple[int | str, ...], root: str) -> str:

@@ -23,7 +23,7 @@ import trio_asyncio
 from knot_rt.config import RateLimits, Settings
 from knot_rt.db import apply_migrations
 from knot_rt.pgcluster import PgCluster
-from tests.support import Harness, SmtpSink, serving
+from tests.support import Harness, SmtpSink, running, serving
 
 # One template per test run, so that runs sharing a server never drop each other's template.
 TEMPLATE = f"knot_test_template_{uuid.uuid4().hex[:8]}"
@@ -104,12 +104,8 @@ def database_url(pg_server_url: str, template_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with running(SmtpSink()) as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture

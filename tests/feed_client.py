@@ -69,9 +69,6 @@ async def rider_seeing(harness: Harness, network: int, email: str = "rider@examp
     The network is shown by the rider's app label (``knot``, created if missing) and the
     catalog reloaded, as ``services/access.py`` decides for HTTP and the feed alike.
     """
-    label: int | None = await harness.db.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
-    if label is None:
-        label = await harness.create_app_label("knot")
-    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2) ON CONFLICT DO NOTHING", network, label)
-    await harness.svc.catalog.reload()
+    label = await harness.make.app_label_once("knot")
+    await harness.make.show_in(network, label)  # the catalog is read again once linked
     return await harness.create_user(email, app_label=label)

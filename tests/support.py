@@ -8,11 +8,11 @@ import email.policy
 import re
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -26,6 +26,7 @@ from knot_rt.context import Services
 from knot_rt.db import Database
 from knot_rt.server import run_server
 from knot_rt.services.passwords import Passwords
+from tests.factory import PASSWORD, STORE_URLS, Factory
 
 T = TypeVar("T")
 
@@ -85,6 +86,24 @@ class SmtpSink:
         return found
 
 
+class Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+StartableT = TypeVar("StartableT", bound=Startable)
+
+
+@contextmanager
+def running(server: StartableT) -> Iterator[StartableT]:
+    """A test server (an SMTP sink, an identity provider) started for the block, stopped after it."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def body_of(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
@@ -107,10 +126,15 @@ class Harness:
     station_url: str = ""
     _password_hashes: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def make(self) -> Factory:
+        """Builds rows through the services (``tests/factory.py``)."""
+        return Factory(self.svc)
+
     async def create_user(
         self,
         email_addr: str,
-        password: str = "correct horse battery",
+        password: str = PASSWORD,
         *,
         confirmed: bool = True,
         perms: list[tuple[str, bool]] | None = None,
@@ -119,27 +143,19 @@ class Harness:
         organizations: list[int] | None = None,
         app_label: int | None = None,
     ) -> int:
-        return await self.svc.accounts.create_user(
-            email_addr, password, confirmed=confirmed, perms=perms or [], networks=networks or [],
-            clusters=clusters or [], organizations=organizations or [], app_label=app_label,
+        return await self.make.user(
+            email_addr, password, confirmed=confirmed, perms=perms, networks=networks, clusters=clusters,
+            organizations=organizations, app_label=app_label,
         )
 
     async def create_app_label(
-        self, name: str = "knot", label_name: str = "Knot", *, android: str | None = "https://play.example/knot",
-        ios: str | None = "https://apps.example/knot", organization: int | None = None,
+        self, name: str = "knot", label_name: str = "Knot", *, android: str | None = STORE_URLS["android"],
+        ios: str | None = STORE_URLS["ios"], organization: int | None = None,
     ) -> int:
-        label_id: int = await self.db.fetchval(
-            """INSERT INTO app_labels (name, label_name, organization_id, android_store_url, ios_store_url)
-               VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-            name, label_name, organization, android, ios,
-        )
-        return label_id
+        return await self.make.app_label(name, label_name, organization=organization, android=android, ios=ios)
 
     async def create_network(self, name: str = "Strasbourg", *, organization: int | None = None) -> int:
-        network_id: int = await self.db.fetchval(
-            "INSERT INTO networks (name, organization_id) VALUES ($1, $2) RETURNING id", name, organization
-        )
-        return network_id
+        return await self.make.network(name, organization=organization)
 
     async def login(
         self, email_addr: str, password: str = "correct horse battery", *, app_label: str = "knot",

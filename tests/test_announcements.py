@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,11 +14,9 @@ HOUR = timedelta(hours=1)
 
 async def add_announcement(harness: Harness, texts: dict[str, str], *, app_label: int | None = None,
                            starts_in: timedelta = -HOUR, ends_in: timedelta | None = None) -> None:
-    await harness.db.execute(
-        """INSERT INTO announcements (app_label_id, texts, starts_at, ends_at)
-           VALUES ($1, $2, now() + $3::interval, now() + $4::interval)""",
-        app_label, texts, starts_in, ends_in,
-    )
+    now = datetime.now(UTC)
+    await harness.make.announcement(texts, app_label=app_label, starts_at=now + starts_in,
+                                    ends_at=None if ends_in is None else now + ends_in)
 
 
 async def announcement(harness: Harness, lang: str = "en", app_label: str = "knot") -> str | None:

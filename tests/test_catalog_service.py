@@ -37,7 +37,8 @@ async def _area_names(harness: Harness, token: str) -> dict[int, str]:
 async def test_a_rename_is_seen_at_once_and_reloads_nothing_else(harness: Harness) -> None:
     city = await build_city(harness)
     t, c, n = city.tokens, city.clusters, city.networks
-    hidden: int = await harness.db.fetchval(  # behind the service's back: only a full reload finds it
+    # Raw SQL on purpose: rows written behind the service's back (another process), which only a full reload finds.
+    hidden: int = await harness.db.fetchval(
         "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Behind', 48.583, 7.745) RETURNING id",
         n["public"],
     )
@@ -61,12 +62,10 @@ async def test_a_move_carries_its_parkings_on_the_map_at_once(harness: Harness) 
     city = await build_city(harness)
     t, c, n = city.tokens, city.clusters, city.networks
     square = [[7.7505, 48.5815], [7.7513, 48.5815], [7.7513, 48.5821], [7.7505, 48.5821]]
-    following: int = await harness.db.fetchval(
-        "INSERT INTO virtual_parkings (network_id, cluster_id, shape) VALUES ($1, $2, $3) RETURNING id",
-        n["public"], c["cathedrale"], square,
-    )
-    await harness.svc.catalog.reload()
-    behind: int = await harness.db.fetchval(  # not followed, not reloaded: never on the map until a reload
+    following = await harness.make.parking(n["public"], c["cathedrale"], square)
+    # Raw SQL on purpose: a parking written behind the service (not followed, not reloaded): never on the map
+    # until a reload.
+    behind: int = await harness.db.fetchval(
         "INSERT INTO virtual_parkings (network_id, cluster_id, shape) VALUES ($1, NULL, $2) RETURNING id",
         n["public"], square,
     )
@@ -101,7 +100,7 @@ async def test_what_changed_behind_the_catalog_arrives_with_its_periodic_read(
 ) -> None:
     harness = refreshing_harness
     city = await build_city(harness)
-    hidden: int = await harness.db.fetchval(  # a CLI command or another process
+    hidden: int = await harness.db.fetchval(  # raw on purpose: another process, behind the service's catalog
         "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Behind', 48.583, 7.745) RETURNING id",
         city.networks["public"],
     )

@@ -84,6 +84,7 @@ def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 
 def test_user_create(database_url: str, data_dir: Path) -> None:
+    # Raw SQL: this test runs no service (only the command, as a subprocess) and no command makes a network.
     network = query(database_url, "INSERT INTO networks (name) VALUES ('Lyon') RETURNING id")[0]["id"]
     env = cli_env(data_dir, database_url)
     result = knot_rt(env, "user", "create", "--email", "Op@Example.com", "--password", "operator password",

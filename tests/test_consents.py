@@ -20,13 +20,11 @@ async def access_token(harness: Harness, user_id: int) -> str:
 
 
 async def add_consent_types(harness: Harness) -> None:
-    await harness.db.execute(
-        """INSERT INTO consent_types (key, names, default_value, sort_order) VALUES
-           ('emails.promotional', $1, false, 2),
-           ('emails.networkstatus', $2, true, 1)""",
-        {"en": "Promotional emails", "fr": "E-mails promotionnels"},
-        {"en": "Network status emails", "de": "E-Mails zum Netzstatus"},
-    )
+    await harness.make.consent_type("emails.promotional", {"en": "Promotional emails", "fr": "E-mails promotionnels"},
+                                    default_value=False, sort_order=2)
+    await harness.make.consent_type("emails.networkstatus",
+                                    {"en": "Network status emails", "de": "E-Mails zum Netzstatus"},
+                                    default_value=True, sort_order=1)
 
 
 async def stored_consents(harness: Harness, user_id: int) -> dict[str, bool]:

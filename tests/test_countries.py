@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import trio_asyncio
 
+from knot_rt.catalog.countries import all_countries
+from knot_rt.catalog.store import ensure_countries
 from knot_rt.config import Settings
 from knot_rt.runner import open_database
-from knot_rt.services.countries import all_countries, ensure_countries
 from knot_rt.services.geo import COUNTRY_FINDER, country_of_zone, distance_m
 from tests.support import Harness
 
@@ -136,7 +137,7 @@ async def test_seeding_is_idempotent_and_keeps_ids(harness: Harness) -> None:
 
 
 async def test_seeding_keeps_rows_added_earlier(harness: Harness) -> None:
-    await harness.db.execute(
+    await harness.db.execute(  # raw on purpose: a row from before the seeding, as an older install had it
         "INSERT INTO countries (iso_2, iso_3, name, phone_prefix) VALUES ('FR', 'FRA', 'La France', '+33')"
     )
     fr_id = await harness.db.fetchval("SELECT id FROM countries WHERE iso_2 = 'FR'")

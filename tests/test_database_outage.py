@@ -31,7 +31,6 @@ from knot_rt.config import Settings
 from knot_rt.db import Database, DatabaseUnavailable, migrate
 from knot_rt.pgcluster import PgCluster
 from knot_rt.simulator import SimulatedStation
-from knot_rt.stations.admin import create_station
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, SmtpSink, bearer, eventually, serving
@@ -75,23 +74,14 @@ class Site:
 
 
 async def make_site(harness: Harness) -> Site:
-    await harness.create_app_label()
-    network = await harness.create_network()
-    await harness.db.execute("UPDATE networks SET is_public = true WHERE id = $1", network)
-    await harness.db.execute("INSERT INTO network_app_labels (network_id, app_label_id) SELECT $1, id FROM app_labels",
-                             network)
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
-    )
-    station = await harness.db.transaction(lambda conn: create_station(conn, cluster, 4))
-    late = await harness.db.transaction(lambda conn: create_station(conn, cluster, 2))
-    simulated = await harness.db.transaction(lambda conn: create_station(conn, cluster, 2))
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 104) g",
-        network,
-    )
-    await harness.svc.catalog.reload()
+    label = await harness.make.app_label()
+    network = await harness.make.network(public=True, labels=[label])
+    cluster = await harness.make.cluster(network, "Gare", 48.58, 7.73)
+    station = await harness.make.station(cluster, 4)
+    late = await harness.make.station(cluster, 2)
+    simulated = await harness.make.station(cluster, 2)
+    await harness.make.vehicles(network, range(101, 105))
+    await harness.svc.catalog.reload()  # the vehicles are on the map
     await harness.create_user("operator@example.com", PASSWORD, perms=[("stations", True), ("clusters", True)],
                               networks=[network])
     login = await harness.login("operator@example.com")
@@ -144,7 +134,7 @@ async def test_postgresql_stopped_and_started_under_a_running_server(
             # One more feed pruner, every 0.2 s: it keeps failing through the outage and prunes after it.
             loops.start_soon(harness.svc.bus.run_pruner, 0.2)
             await outage_scenario(harness, private_cluster, smtp_sink, mode)
-            await harness.db.execute(
+            await harness.db.execute(  # an event forged 3 days old: no operator can date one
                 """INSERT INTO feed_events (topic, seq, event, data, created_at)
                    VALUES ('cluster:0', 1, 'cluster.updated', '{}', now() - interval '3 days')"""
             )
@@ -178,7 +168,8 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
                                     headers=operator)
         assert response.status_code == 200, response.text
         assert await locked_event(station, "before-1", 1, 101) == [3, "before-1", {"accepted": 0}]
-        # A cluster written by another process: this one's catalog learns of it at its next reload.
+        # A cluster written by another process (raw SQL on purpose: behind this service's catalog), which
+        # this one's catalog learns of at its next reload.
         other_cluster = await harness.db.fetchval(
             "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Parc', 48.581, 7.731) "
             "RETURNING id", site.network,

@@ -37,11 +37,7 @@ class World:
 
 
 async def add_network(harness: Harness, name: str, center: tuple[float, float]) -> int:
-    network_id = await harness.create_network(name)
-    await harness.db.execute(
-        "UPDATE networks SET center_latitude = $2, center_longitude = $3 WHERE id = $1", network_id, *center
-    )
-    return network_id
+    return await harness.make.network(name, center=center)
 
 
 async def add_discount(
@@ -49,19 +45,8 @@ async def add_discount(
     network: int | None = None, stop_date: date | None = NEXT_MONTH, data: str = "5",
     currency: str = "EUR", shop: bool = False, kind: int = 1,
 ) -> int:
-    discount_id: int = await harness.db.fetchval(
-        """INSERT INTO discounts (name, discount_type, type, stop_date, code, data, currency, network_id,
-                                  usable_in_shop)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
-        name, discount_type, kind, stop_date, code, Decimal(data), currency, network, shop,
-    )
-    return discount_id
-
-
-async def grant(harness: Harness, user_id: int, discount_id: int, *, active: bool = True) -> None:
-    await harness.db.execute(
-        "INSERT INTO user_discounts (user_id, discount_id, active) VALUES ($1, $2, $3)", user_id, discount_id, active
-    )
+    return await harness.make.discount(name, discount_type, code=code, network=network, stop_date=stop_date, data=data,
+                                       currency=currency, shop=shop, kind=kind)
 
 
 async def wallet(harness: Harness, user_id: int) -> list[dict[str, Any]]:
@@ -111,9 +96,9 @@ async def test_list_shows_only_the_callers_discounts(harness: Harness, world: Wo
     percent = await add_discount(harness, "Ten percent", discount_type="percent", data="10", stop_date=None,
                                  network=world.strasbourg, kind=2)
     others = await add_discount(harness, "Not yours", code="OTHER")
-    await grant(harness, world.rider, welcome)
-    await grant(harness, world.rider, percent, active=False)
-    await grant(harness, world.other, others)
+    await harness.make.grant(world.rider, welcome)
+    await harness.make.grant(world.rider, percent, active=False)
+    await harness.make.grant(world.other, others)
 
     response = await harness.client.get(DISCOUNTS, headers=world.headers)
     assert response.status_code == 200, response.text
@@ -145,9 +130,9 @@ async def test_shop_keeps_what_is_valid_on_the_nearest_network(harness: Harness,
     inactive = await add_discount(harness, "Inactive shop", network=world.strasbourg, shop=True)
     others = await add_discount(harness, "Other user's shop", network=world.strasbourg, shop=True)
     for discount_id in (here, there, anywhere, expired, not_shop):
-        await grant(harness, world.rider, discount_id)
-    await grant(harness, world.rider, inactive, active=False)
-    await grant(harness, world.other, others)
+        await harness.make.grant(world.rider, discount_id)
+    await harness.make.grant(world.rider, inactive, active=False)
+    await harness.make.grant(world.other, others)
 
     async def shop_at(at: tuple[float, float]) -> list[int]:
         response = await harness.client.get(SHOP, params={"lat": at[0], "lng": at[1]}, headers=world.headers)
@@ -173,7 +158,7 @@ async def test_shop_without_any_network_keeps_discounts_valid_everywhere(harness
     rider = await harness.create_user("lonely@example.com")
     headers = bearer(await open_test_session(harness, rider))
     anywhere = await add_discount(harness, "Anywhere", shop=True)
-    await grant(harness, rider, anywhere)
+    await harness.make.grant(rider, anywhere)
     response = await harness.client.get(SHOP, params={"lat": 0, "lng": 0}, headers=headers)
     assert response.json() == {"code": 0, "data": [expected(anywhere, "Anywhere")]}
 
@@ -241,7 +226,7 @@ async def test_code_of_another_kind_grants_without_credit(harness: Harness, worl
 
 async def test_code_already_granted_otherwise_is_used(harness: Harness, world: World) -> None:
     discount_id = await add_discount(harness, "Gift", code="GIFT")
-    await grant(harness, world.rider, discount_id)
+    await harness.make.grant(world.rider, discount_id)
     response = await use(harness, world.headers, "GIFT")
     assert response.status_code == 409
     assert response.json()["code"] == 27
@@ -251,7 +236,7 @@ async def test_code_already_granted_otherwise_is_used(harness: Harness, world: W
 async def test_code_credited_before_is_used(harness: Harness, world: World) -> None:
     """A wallet entry left from an earlier use (the grant since removed) still counts as used."""
     discount_id = await add_discount(harness, "Once", code="ONCE")
-    await harness.db.execute(
+    await harness.db.execute(  # forged on purpose: a past use whose grant is gone (no operator writes one)
         "INSERT INTO wallet_entries (user_id, amount, currency, discount_id) VALUES ($1, 5, 'EUR', $2)",
         world.rider, discount_id,
     )
@@ -292,6 +277,31 @@ async def test_code_valid_today_and_on_its_network(harness: Harness, world: Worl
     response = await use(harness, world.headers, "MUL", at=(47.9, 7.4))
     assert response.status_code == 200, response.text
     assert response.json()["data"]["discount_id"] == discount_id
+
+
+async def test_nearest_network_tie_goes_to_the_lower_id(harness: Harness, world: World) -> None:
+    """Two networks centred on the same point (a private one too: every network counts): the lower id is the
+    nearest there, for the shop and for a code."""
+    first = await add_network(harness, "Colmar", (48.0794, 7.3585))
+    second = await add_network(harness, "Colmar bis", (48.0794, 7.3585))
+    await harness.db.execute("UPDATE networks SET is_public = false WHERE id = $1", first)
+    await harness.svc.catalog.reload()
+    assert first < second
+    colmar = (48.0794, 7.3585)
+    on_first = await add_discount(harness, "Colmar", code="COLMAR", network=first, shop=True)
+    on_second = await add_discount(harness, "Colmar bis", code="COLMARBIS", network=second, shop=True)
+    for discount_id in (on_first, on_second):
+        await harness.make.grant(world.other, discount_id)
+
+    shop = await harness.client.get(SHOP, params={"lat": colmar[0], "lng": colmar[1]}, headers=world.other_headers)
+    assert [item["discount_id"] for item in shop.json()["data"]] == [on_first]
+
+    refused = await use(harness, world.headers, "COLMARBIS", at=colmar)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == 29
+    used = await use(harness, world.headers, "COLMAR", at=colmar)
+    assert used.status_code == 200, used.text
+    assert used.json()["data"]["discount_id"] == on_first
 
 
 # --- authentication and input ---------------------------------------------------------------------

@@ -47,10 +47,8 @@ async def test_the_link_goes_to_the_new_address_only(harness: Harness, smtp_sink
 async def test_checking_a_token_shows_both_addresses_and_their_organizations(
     harness: Harness, smtp_sink: SmtpSink
 ) -> None:
-    old_org = await harness.db.fetchval(
-        "INSERT INTO organizations (name, email_domain) VALUES ('Old Corp', 'example.com') RETURNING id"
-    )
-    await harness.db.execute("INSERT INTO organizations (name, email_domain) VALUES ('New Corp', 'new.example.org')")
+    old_org = await harness.make.organization("Old Corp", "example.com")
+    await harness.make.organization("New Corp", "new.example.org")
     label = await harness.create_app_label("citybike", "City Bike", organization=old_org)
     user_id = await harness.create_user("ada@example.com", app_label=label)
     token = await asked_token(harness, smtp_sink, user_id, "Ada@New.Example.org")

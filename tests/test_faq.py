@@ -12,35 +12,6 @@ from tests.support import Harness
 FAQ = "/api/application/faq"
 
 
-async def add_category(harness: Harness, key: str, names: dict[str, str], *, sort_order: int = 0,
-                       app_label: int | None = None) -> None:
-    await harness.db.execute(
-        "INSERT INTO faq_categories (key, app_label_id, sort_order, names) VALUES ($1, $2, $3, $4)",
-        key, app_label, sort_order, names,
-    )
-
-
-async def add_sub_category(harness: Harness, key: str, category: str, names: dict[str, str], *,
-                           sort_order: int = 0, is_spacer: bool = False,
-                           replacements: list[str] | None = None) -> None:
-    await harness.db.execute(
-        """INSERT INTO faq_sub_categories (key, category_key, sort_order, is_spacer, replacements, names)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        key, category, sort_order, is_spacer, replacements or [], names,
-    )
-
-
-async def add_content(harness: Harness, key: str, sub_category: str, contents: dict[str, str], *,
-                      sort_order: int = 0, **style: Any) -> None:
-    await harness.db.execute(
-        """INSERT INTO faq_contents (key, sub_category_key, sort_order, type, bold, margin, text_color,
-                                     bullet_color, replacements, contents)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        key, sub_category, sort_order, style.get("type", "text"), style.get("bold", False), style.get("margin"),
-        style.get("text_color"), style.get("bullet_color"), style.get("replacements", []), contents,
-    )
-
-
 async def get_faq(harness: Harness, **params: str) -> list[dict[str, Any]]:
     response = await harness.client.get(FAQ, params=params)
     assert response.status_code == 200, response.text
@@ -55,23 +26,23 @@ async def faq(harness: Harness) -> dict[str, int]:
     """Two labels; shared entries, one category for each label; inserted out of order."""
     knot = await harness.create_app_label("knot")
     city = await harness.create_app_label("citybike", "City Bike")
-    await add_category(harness, "payment", {"en": "Payment", "fr": "Paiement"}, sort_order=2)
-    await add_category(harness, "renting", {"en": "Renting", "fr": "Location", "de": "Mieten"}, sort_order=1)
-    await add_category(harness, "knot-only", {"en": "Knot club"}, sort_order=3, app_label=knot)
-    await add_category(harness, "city-only", {"en": "City Bike club"}, sort_order=0, app_label=city)
-    await add_sub_category(harness, "renting.end", "renting", {"en": "Ending a rent", "fr": "Finir une location"},
+    await harness.make.faq_category("payment", {"en": "Payment", "fr": "Paiement"}, sort_order=2)
+    await harness.make.faq_category("renting", {"en": "Renting", "fr": "Location", "de": "Mieten"}, sort_order=1)
+    await harness.make.faq_category("knot-only", {"en": "Knot club"}, sort_order=3, app_label=knot)
+    await harness.make.faq_category("city-only", {"en": "City Bike club"}, sort_order=0, app_label=city)
+    await harness.make.faq_sub_category("renting.end", "renting", {"en": "Ending a rent", "fr": "Finir une location"},
                            sort_order=2)
-    await add_sub_category(harness, "renting.start", "renting", {"en": "Starting with {app-label}"},
+    await harness.make.faq_sub_category("renting.start", "renting", {"en": "Starting with {app-label}"},
                            sort_order=1, replacements=["app-label"])
-    await add_sub_category(harness, "renting.spacer", "renting", {"en": ""}, sort_order=3, is_spacer=True)
-    await add_content(harness, "renting.start.2", "renting.start", {"en": "Unlock it.", "fr": "Déverrouillez-la."},
+    await harness.make.faq_sub_category("renting.spacer", "renting", {"en": ""}, sort_order=3, is_spacer=True)
+    await harness.make.faq_content("renting.start.2", "renting.start", {"en": "Unlock it.", "fr": "Déverrouillez-la."},
                       sort_order=2, type="bullet", bullet_color="primary")
-    await add_content(harness, "renting.start.1", "renting.start",
+    await harness.make.faq_content("renting.start.1", "renting.start",
                       {"en": "Open {app-label}.", "fr": "Ouvrez {app-label}."}, sort_order=1, bold=True,
                       margin="0 0 8 0", text_color="secondary", replacements=["app-label"])
-    await add_content(harness, "renting.end.1", "renting.end", {"en": "Dock it."}, sort_order=1)
-    await add_sub_category(harness, "knot-only.perks", "knot-only", {"en": "Perks", "de": "Vorteile"})
-    await add_content(harness, "knot-only.perks.1", "knot-only.perks", {"en": "Free unlocks."})
+    await harness.make.faq_content("renting.end.1", "renting.end", {"en": "Dock it."}, sort_order=1)
+    await harness.make.faq_sub_category("knot-only.perks", "knot-only", {"en": "Perks", "de": "Vorteile"})
+    await harness.make.faq_content("knot-only.perks.1", "knot-only.perks", {"en": "Free unlocks."})
     return {"knot": knot, "citybike": city}
 
 

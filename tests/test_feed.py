@@ -22,31 +22,21 @@ def settings(settings: Settings) -> Settings:
 
 async def knot_label(harness: Harness) -> int:
     """The app label the riders of these tests use (created once per test)."""
-    found: int | None = await harness.db.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
-    return found if found is not None else await harness.create_app_label("knot")
+    return await harness.make.app_label_once("knot")
 
 
 async def add_cluster(harness: Harness, network: int, name: str = "Gare") -> int:
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, $2, 48.58, 7.73) RETURNING id",
-        network, name,
-    )
-    await harness.svc.catalog.reload()
-    return cluster
+    return await harness.make.cluster(network, name, 48.58, 7.73)  # in the catalog once made
 
 
 async def make_cluster(harness: Harness) -> tuple[int, int]:
     """A cluster of a public network shown by the riders' app label: every rider sees it."""
-    network = await harness.create_network()
-    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, await knot_label(harness))
+    network = await harness.make.network(labels=[await knot_label(harness)])
     return network, await add_cluster(harness, network)
 
 
 async def make_station(harness: Harness, cluster: int) -> int:
-    station: int = await harness.db.fetchval(
-        "INSERT INTO stations (cluster_id, secret_hash, spot_count) VALUES ($1, 'x', 4) RETURNING id", cluster
-    )
-    return station
+    return (await harness.make.station(cluster, 4)).station_id
 
 
 async def rider_token(harness: Harness, email: str = "rider@example.com") -> str:
@@ -221,16 +211,11 @@ async def test_logout_closes_the_sessions_sockets(harness: Harness) -> None:
 async def test_cluster_topic_follows_the_http_visibility_of_the_cluster(harness: Harness) -> None:
     """``cluster:<id>`` for exactly those who get 200 from GET /clusters/{id}; others get the unknown-cluster reply."""
     label = await knot_label(harness)
-    corp: int = await harness.db.fetchval(
-        "INSERT INTO organizations (name, email_domain) VALUES ('Corp', 'corp.example') RETURNING id")
-    public = await harness.create_network("Strasbourg")
-    private = await harness.create_network("Corp private", organization=corp)
-    org_only = await harness.create_network("Corp campus", organization=corp)
-    unlinked = await harness.create_network("Elsewhere")
-    await harness.db.execute("UPDATE networks SET is_public = false WHERE id = $1", private)
-    await harness.db.execute("UPDATE networks SET organization_only = true WHERE id = $1", org_only)
-    for network in (public, private, org_only):
-        await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, label)
+    corp = await harness.make.organization("Corp", "corp.example")
+    public = await harness.make.network("Strasbourg", labels=[label])
+    private = await harness.make.network("Corp private", organization=corp, public=False, labels=[label])
+    org_only = await harness.make.network("Corp campus", organization=corp, organization_only=True, labels=[label])
+    unlinked = await harness.make.network("Elsewhere")
     clusters = {name: await add_cluster(harness, network, name) for name, network in
                 {"public": public, "private": private, "org_only": org_only, "unlinked": unlinked}.items()}
     users = {

@@ -7,30 +7,18 @@ from typing import Any
 import trio
 
 from knot_rt.simulator.station import SimulatedStation
-from knot_rt.stations.admin import create_station
 from tests.support import Harness, bearer, eventually, open_test_session
 
 AREA = {"lat": 48.58, "lng": 7.75, "latDeg": 0.05, "lngDeg": 0.05, "app_label": "knot"}
 
 
 async def make_cluster_with_stations(harness: Harness) -> tuple[int, int, list[tuple[int, str]]]:
-    label = await harness.create_app_label()
-    network = await harness.create_network()
-    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, label)
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Kléber', 48.5833, 7.7458) "
-        "RETURNING id",
-        network,
-    )
-    stations = []
-    for _ in range(2):
-        made = await harness.db.transaction(lambda conn: create_station(conn, cluster, 4))
-        stations.append((made.station_id, made.secret))
-        await harness.db.execute(
-            "INSERT INTO vehicles (id, serial_number, network_id) SELECT $1 * 100 + n, 'SIM' || ($1 * 100 + n), $2 "
-            "FROM generate_series(1, 4) n",
-            made.station_id, network,
-        )
+    label = await harness.make.app_label()
+    network = await harness.make.network(labels=[label])
+    cluster = await harness.make.cluster(network, "Kléber", 48.5833, 7.7458)
+    stations = await harness.make.stations(cluster, 2, 4)
+    for station_id, _ in stations:  # the vehicles the simulator docks: station_id * 100 + spot
+        await harness.make.vehicles(network, range(station_id * 100 + 1, station_id * 100 + 5), prefix="SIM")
     await harness.svc.catalog.reload()
     return network, cluster, stations
 

@@ -22,7 +22,6 @@ import pytest
 
 from knot_rt.api.catalog_models import ClosestNetworkOut, NetworkOut
 from knot_rt.api.networks import NetworkDetailsOut
-from knot_rt.stations.admin import create_station
 from tests.support import Harness, bearer, open_test_session
 
 API = "/api/application"
@@ -54,26 +53,17 @@ class City:
 async def make_city(harness: Harness) -> City:
     db = harness.db
     city = City()
-    knot_org = await db.fetchval("INSERT INTO organizations (name, email_domain) VALUES ('Knot', 'knot.example') "
-                                 "RETURNING id")
-    campus_org = await db.fetchval("INSERT INTO organizations (name, email_domain) VALUES ('Campus', "
-                                   "'campus.example') RETURNING id")
+    make = harness.make
+    knot_org = await make.organization("Knot", "knot.example")
+    campus_org = await make.organization("Campus", "campus.example")
     city.labels = {"knot": await harness.create_app_label("knot"), "other": await harness.create_app_label("other")}
 
     async def network(name: str, shape: list[list[float]], center: tuple[float, float], *, public: bool = True,
                       org: int | None = None, organization_only: bool = False, label: str | None = None,
                       **rules: Any) -> int:
-        network_id: int = await db.fetchval(
-            """INSERT INTO networks (name, organization_id, is_public, organization_only, shape, center_latitude,
-                                     center_longitude, currency)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, 'EUR') RETURNING id""",
-            name, org, public, organization_only, shape, center[0], center[1],
-        )
-        for column, value in rules.items():
-            await db.execute(f"UPDATE networks SET {column} = $2 WHERE id = $1", network_id, value)
-        if label is not None:
-            await db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network_id, city.labels[label])
-        return network_id
+        return await make.network(name, organization=org, public=public, organization_only=organization_only,
+                                  shape=shape, center=center, labels=[] if label is None else [city.labels[label]],
+                                  rules=rules)
 
     city.networks = {
         "strasbourg": await network("Strasbourg", box(7.68, 48.53, 7.82, 48.62), (48.5734, 7.7521), org=knot_org,
@@ -89,12 +79,8 @@ async def make_city(harness: Harness) -> City:
     n = city.networks
 
     async def cluster(name: str, network_id: int, lat: float, lng: float, **extra: Any) -> int:
-        cluster_id: int = await db.fetchval(
-            """INSERT INTO clusters (network_id, name, latitude, longitude, description, has_badge_reader)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
-            network_id, name, lat, lng, extra.get("description", {}), extra.get("badge", False),
-        )
-        return cluster_id
+        return await make.cluster(network_id, name, lat, lng, description=extra.get("description", {}),
+                                  has_badge_reader=extra.get("badge", False))
 
     city.clusters = {
         "kleber": await cluster("Place Kléber", n["strasbourg"], 48.58336, 7.74583, badge=True,
@@ -104,25 +90,21 @@ async def make_city(harness: Harness) -> City:
         "depot": await cluster("Depot", n["depot"], 48.57400, 7.76000),
         "kehl": await cluster("Kehl Bahnhof", n["kehl"], 48.57600, 7.81900),
     }
-    station = await db.transaction(lambda conn: create_station(conn, city.clusters["kleber"], 4))
+    station = await make.station(city.clusters["kleber"], 4)
     city.station, city.spot_ids = (station.station_id, station.secret), station.spot_ids
 
-    model = await db.fetchval(
-        "INSERT INTO vehicle_models (name, manufacturer, vehicle_type) VALUES ('Max G30', 'Segway-Ninebot', "
-        "'kick-scooter') RETURNING id"
-    )
-    ooo = await db.fetchval(
-        "INSERT INTO exceptional_out_of_orders (type, reason) VALUES ('maintenance', 'flat tyre') RETURNING id"
-    )
+    model = await make.vehicle_model("Max G30", "Segway-Ninebot", "kick-scooter")
+    ooo = await make.out_of_order("maintenance", "flat tyre")
 
     async def vehicle(key: str, vehicle_id: int, network_id: int, position: tuple[float, float] | None, *,
                       state: str = "available", out_of_order: int | None = None, battery: int = 70) -> None:
+        await make.vehicle(network_id, vehicle_id, f"SN-{vehicle_id}", model=model, avg_max_range=40)
+        # What the vehicle last reported (its actor's writes) and a state and notice no service sets yet.
         await db.execute(
-            """INSERT INTO vehicles (id, serial_number, model_id, network_id, avg_max_range, battery_level, state,
-                                     latitude, longitude, exceptional_out_of_order_id)
-               VALUES ($1, $2, $3, $4, 40, $5, $6, $7, $8, $9)""",
-            vehicle_id, f"SN-{vehicle_id}", model, network_id, battery, state,
-            position[0] if position else None, position[1] if position else None, out_of_order,
+            """UPDATE vehicles SET battery_level = $2, state = $3, latitude = $4, longitude = $5,
+                                   exceptional_out_of_order_id = $6 WHERE id = $1""",
+            vehicle_id, battery, state, position[0] if position else None, position[1] if position else None,
+            out_of_order,
         )
         city.vehicles[key] = vehicle_id
 
@@ -140,10 +122,7 @@ async def make_city(harness: Harness) -> City:
     await db.execute("UPDATE vehicles SET spot_id = $1 WHERE id = 101", city.spot_ids[0])
 
     async def parking(key: str, network_id: int, cluster_id: int | None, shape: list[list[float]]) -> None:
-        city.parkings[key] = await db.fetchval(
-            "INSERT INTO virtual_parkings (network_id, cluster_id, shape) VALUES ($1, $2, $3) RETURNING id",
-            network_id, cluster_id, shape,
-        )
+        city.parkings[key] = await make.parking(network_id, cluster_id, shape)
 
     await parking("kleber", n["strasbourg"], city.clusters["kleber"], box(7.7456, 48.5835, 7.7461, 48.5838))
     await parking("campus", n["campus"], city.clusters["esplanade"], box(7.7680, 48.5793, 7.7685, 48.5796))
@@ -151,10 +130,7 @@ async def make_city(harness: Harness) -> City:
     await parking("kehl", n["kehl"], city.clusters["kehl"], box(7.8185, 48.5760, 7.8190, 48.5763))
 
     async def zone(key: str, network_id: int, shape: list[list[float]], max_speed: int) -> None:
-        city.zones[key] = await db.fetchval(
-            "INSERT INTO speed_zones (network_id, shape, max_speed) VALUES ($1, $2, $3) RETURNING id",
-            network_id, shape, max_speed,
-        )
+        city.zones[key] = await make.speed_zone(network_id, shape, max_speed)
 
     await zone("centre", n["strasbourg"], box(7.7365, 48.5782, 7.7560, 48.5868), 10)
     await zone("kehl", n["kehl"], box(7.810, 48.570, 7.820, 48.580), 15)
@@ -168,11 +144,14 @@ async def make_city(harness: Harness) -> City:
     }
     city.tokens = {who: await open_test_session(harness, user_id) for who, user_id in city.users.items()}
 
+    # Rents and passes by hand: the rents service makes docked rents through a station only, and neither
+    # free-floating nor paused ones yet (the next issue), nor passes.
     async def rent(key: str, who: str, vehicle_key: str, *, free_floating: bool, on_hold: bool = False,
                    ended: bool = False) -> None:
         city.rents[key] = await db.fetchval(
-            """INSERT INTO rents (user_id, vehicle_id, network_id, free_floating, on_hold_since, ended_at)
-               VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, CASE WHEN $6 THEN now() END) RETURNING id""",
+            """INSERT INTO rents (user_id, vehicle_id, network_id, free_floating, on_hold_since, ended_at, state)
+               VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, CASE WHEN $6 THEN now() END,
+                       CASE WHEN $6 THEN 'ended' WHEN $5 THEN 'paused' ELSE 'ongoing' END) RETURNING id""",
             city.users[who], city.vehicles[vehicle_key], n["strasbourg"], free_floating, on_hold, ended,
         )
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -20,7 +21,6 @@ import trio_asyncio
 
 from knot_rt.config import Settings
 from knot_rt.simulator.station import SimulatedStation
-from knot_rt.stations.admin import create_station
 from tests.feed_client import FeedClient, open_feed
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session, serving, wait_station_online
@@ -47,27 +47,18 @@ class City:
 
 
 async def make_city(harness: Harness, *, stations: int = 2, spots: int = 4, max_rents: int = 1,
-                    unlock_fee: str = "1.00", per_minute: str = "0.25") -> City:
-    """A public network shown by the ``knot`` app, its tariff, one cluster, its stations and vehicles 101..140."""
-    network = await harness.create_network()
-    label = await harness.create_app_label("knot")
-    # No operator route sets a network's rules or tariff yet: written as an operator's tool would.
-    await harness.db.execute(
-        """UPDATE networks SET max_simultaneous_rented_vehicle = $2, unlock_fee = $3, price_per_minute = $4,
-                               currency = 'EUR'
-           WHERE id = $1""",
-        network, max_rents, float(unlock_fee), float(per_minute),
-    )
-    await harness.db.execute("INSERT INTO network_app_labels VALUES ($1, $2)", network, label)
-    cluster = await harness.svc.catalog_service.create_cluster(network, "Gare", 48.58, 7.73)
-    made = []
-    for _ in range(stations):
-        station = await harness.db.transaction(lambda conn: create_station(conn, cluster, spots))
-        made.append((station.station_id, station.secret))
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 140) g",
-        network,
-    )
+                    unlock_fee: str = "1.00", per_minute: str = "0.25", **rules: object) -> City:
+    """A network shown by the ``knot`` app with its rules and tariff, one cluster, its stations and
+    vehicles 101..140, made through the services."""
+    make = harness.make
+    label = await make.app_label_once("knot")
+    network = await make.network(labels=[label], center=(48.58, 7.73), rules={
+        "max_simultaneous_rented_vehicle": max_rents, "unlock_fee": Decimal(unlock_fee),
+        "price_per_minute": Decimal(per_minute), **rules,
+    })
+    cluster = await make.cluster(network)
+    made = await make.stations(cluster, stations, spots)
+    await make.vehicles(network, range(101, 141))
     await harness.svc.catalog.reload()
     return City(network, cluster, made, label)
 
@@ -121,8 +112,11 @@ def failed(response: httpx.Response) -> tuple[int, int]:
 async def test_a_rent_from_unlock_to_return_at_another_station_with_every_event_in_order(harness: Harness) -> None:
     city = await make_city(harness)
     rider, token = await rider_city(harness, city)
-    # Wallet credit pays first (a discount's add-credit), in the network's currency.
-    await harness.db.execute("INSERT INTO wallet_entries (user_id, amount, currency) VALUES ($1, 0.5, 'EUR')", rider)
+    # Wallet credit pays first: the rider redeems a discount code worth 0.50 EUR.
+    await harness.make.discount("Welcome", "add-credit", code="WELCOME", data="0.5", network=city.network)
+    redeemed = await harness.client.post("/api/application/discounts/code",
+                                         json={"code": "WELCOME", **NEAR}, headers=bearer(token))
+    assert redeemed.status_code == 200, redeemed.text
     async with simulated(harness, city.stations[0], {1: 101, 2: 102}) as first, \
             simulated(harness, city.stations[1], {}) as second, user_feed(harness, token) as feed:
         response = await unlock(harness, token, "SN101")
@@ -171,11 +165,15 @@ async def rider_city(harness: Harness, city: City) -> tuple[int, str]:
 async def test_the_checks_of_an_unlock_in_their_order(harness: Harness) -> None:
     city = await make_city(harness, stations=1)
     _, token = await rider_city(harness, city)
-    await harness.db.execute("UPDATE clusters SET max_unlock_distance = 100 WHERE id = $1", city.cluster)
+    await harness.svc.catalog_service.set_max_unlock_distance(city.cluster, 100)
+    stranger_network = await harness.make.network("Elsewhere")  # shown by no app of the rider
+    await harness.make.vehicle(stranger_network, 900)
+    # A network asking a bank guarantee (until payments exist, every rent there is refused).
+    guarded = await harness.make.network("Guarded", labels=[city.label], rules={"min_guarantee": Decimal(50)})
+    guarded_cluster = await harness.make.cluster(guarded)
+    guarded_station = (await harness.make.stations(guarded_cluster, 1))[0]
+    await harness.make.vehicle(guarded, 950)
     await harness.svc.catalog.reload()
-    stranger_network = await harness.create_network("Elsewhere")
-    await harness.db.execute("INSERT INTO vehicles (id, serial_number, network_id) VALUES (900, 'SN900', $1)",
-                             stranger_network)
 
     no_token = await harness.client.post("/api/application/vehicles/unlock", json={"serial_number": "SN101", **NEAR})
     assert failed(no_token) == (401, 3)
@@ -187,9 +185,8 @@ async def test_the_checks_of_an_unlock_in_their_order(harness: Harness) -> None:
     async with simulated(harness, city.stations[0], {1: 101}):
         assert failed(await unlock(harness, token, "SN102")) == (409, 30)  # not docked anywhere
         assert failed(await unlock(harness, token, "SN101", FAR)) == (403, 31)
-        await harness.db.execute("UPDATE networks SET min_guarantee = 50 WHERE id = $1", city.network)
-        assert failed(await unlock(harness, token, "SN101")) == (402, 33)
-        await harness.db.execute("UPDATE networks SET min_guarantee = 0 WHERE id = $1", city.network)
+        async with simulated(harness, guarded_station, {1: 950}):
+            assert failed(await unlock(harness, token, "SN950")) == (402, 33)
         assert (await unlock(harness, token, "SN101")).status_code == 200
 
 
@@ -254,25 +251,33 @@ async def answering(raw: RawStation, answer: Callable[[list[Any]], Awaitable[Non
             return frame
 
 
+async def unlock_at(
+    harness: Harness, token: str, raw: RawStation, answer: Callable[[list[Any]], Awaitable[None]]
+) -> tuple[httpx.Response, list[Any]]:
+    """The rider's unlock of SN101 while ``raw`` answers the station's unlock CALL with ``answer``:
+    (the HTTP answer, the CALL)."""
+    answers: list[httpx.Response] = []
+
+    async def rider() -> None:
+        answers.append(await unlock(harness, token, "SN101"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rider)
+        call = await answering(raw, answer)
+    return answers[0], call
+
+
 async def test_an_unlocked_that_comes_after_the_504_still_starts_the_rent(harness: Harness) -> None:
     city = await make_city(harness, stations=1)
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-        calls: list[list[Any]] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def silent(frame: list[Any]) -> None:
-            calls.append(frame)  # the station takes the command and says nothing in time
+            """The station takes the command and says nothing in time."""
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, silent)
-        assert failed(answers[0]) == (504, 40)
-        unlock_id = calls[0][3]["unlock"]
+        response, call = await unlock_at(harness, token, raw, silent)
+        assert failed(response) == (504, 40)
+        unlock_id = call[3]["unlock"]
         # The locker opens after all: the rent starts.
         answer = await raw.call("unlocked", {"spot": 1, "unlock": unlock_id, "vehicle": 101})
         assert answer[0] == 3
@@ -286,46 +291,30 @@ async def test_an_unlock_never_reported_fails_the_rent_and_frees_the_vehicle(har
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def accept(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "accepted"})  # but the locker never opens
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, accept)
-        assert answers[0].status_code == 200
-        trip = answers[0].json()["data"]["trip_id"]
+        response, _ = await unlock_at(harness, token, raw, accept)
+        assert response.status_code == 200
+        trip = response.json()["data"]["trip_id"]
         [failure] = await feed.events(1)
         assert failure["event"] == "unlock.failed" and failure["data"]["trip_id"] == trip
         assert await rents_of(harness, token) == []  # a failed unlock is no rent
         # Available again.
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, accept)
-        assert answers[1].status_code == 200
+        again, _ = await unlock_at(harness, token, raw, accept)
+        assert again.status_code == 200
 
 
-async def test_a_refused_or_offline_unlock_leaves_the_vehicle_available(harness: Harness) -> None:
+async def test_a_refused_unlock_fails_the_rent_and_leaves_the_vehicle_available(harness: Harness) -> None:
     city = await make_city(harness, stations=1)
     _, token = await rider_city(harness, city)
     async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
             user_feed(harness, token) as feed:
-        answers: list[httpx.Response] = []
-
-        async def rider() -> None:
-            answers.append(await unlock(harness, token, "SN101"))
-
         async def refuse(frame: list[Any]) -> None:
             await raw.answer(frame, {"status": "rejected"})
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(rider)
-            await answering(raw, refuse)
-        assert failed(answers[0]) == (409, 41)
+        response, _ = await unlock_at(harness, token, raw, refuse)
+        assert failed(response) == (409, 41)
         [failure] = await feed.events(1)
         assert failure["event"] == "unlock.failed"
         assert harness.svc.vehicles.state(101).rent is None
@@ -387,8 +376,7 @@ async def test_an_unreadable_vehicle_is_matched_through_refresh(harness: Harness
 
 
 async def test_a_trip_too_long_warns_the_rider_once(harness: Harness) -> None:
-    city = await make_city(harness, stations=1)
-    await harness.db.execute("UPDATE networks SET trip_too_long = 1 WHERE id = $1", city.network)
+    city = await make_city(harness, stations=1, trip_too_long=1)
     _, token = await rider_city(harness, city)
     async with simulated(harness, city.stations[0], {1: 101}), user_feed(harness, token) as feed:
         assert (await unlock(harness, token, "SN101")).status_code == 200

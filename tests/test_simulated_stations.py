@@ -3,50 +3,26 @@ connection in the middle of a flow, and 500 stations at once."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
 from knot_rt.simulator.station import SimulatedStation, Simulator
-from knot_rt.stations.admin import hash_station_secret, new_station_secret
 from tests.feed_client import open_feed
 from tests.support import Harness, bearer, eventually, open_test_session
 from tests.tcp_proxy import TcpProxy
 
 
-async def make_stations(harness: Harness, count: int, spots: int = 4) -> tuple[int, list[tuple[int, str]]]:
-    """A cluster with ``count`` stations of ``spots`` spots (bulk, for big counts)."""
-    network = await harness.create_network()
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Quai', 48.58, 7.75) RETURNING id",
-        network,
-    )
-    secrets = [new_station_secret() for _ in range(count)]
-
-    async def work(conn: Any) -> list[int]:
-        ids: list[int] = [
-            r["id"] for r in await conn.fetch(
-                """INSERT INTO stations (cluster_id, secret_hash, spot_count)
-                   SELECT $1, h, $3 FROM unnest($2::text[]) AS h RETURNING id""",
-                cluster, [hash_station_secret(s) for s in secrets], spots,
-            )
-        ]
-        await conn.execute(
-            """INSERT INTO spots (station_id, number, displayed_number)
-               SELECT s, n, n FROM unnest($1::bigint[]) AS s, generate_series(1, $2) AS n""",
-            ids, spots,
-        )
-        # The vehicles the simulator docks (station_id * 100 + spot) belong to the network.
-        await conn.execute(
-            """INSERT INTO vehicles (id, serial_number, network_id)
-               SELECT s * 100 + n, 'SIM-' || (s * 100 + n), $3
-               FROM unnest($1::bigint[]) AS s, generate_series(1, $2) AS n""",
-            ids, spots, network,
-        )
-        return ids
-
-    ids = await harness.db.transaction(work)
-    return cluster, list(zip(ids, secrets, strict=True))
+async def make_stations(
+    harness: Harness, count: int, spots: int = 4, *, vehicles: range = range(0)
+) -> tuple[int, list[tuple[int, str]]]:
+    """A cluster with ``count`` stations of ``spots`` spots; the vehicles the simulator docks
+    (station_id * 100 + spot) and ``vehicles`` belong to its network."""
+    network = await harness.make.network()
+    cluster = await harness.make.cluster(network, "Quai", 48.58, 7.75)
+    stations = await harness.make.stations(cluster, count, spots)
+    for station_id, _ in stations:
+        await harness.make.vehicles(network, range(station_id * 100 + 1, station_id * 100 + spots + 1), prefix="SIM-")
+    await harness.make.vehicles(network, vehicles)
+    return cluster, stations
 
 
 async def operator_token(harness: Harness) -> str:
@@ -56,11 +32,8 @@ async def operator_token(harness: Harness) -> str:
 
 
 async def test_unlock_round_trip_with_the_simulator(harness: Harness) -> None:
-    cluster, [(station_id, secret)] = await make_stations(harness, 1)
-    await harness.db.execute(  # vehicles of the station's network (an unknown id would be a fault event)
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, min(id) FROM networks, "
-        "generate_series(501, 502) g GROUP BY g"
-    )
+    # 501 and 502 are vehicles of the station's network (an unknown id would be a fault event).
+    cluster, [(station_id, secret)] = await make_stations(harness, 1, vehicles=range(501, 503))
     token = await operator_token(harness)
     await harness.svc.catalog.reload()  # the cluster is seen (and subscribable) once the catalog knows it
     station = SimulatedStation(station_id, secret, harness.station_url, spots=4, vehicles={1: 501, 2: 502})

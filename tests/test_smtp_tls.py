@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from knot_rt.config import Settings
-from tests.support import Harness, SmtpSink, _Collector, _free_port, token_in
+from tests.support import Harness, SmtpSink, _Collector, _free_port, running, token_in
 from tests.test_outbox import outbox_row, register
 
 
@@ -79,12 +79,8 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(params=["smtps", "smtp+starttls"])
 def tls_sink(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> Iterator[TlsSmtpSink]:
-    sink = TlsSmtpSink(request.param, *certificate)
-    sink.start()
-    try:
+    with running(TlsSmtpSink(request.param, *certificate)) as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture

@@ -11,19 +11,15 @@ import pytest
 
 from knot_rt.config import Settings, SocialConfig
 from tests.identity_provider import APPLE_AUDIENCE, GOOGLE_ISSUER, IdentityProvider, SigningKey
-from tests.support import Harness, bearer
+from tests.support import Harness, bearer, running
 
 EMAIL = "rider@example.com"
 
 
 @pytest.fixture(scope="module")
 def identity_provider() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    provider.start()
-    try:
+    with running(IdentityProvider()) as provider:
         yield provider
-    finally:
-        provider.stop()
 
 
 @pytest.fixture

@@ -57,12 +57,7 @@ def error_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 async def new_cluster(harness: Harness) -> int:
-    network = await harness.create_network()
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
-    )
-    return cluster
+    return await harness.make.cluster(await harness.make.network(), "Gare", 48.58, 7.73)
 
 
 async def boots(harness: Harness, station_id: int, secret: str, spots: int) -> bool:
@@ -137,9 +132,9 @@ async def test_station_secret_prints_a_new_secret_and_the_old_one_is_refused(
 
 
 async def test_a_spot_count_out_of_range_fails_with_one_line_and_creates_nothing(
-    database_url: str, tmp_path: Path
+    harness: Harness, database_url: str, tmp_path: Path
 ) -> None:
-    cluster = await trio.to_thread.run_sync(_insert_cluster, database_url)
+    cluster = await new_cluster(harness)
     results: list[subprocess.CompletedProcess[bytes]] = []
 
     async def create(spots: str, count: str) -> None:
@@ -164,25 +159,6 @@ async def test_an_unknown_cluster_fails_with_one_line_and_creates_nothing(databa
 async def test_the_secret_of_an_unknown_station_fails_with_one_line(database_url: str, tmp_path: Path) -> None:
     result = await knot_rt(database_url, tmp_path, "station", "secret", "999999")
     assert "station 999999" in error_line(result)
-
-
-def _insert_cluster(database_url: str) -> int:
-    import asyncio
-
-    async def work() -> int:
-        conn = await asyncpg.connect(database_url)
-        try:
-            network = await conn.fetchval("INSERT INTO networks (name) VALUES ('Lyon') RETURNING id")
-            cluster: int = await conn.fetchval(
-                "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Bellecour', 45.76, 4.83)"
-                " RETURNING id",
-                network,
-            )
-            return cluster
-        finally:
-            await conn.close()
-
-    return asyncio.run(work())
 
 
 def _count_stations(database_url: str) -> int:

@@ -17,7 +17,6 @@ from actors import ActorError
 from actors.station import Crash
 from actors.vehicle import VEHICLE
 from knot_rt.config import Settings
-from knot_rt.stations.admin import create_station
 from protocols import station as wire
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, state_payload, station_socket
@@ -68,24 +67,11 @@ def poison_frames() -> list[tuple[str, str]]:
 
 
 async def big_site(harness: Harness, stations: int) -> Site:
-    network = await harness.create_network()
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
-    )
+    network = await harness.make.network()
+    cluster = await harness.make.cluster(network, "Gare", 48.58, 7.73)
 
-    async def make(conn: Any) -> list[tuple[int, str]]:
-        made = []
-        for _ in range(stations):
-            station = await create_station(conn, cluster, 2)
-            made.append((station.station_id, station.secret))
-        return made
-
-    made = await harness.db.transaction(make)
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 140) g",
-        network,
-    )
+    made = await harness.make.stations(cluster, stations, 2)
+    await harness.make.vehicles(network, range(101, 141))
     operator = await harness.create_user("operator@example.com", perms=[("stations", True)], networks=[network])
     return Site(network, cluster, made, await open_test_session(harness, operator))
 
@@ -214,8 +200,7 @@ async def test_unknown_and_foreign_vehicles_start_no_actor_and_are_a_fault_once(
     site = await make_site(harness, stations=1)
     station_id, secret = site.stations[0]
     foreign_network = await harness.create_network("Colmar")
-    await harness.db.execute("INSERT INTO vehicles (id, serial_number, network_id) VALUES (500, 'F500', $1)",
-                             foreign_network)
+    await harness.make.vehicle(foreign_network, 500, "F500")
     registry = harness.svc.stations.registry
     async with open_feed(harness.base_url, site.operator_token) as feed:
         assert (await feed.subscribe(f"station:{station_id}"))["code"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +15,6 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors.station import Crash
 from knot_rt.config import Settings
-from knot_rt.stations.admin import create_station
 from tests.feed_client import FeedClient, open_feed, rider_seeing
 from tests.station_client import RawStation, state_payload, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session, wait_station_online
@@ -33,21 +34,23 @@ class Site:
 
 
 async def make_site(harness: Harness, stations: int = 2, spots: int = 4) -> Site:
-    network = await harness.create_network()
-    cluster: int = await harness.db.fetchval(
-        "INSERT INTO clusters (network_id, name, latitude, longitude) VALUES ($1, 'Gare', 48.58, 7.73) RETURNING id",
-        network,
-    )
-    made = []
-    for _ in range(stations):
-        station = await harness.db.transaction(lambda conn: create_station(conn, cluster, spots))
-        made.append((station.station_id, station.secret))
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id) SELECT g, 'SN' || g, $1 FROM generate_series(101, 140) g",
-        network,
-    )
+    network = await harness.make.network()
+    cluster = await harness.make.cluster(network, "Gare", 48.58, 7.73)
+    made = await harness.make.stations(cluster, stations, spots)
+    await harness.make.vehicles(network, range(101, 141))
     operator = await harness.create_user("operator@example.com", perms=[("stations", True)], networks=[network])
     return Site(network, cluster, made, await open_test_session(harness, operator))
+
+
+@asynccontextmanager
+async def two_booted(harness: Harness, site: Site) -> AsyncIterator[tuple[RawStation, RawStation]]:
+    """The site's first two stations, connected and booted."""
+    (first_id, first_secret), (second_id, second_secret) = site.stations[:2]
+    async with station_socket(harness.station_url, first_id, first_secret) as first, \
+            station_socket(harness.station_url, second_id, second_secret) as second:
+        await first.boot()
+        await second.boot()
+        yield first, second
 
 
 async def booted(harness: Harness, station: tuple[int, str]) -> Any:
@@ -304,11 +307,8 @@ async def test_rights_on_stations(harness: Harness) -> None:
 
 async def test_a_crashed_station_actor_restarts_with_its_state_and_others_notice_nothing(harness: Harness) -> None:
     site = await make_site(harness, stations=2)
-    (first_id, first_secret), (second_id, second_secret) = site.stations
-    async with station_socket(harness.station_url, first_id, first_secret) as first, \
-            station_socket(harness.station_url, second_id, second_secret) as second:
-        await first.boot()
-        await second.boot()
+    first_id = site.stations[0][0]
+    async with two_booted(harness, site) as (first, second):
         await first.state({1: 101, 2: 102})
         await second.state({3: 103})
         ref = harness.svc.stations.running_actor(first_id)
@@ -345,11 +345,8 @@ async def test_dropping_the_connection_marks_the_station_offline(harness: Harnes
 
 async def test_vehicles_follow_what_the_stations_report(harness: Harness) -> None:
     site = await make_site(harness, stations=2)
-    (first_id, first_secret), (second_id, second_secret) = site.stations
-    async with station_socket(harness.station_url, first_id, first_secret) as first, \
-            station_socket(harness.station_url, second_id, second_secret) as second:
-        await first.boot()
-        await second.boot()
+    (first_id, _), (second_id, _) = site.stations
+    async with two_booted(harness, site) as (first, second):
         vehicles = harness.svc.vehicles
         await first.state({1: 101, 2: None}, battery=64)
         await eventually(lambda: vehicles.state(101).battery_level == 64)

@@ -1,4 +1,6 @@
-"""One unit of work: writes, feed events and effects commit together or not at all, on a real database."""
+"""One unit of work: writes, feed events and effects commit together or not at all, on a real database.
+
+The changes below write raw SQL on purpose: what is under test is the unit of work itself, not a service."""
 
 from __future__ import annotations
 

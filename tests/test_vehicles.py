@@ -46,9 +46,7 @@ async def test_a_station_report_is_in_its_vehicles_state_once_the_station_is_ans
 
 async def test_a_vehicle_never_reported_has_the_one_unknown_state(harness: Harness) -> None:
     network = await harness.create_network()
-    await harness.db.execute(
-        "INSERT INTO vehicles (id, serial_number, network_id, avg_max_range) VALUES (301, 'SN301', $1, 40000)", network
-    )
+    await harness.make.vehicle(network, 301, "SN301", avg_max_range=40000)
     vehicles = harness.svc.vehicles
     assert not vehicles.live.known(301)  # created after start, by another process
     assert vehicles.state(301) == VehicleView.unknown(301)

@@ -182,6 +182,18 @@ class AccountService:
 
         return await self.work.run(change)
 
+    async def create_organization(self, name: str, email_domain: str | None = None) -> int:
+        """An organization (an operator's write); accounts of ``email_domain`` are its members."""
+        return await self.work.run(lambda uow: store.insert_organization(uow.conn, name, email_domain))
+
+    async def create_consent_type(
+        self, key: str, names: dict[str, str], *, default_value: bool = False, sort_order: int = 0
+    ) -> None:
+        """A kind of consent (an operator's write), offered to every user from now on."""
+        await self.work.run(lambda uow: store.insert_consent_type(
+            uow.conn, key, names, default_value=default_value, sort_order=sort_order,
+        ))
+
     async def register(self, email: str, password: str, *, app_label: str | None, lang: str) -> int:
         """A new unconfirmed account and its confirmation mail."""
         password_hash = await self.passwords.hash(password)

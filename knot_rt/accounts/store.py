@@ -562,3 +562,21 @@ async def user_exists(conn: asyncpg.Connection, user_id: int) -> bool:
     """Whether the account exists, held (``FOR SHARE``) until the transaction ends."""
     found = await conn.fetchval("SELECT true FROM users WHERE id = $1 FOR SHARE", user_id)
     return found is True
+
+
+async def insert_organization(conn: asyncpg.Connection, name: str, email_domain: str | None) -> int:
+    """An organization; accounts whose email is of ``email_domain`` belong to it."""
+    organization_id: int = await conn.fetchval(
+        "INSERT INTO organizations (name, email_domain) VALUES ($1, $2) RETURNING id", name, email_domain
+    )
+    return organization_id
+
+
+async def insert_consent_type(
+    conn: asyncpg.Connection, key: str, names: dict[str, str], *, default_value: bool, sort_order: int
+) -> None:
+    """A kind of consent users give or refuse (``names`` by language)."""
+    await conn.execute(
+        "INSERT INTO consent_types (key, names, default_value, sort_order) VALUES ($1, $2, $3, $4)",
+        key, names, default_value, sort_order,
+    )

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.errors import ErrorCode
 
-from ..catalog import Area, Cluster, Network, OutOfOrder
+from ..catalog.memory import Area, Cluster, Network, OutOfOrder
 from ..errors import ApiError
 from ..services.geo import Latitude, Longitude
 from ..stations.live import ClusterAvailability

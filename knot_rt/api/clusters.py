@@ -1,7 +1,7 @@
 """Clusters: areas, closest, details, spots, vehicles, and the operators' writes (ROUTES rows 11-20).
 
-Reads come from the in-memory catalog (``svc.catalog``) and the live station
-side (``svc.stations.live``): no database query per cluster. What a caller
+Reads come from the in-memory catalog (through ``svc.catalog_service``) and the
+live station side (``svc.stations.live``): no database query per cluster. What a caller
 sees and may use is decided by ``services.access`` only. A cluster the caller
 does not see answers 404, exactly as an unknown id: its existence is not leaked.
 
@@ -23,10 +23,11 @@ from quart_schema import tag, validate_querystring, validate_request, validate_r
 from actors.vehicle import VehicleView
 from protocols.errors import ErrorCode
 
-from ..catalog import Cluster, Network
+from ..catalog.memory import Cluster, Network
+from ..catalog.service import CatalogService
 from ..context import services
 from ..errors import ApiError
-from ..services.access import UserAccess, seen_cluster, unknown_cluster
+from ..services.access import UserAccess, unknown_cluster
 from ..services.geo import Latitude, Longitude
 from ..services.permissions import Scope
 from ..web.auth import caller_access, caller_permissions, label_access, require_user
@@ -128,15 +129,15 @@ class MovedParkings(BaseModel):
 class _Usable:
     """``access.may_use`` per network, computed once per request."""
 
-    def __init__(self, access: UserAccess, networks: dict[int, Network]) -> None:
+    def __init__(self, access: UserAccess, catalog: CatalogService) -> None:
         self._access = access
-        self._networks = networks
+        self._catalog = catalog
         self._known: dict[int, bool] = {}
 
     def __call__(self, network_id: int) -> bool:
         found = self._known.get(network_id)
         if found is None:
-            network = self._networks.get(network_id)
+            network: Network | None = self._catalog.network(network_id)
             found = self._known[network_id] = network is not None and self._access.may_use(network)
         return found
 
@@ -144,7 +145,7 @@ class _Usable:
 async def _seen_cluster(cluster_id: int) -> tuple[Cluster, UserAccess]:
     """A cluster the caller sees; 404 for unknown and unseen ones alike."""
     access = await caller_access()
-    cluster = seen_cluster(access, services().catalog, cluster_id)
+    cluster = services().catalog_service.seen_cluster(access, cluster_id)
     if cluster is None:
         raise ApiError(ErrorCode.NOT_FOUND, unknown_cluster(cluster_id))
     return cluster, access
@@ -176,12 +177,12 @@ async def clusters_in_area(query_args: AreaQuery) -> Data[list[ClusterOut]]:
     area = query_args.area()
     svc = services()
     access = await caller_access()
-    usable = _Usable(access, svc.catalog.networks)
+    usable = _Usable(access, svc.catalog_service)
     lang = query_args.lang.lower()
     live = svc.stations.live
     return Data(data=[
         pick(ClusterOut, cluster_fields(c, live.cluster(c.id), lang), cluster_is_accessible=usable(c.network_id))
-        for c in svc.catalog.clusters_in(area, access.seen_networks(svc.catalog))
+        for c in svc.catalog_service.clusters_in(area, svc.catalog_service.seen_networks(access))
     ])
 
 
@@ -194,9 +195,11 @@ async def closest_clusters(query_args: ClosestQuery) -> Data[list[ClosestCluster
     """Return the 20 closest clusters the user sees, nearest first (``distance`` in metres)."""
     svc = services()
     access = await caller_access()
-    usable = _Usable(access, svc.catalog.networks)
+    usable = _Usable(access, svc.catalog_service)
     live = svc.stations.live
-    found = svc.catalog_service.closest_clusters(access.seen_networks(svc.catalog), query_args.lat, query_args.lng)
+    found = svc.catalog_service.closest_clusters(
+        svc.catalog_service.seen_networks(access), query_args.lat, query_args.lng
+    )
     return Data(data=[
         pick(ClosestClusterOut, cluster_fields(c, live.cluster(c.id), "en"), distance=metres,
              cluster_is_accessible=usable(c.network_id))
@@ -212,13 +215,13 @@ async def public_clusters_in_area(query_args: PublicAreaQuery) -> Data[list[Publ
     """Return clusters accessible by anyone on a given area (the public networks of the app label)."""
     area = query_args.area()
     svc = services()
-    seen = (await label_access(query_args.app_label)).seen_networks(svc.catalog)
+    seen = svc.catalog_service.seen_networks(await label_access(query_args.app_label))
     if query_args.network_id is not None:
         seen &= {query_args.network_id}
     lang = query_args.lang.lower()
     live = svc.stations.live
     return Data(data=[
-        pick(PublicClusterOut, cluster_fields(c, live.cluster(c.id), lang)) for c in svc.catalog.clusters_in(area, seen)
+        pick(PublicClusterOut, cluster_fields(c, live.cluster(c.id), lang)) for c in svc.catalog_service.clusters_in(area, seen)
     ])
 
 
@@ -232,7 +235,7 @@ async def cluster_details(cluster_id: int, query_args: LangQuery) -> Data[Cluste
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
     fields = cluster_fields(cluster, svc.stations.live.cluster(cluster.id), query_args.lang.lower())
-    usable = _Usable(access, svc.catalog.networks)
+    usable = _Usable(access, svc.catalog_service)
     return Data(data=pick(ClusterOut, fields, cluster_is_accessible=usable(cluster.network_id)))
 
 
@@ -247,7 +250,7 @@ async def cluster_spots(cluster_id: int) -> Data[list[ClusterSpotOut]]:
     """
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
-    usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
+    usable = _Usable(access, svc.catalog_service)(cluster.network_id)
     spots = await svc.catalog_service.cluster_spots(cluster_id)
     return Data(data=[
         ClusterSpotOut(spot_id=s.spot_id, station_id=s.station_id, displayed_number=s.displayed_number,
@@ -272,7 +275,7 @@ async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
     # actors take a station's report before it is answered; the last saved state until then.
     cluster, access = await _seen_cluster(cluster_id)
     svc = services()
-    usable = _Usable(access, svc.catalog.networks)(cluster.network_id)
+    usable = _Usable(access, svc.catalog_service)(cluster.network_id)
     spots = await svc.catalog_service.cluster_spots(cluster_id)
     docked: dict[int, dict[int, VehicleView]] = {}
     found: list[ClusterVehicleOut] = []
@@ -280,7 +283,7 @@ async def cluster_vehicles(cluster_id: int) -> Data[list[ClusterVehicleOut]]:
         if spot.station_id not in docked:
             docked[spot.station_id] = svc.vehicles.docked_at(spot.station_id)
         state = docked[spot.station_id].get(spot.number)
-        facts = svc.catalog.vehicles.get(state.vehicle_id) if state is not None else None
+        facts = svc.catalog_service.vehicle(state.vehicle_id) if state is not None else None
         if state is None or facts is None:
             continue
         found.append(ClusterVehicleOut(

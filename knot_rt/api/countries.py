@@ -1,9 +1,9 @@
 """Countries: the country at a position (ROUTES row 24).
 
 The lookup is offline, from the boundary data of ``timezonefinder`` (see
-``knot_rt.services.geo``); the rows come from ``knot_rt.services.countries``.
-ISO codes are answered upper case as ISO writes them ("FR", "FRA"), though the
-spec's example shows "st".
+``knot_rt.services.geo``); the rows come from the catalog (``knot_rt.catalog.countries``),
+read through ``svc.catalog_service``. ISO codes are answered upper case as ISO
+writes them ("FR", "FRA"), though the spec's example shows "st".
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Map: everything a rider's map shows in an area, for a logged-in user or publicly (ROUTES rows 61-62).
 
 The hottest read path of the API, so it is answered from memory: clusters,
-networks, parkings and speed zones from the catalog, availability from the
+networks, parkings and speed zones from the catalog (through
+``svc.catalog_service``, which answers them from its memory), availability from the
 station actors' live views, free-floating vehicles (with their static facts,
 through the catalog) and the batteries of rented vehicles from the vehicles'
 live state (``vehicles.service``, its one owner, fed by the vehicle actors).
@@ -28,7 +29,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from quart import Blueprint, Response
@@ -36,7 +36,7 @@ from quart_schema import document_response, tag, validate_querystring
 
 from actors.vehicle import VehicleView
 
-from ..catalog import Area, VehicleFacts, vehicle_facts
+from ..catalog.memory import Area, VehicleFacts
 from ..context import services
 from ..services.access import UserAccess
 from ..services.geo import Latitude, Longitude
@@ -54,6 +54,7 @@ from .catalog_models import (
     out_of_order,
 )
 from .models import Lang, PageQuery, Positive
+from .rent_models import RentOut
 
 bp = Blueprint("maps", __name__, url_prefix="/api/application")
 
@@ -127,37 +128,6 @@ class MapParkingOut(PublicParkingOut):
     is_accessible: bool
 
 
-class ExternalLockOut(_Strict):
-    external_lock_id: int
-    model: str
-    type: str
-    code: str
-
-
-class RentOut(_Strict):
-    vehicle_id: int
-    serial_number: str
-    free_floating: bool
-    being_rented: bool = Field(description="ongoing and not on hold")
-    displayed_number: int | None = Field(description="the spot's number while the vehicle is docked")
-    lock_status: int | None = Field(description="the spot's lock while docked: 0 open, 1 closed")
-    trip_id: int
-    time_start: datetime
-    billing_time_stop: datetime | None
-    on_hold_since: datetime | None
-    on_hold_activated: bool
-    network_id: int
-    battery_level: int | None
-    min_battery_to_slow_down: int
-    min_battery_to_auto_lock: int
-    avg_max_range: int
-    external_locks: list[ExternalLockOut]
-    vehicle_model_id: int | None
-    vehicle_model_name: str | None
-    vehicle_manufacturer: str | None
-    vehicle_type: str
-
-
 class PassOut(_Strict):
     pass_id: int
     end_date: datetime
@@ -206,10 +176,9 @@ class _Layers:
     """
 
     def __init__(self, area: Area, seen: set[int], lang: str, usable: set[int]) -> None:
-        catalog = services().catalog
         self.area = area
         self.ids = seen
-        self.networks = catalog.networks_in(area, seen)
+        self.networks = services().catalog_service.networks_in(area, seen)
         self.lang = lang
         self.usable = usable
 
@@ -217,7 +186,7 @@ class _Layers:
         svc = services()
         live = svc.stations.live
         found = []
-        for cluster in svc.catalog.clusters_in(self.area, self.ids):
+        for cluster in svc.catalog_service.clusters_in(self.area, self.ids):
             fields = cluster_fields(cluster, live.cluster(cluster.id), self.lang)
             item = {key: fields[key] for key in keys if key in fields}
             if with_access:
@@ -227,11 +196,11 @@ class _Layers:
 
     def vehicles(self) -> list[tuple[VehicleFacts, VehicleView]]:
         """Free-floating vehicles of the networks seen, by id, with their live state."""
-        return services().catalog.free_floating_in(self.area, self.ids)
+        return services().catalog_service.free_floating_in(self.area, self.ids)
 
     def parkings(self, with_access: bool) -> list[dict[str, Any]]:
         found = []
-        for parking in services().catalog.parkings_in(self.area, self.ids):  # by id
+        for parking in services().catalog_service.parkings_in(self.area, self.ids):  # by id
             item: dict[str, Any] = {"virtual_parking_id": parking.id, "cluster_id": parking.cluster_id,
                                     "network_id": parking.network_id, "shape": parking.shape}
             if with_access:
@@ -242,7 +211,7 @@ class _Layers:
     def speed_zones(self) -> list[dict[str, Any]]:
         return [
             {"speed_zone_id": zone.id, "shape": zone.shape, "max_speed": zone.max_speed}
-            for zone in services().catalog.speed_zones_in(self.area, self.ids)  # by id
+            for zone in services().catalog_service.speed_zones_in(self.area, self.ids)  # by id
         ]
 
     def network_list(self) -> list[dict[str, Any]]:
@@ -292,46 +261,9 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(to_json(body), mimetype="application/json")
 
 
-# the caller's rents and passes --------------------------------------------------------
-
-def _rent(row: asyncpg.Record) -> dict[str, Any]:
-    svc = services()
-    facts = vehicle_facts(row)
-    state = svc.vehicles.state(facts.id)
-    lock_status = row["lock_status"]
-    if row["station_id"] is not None:
-        station = svc.stations.live.station(row["station_id"])
-        spot = station.spot(row["spot_number"]) if station is not None else None
-        if spot is not None:
-            lock_status = spot.lock
-    return {
-        "vehicle_id": facts.id,
-        "serial_number": facts.serial_number,
-        "free_floating": row["free_floating"],
-        "being_rented": row["on_hold_since"] is None,
-        "displayed_number": row["displayed_number"],
-        "lock_status": lock_status,
-        "trip_id": row["id"],
-        "time_start": row["time_start"],
-        "billing_time_stop": row["billing_time_stop"],
-        "on_hold_since": row["on_hold_since"],
-        "on_hold_activated": row["on_hold_since"] is not None,
-        "network_id": row["network_id"],
-        "battery_level": state.battery_level,
-        "min_battery_to_slow_down": facts.min_battery_to_slow_down,
-        "min_battery_to_auto_lock": facts.min_battery_to_auto_lock,
-        "avg_max_range": facts.avg_max_range,
-        "external_locks": [],
-        "vehicle_model_id": facts.model_id,
-        "vehicle_model_name": facts.model_name,
-        "vehicle_manufacturer": facts.manufacturer,
-        "vehicle_type": facts.vehicle_type,
-    }
-
-
 def _usable(access: UserAccess, seen: set[int]) -> set[int]:
-    networks = services().catalog.networks
-    return {n for n in seen if access.may_use(networks[n])}
+    catalog = services().catalog_service
+    return {n for n in seen if (network := catalog.network(n)) is not None and access.may_use(network)}
 
 
 # routes ------------------------------------------------------------------------------
@@ -348,10 +280,9 @@ async def user_map(query_args: MapQuery) -> Response:
     svc = services()
     access = await caller_access()
     user_id = current_caller().user_id
-    rows = await svc.catalog_service.rents_and_passes(user_id)
-    rents = [row for row in rows if row["kind"] == "rent"]
-    mine = {row["vehicle_id"] for row in rents}
-    seen = access.seen_networks(svc.catalog)
+    rents, passes = await svc.rents.for_map(user_id)
+    mine = {rent["vehicle_id"] for rent in rents}
+    seen = svc.catalog_service.seen_networks(access)
     layers = _Layers(area, seen, query_args.lang.lower(), _usable(access, seen))
     return _json({
         "code": 0,
@@ -361,11 +292,8 @@ async def user_map(query_args: MapQuery) -> Response:
             if facts.state != "rented" or facts.id in mine
         ],
         "parkings": layers.parkings(with_access=True),
-        "rents": [_rent(row) for row in rents],
-        "passes": [
-            {"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]}
-            for row in rows if row["kind"] == "pass"
-        ],
+        "rents": rents,
+        "passes": passes,
         "networks": layers.network_list(),
         "speed_zones": layers.speed_zones(),
     })
@@ -379,8 +307,7 @@ async def public_map(query_args: PublicMapQuery) -> Response:
     """Return clusters, free floating vehicles and virtual parking publicly visible."""
     area = query_args.area()
     access = await label_access(query_args.app_label)
-    catalog = services().catalog
-    seen = access.seen_networks(catalog)
+    seen = services().catalog_service.seen_networks(access)
     if query_args.network_id is not None:
         seen &= {query_args.network_id}
     layers = _Layers(area, seen, query_args.lang.lower(), set())

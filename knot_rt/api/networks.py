@@ -1,6 +1,6 @@
 """Networks: all or in an area, public ones of an app label, by distance, details (ROUTES rows 63-66).
 
-Answered from the in-memory catalog; what a caller sees is decided by
+Answered from the in-memory catalog (through ``svc.catalog_service``); what a caller sees is decided by
 ``services.access`` only. A network the caller does not see answers 404, as an
 unknown id does: its existence is not leaked.
 """
@@ -13,7 +13,7 @@ from quart_schema import tag, validate_querystring, validate_response
 
 from protocols.errors import ErrorCode
 
-from ..catalog import Area, Network
+from ..catalog.memory import Area, Network
 from ..context import services
 from ..errors import ApiError
 from ..services.access import UserAccess
@@ -73,8 +73,8 @@ class NetworkDetailsOut(BaseModel):
 
 
 def seen_networks(access: UserAccess, area: Area | None) -> list[Network]:
-    catalog = services().catalog
-    return catalog.networks_in(area, access.seen_networks(catalog))
+    catalog = services().catalog_service
+    return catalog.networks_in(area, catalog.seen_networks(access))
 
 
 def network_out(network: Network) -> NetworkOut:
@@ -130,7 +130,7 @@ async def closest_networks(query_args: ClosestNetworksQuery) -> Data[list[Closes
 async def network_details(network_id: int) -> Data[NetworkDetailsOut]:
     """Return the trip rules of a network the user sees."""
     access = await caller_access()
-    network = services().catalog.networks.get(network_id)
+    network = services().catalog_service.network(network_id)
     if network is None or not access.sees(network):
         raise ApiError(ErrorCode.NOT_FOUND, f"no network {network_id}")
     return Data(data=NetworkDetailsOut(

@@ -116,15 +116,20 @@ async def station_details(station_id: int) -> Data[StationOut]:
 # commands -----------------------------------------------------------------------
 
 
+async def _command(station_id: int, action: wire.Action, payload: wire.Payload) -> Ok:
+    """Send an operator's command to a station, once the caller may write its stations."""
+    await _check(station_id, ("stations",), write=True)
+    await services().stations.command(station_id, action, payload)
+    return Ok()
+
+
 @bp.post("/stations/<int:station_id>/ping")
 @require_user
 @tag(["Stations"])
 @validate_response(Ok)
 async def ping_station(station_id: int) -> Ok:
     """Operator: ping a station (it answers, then reports its state)."""
-    await _check(station_id, ("stations",), write=True)
-    await services().stations.command(station_id, wire.Action.PING, wire.PingPayload())
-    return Ok()
+    return await _command(station_id, wire.Action.PING, wire.PingPayload())
 
 
 @bp.post("/stations/<int:station_id>/reboot")
@@ -133,9 +138,7 @@ async def ping_station(station_id: int) -> Ok:
 @validate_response(Ok)
 async def reboot_station(station_id: int) -> Ok:
     """Operator: reboot a station."""
-    await _check(station_id, ("stations",), write=True)
-    await services().stations.command(station_id, wire.Action.REBOOT, wire.RebootPayload())
-    return Ok()
+    return await _command(station_id, wire.Action.REBOOT, wire.RebootPayload())
 
 
 class RefreshBody(Body):
@@ -149,9 +152,7 @@ class RefreshBody(Body):
 @validate_response(Ok)
 async def refresh_station(station_id: int, data: RefreshBody) -> Ok:
     """Operator: ask a station to report ``locked`` again for every occupied spot (or one)."""
-    await _check(station_id, ("stations",), write=True)
-    await services().stations.command(station_id, wire.Action.REFRESH, wire.RefreshPayload(spot=data.spot))
-    return Ok()
+    return await _command(station_id, wire.Action.REFRESH, wire.RefreshPayload(spot=data.spot))
 
 
 class ConfigBody(Body):
@@ -166,7 +167,5 @@ class ConfigBody(Body):
 @validate_response(Ok)
 async def configure_station(station_id: int, data: ConfigBody) -> Ok:
     """Operator: set a station's volume or alarm threshold (0..100)."""
-    await _check(station_id, ("stations",), write=True)
     payload = wire.ConfigPayload(config=wire.ConfigType(data.config), value=data.value)
-    await services().stations.command(station_id, wire.Action.CONFIG, payload)
-    return Ok()
+    return await _command(station_id, wire.Action.CONFIG, payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -69,3 +70,74 @@ async def ongoing_announcement(conn: asyncpg.Connection, label: int | None) -> d
         label,
     )
     return texts
+
+
+# operators' writes ----------------------------------------------------------------------------------------
+
+
+async def create_app_label(
+    conn: asyncpg.Connection, name: str, label_name: str, *, organization_id: int | None, android_store_url: str | None,
+    ios_store_url: str | None,
+) -> int:
+    label_id: int = await conn.fetchval(
+        """INSERT INTO app_labels (name, label_name, organization_id, android_store_url, ios_store_url)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        name, label_name, organization_id, android_store_url, ios_store_url,
+    )
+    return label_id
+
+
+async def create_announcement(
+    conn: asyncpg.Connection, texts: dict[str, str], *, app_label_id: int | None, starts_at: datetime,
+    ends_at: datetime | None,
+) -> int:
+    announcement_id: int = await conn.fetchval(
+        "INSERT INTO announcements (app_label_id, texts, starts_at, ends_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        app_label_id, texts, starts_at, ends_at,
+    )
+    return announcement_id
+
+
+async def create_faq_category(
+    conn: asyncpg.Connection, key: str, names: dict[str, str], *, app_label_id: int | None, sort_order: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO faq_categories (key, app_label_id, sort_order, names) VALUES ($1, $2, $3, $4)",
+        key, app_label_id, sort_order, names,
+    )
+
+
+async def create_faq_sub_category(
+    conn: asyncpg.Connection, key: str, category_key: str, names: dict[str, str], *, sort_order: int,
+    is_spacer: bool, replacements: list[str],
+) -> None:
+    await conn.execute(
+        """INSERT INTO faq_sub_categories (key, category_key, sort_order, is_spacer, replacements, names)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        key, category_key, sort_order, is_spacer, replacements, names,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaqStyle:
+    """How one FAQ entry is drawn."""
+
+    type: str = "text"
+    bold: bool = False
+    margin: str | None = None  # CSS-like "top right bottom left"
+    text_color: str | None = None
+    bullet_color: str | None = None
+    replacements: tuple[str, ...] = ()
+
+
+async def create_faq_content(
+    conn: asyncpg.Connection, key: str, sub_category_key: str, contents: dict[str, str], *, sort_order: int,
+    style: FaqStyle,
+) -> None:
+    await conn.execute(
+        """INSERT INTO faq_contents (key, sub_category_key, sort_order, type, bold, margin, text_color,
+                                     bullet_color, replacements, contents)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        key, sub_category_key, sort_order, style.type, style.bold, style.margin, style.text_color,
+        style.bullet_color, list(style.replacements), contents,
+    )

@@ -21,6 +21,7 @@ ALTER TABLE rents
     ADD COLUMN amount_due      numeric(12, 3);        -- what the payments part will charge
 
 UPDATE rents SET state = 'ended' WHERE ended_at IS NOT NULL;
+ALTER TABLE rents ADD CONSTRAINT rents_over_when_ended CHECK ((state IN ('ended', 'failed')) = (ended_at IS NOT NULL));
 
 CREATE UNIQUE INDEX rents_vehicle_current ON rents (vehicle_id) WHERE state IN ('unlocking', 'ongoing', 'paused');
 CREATE INDEX rents_user_history ON rents (user_id, id DESC);

@@ -37,11 +37,39 @@ def rent_data(rent: Rent) -> dict[str, Any]:
 
 
 class PgRentBook:
+    """``renting``: the vehicles with a current rent, read once at start (``load_renting``) and kept by
+    this book's own transitions, so that the start of a vehicle's actor without a rent (thousands when
+    the stations reconnect) costs no query for its rent. Until it is read, every start asks the database.
+    (One process writes the rents of the vehicles whose actors it runs; scale-out keeps that true.)"""
+
     def __init__(self, work: Work) -> None:
         self._work = work
         self._db = work.db
+        self.renting: set[int] | None = None
+        self._while_loading: dict[int, bool] | None = None
+
+    async def load_renting(self) -> list[int]:
+        """Read the vehicles with a current rent; transitions made while reading win over the read."""
+        self._while_loading = {}
+        try:
+            vehicle_ids = await self._db.run(store.vehicles_with_current_rents)
+            renting = set(vehicle_ids)
+            for vehicle_id, holds in self._while_loading.items():
+                (renting.add if holds else renting.discard)(vehicle_id)
+        finally:
+            self._while_loading = None
+        self.renting = renting
+        return vehicle_ids
+
+    def _holds(self, vehicle_id: int, holds: bool) -> None:
+        if self._while_loading is not None:
+            self._while_loading[vehicle_id] = holds
+        if self.renting is not None:
+            (self.renting.add if holds else self.renting.discard)(vehicle_id)
 
     async def current(self, vehicle_id: int) -> Rent | None:
+        if self.renting is not None and vehicle_id not in self.renting:
+            return None
         return await self._db.run(lambda conn: store.current_rent(conn, vehicle_id))
 
     async def reserve(self, vehicle_id: int, request: RentRequest) -> Rent | RentRefused:
@@ -63,7 +91,10 @@ class PgRentBook:
                 return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is rented")
             return rent
 
-        return await self._work.run(reserve)
+        outcome = await self._work.run(reserve)
+        if isinstance(outcome, Rent):
+            self._holds(vehicle_id, True)
+        return outcome
 
     async def start(self, rent: Rent) -> Rent:
         topic = Topic.user(rent.user_id)
@@ -88,6 +119,7 @@ class PgRentBook:
                                                                    "reason": reason})
 
         await self._work.run(fail, topics=[topic])
+        self._holds(rent.vehicle_id, False)
 
     async def end(self, rent: Rent, returned: Return) -> Rent:
         topic = Topic.user(rent.user_id)
@@ -122,6 +154,7 @@ class PgRentBook:
             return rent
 
         await self._work.run(end, topics=[topic])
+        self._holds(rent.vehicle_id, False)
         return rent
 
     async def released(self, rent: Rent) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,10 +43,10 @@ from actors.station import StationView
 from actors.vehicle import VEHICLE, ReserveRent, UnlockFailed, VehicleView
 from protocols.errors import ErrorCode
 
-from ..catalog import Catalog, Cluster, vehicle_facts
+from ..catalog.memory import Catalog, Cluster, VehicleFacts, vehicle_facts
 from ..db import Backoff, Database, attempt
 from ..errors import ApiError
-from ..services.access import AccessCache, UserAccess, load_access
+from ..services.access import AccessCache, UserAccess
 from ..services.geo import distance_m
 from ..stations.service import StationService
 from ..uow import Work
@@ -109,7 +110,7 @@ class RentService:
     async def unlock_for_badge(self, user_id: int, station_id: int, spot: int | None) -> Unlocked:
         """A rider's badge at a station's reader: the vehicle of that spot (one reader per spot), else the
         best-charged rentable vehicle of the station. The app's checks but the distance."""
-        access = await self.access_of(user_id)
+        access = await self.access.of(self.db, self.catalog, user_id)
         station = self.stations.live.station(station_id)
         if station is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no station {station_id}")
@@ -132,13 +133,6 @@ class RentService:
                     raise
                 refusal = error
         raise refusal or ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"no vehicle to rent at station {station_id}")
-
-    async def access_of(self, user_id: int) -> UserAccess:
-        access = self.access.get(user_id)
-        if access is None:
-            access = await self.db.run(lambda conn: load_access(conn, user_id, self.catalog))
-            self.access.put(access)
-        return access
 
     def _docked_target(self, access: UserAccess, vehicle: store.VehicleToRent) -> DockedTarget:
         vehicle_id = vehicle.vehicle_id
@@ -212,40 +206,29 @@ class RentService:
         rows = await self.db.run(lambda conn: store.history(conn, user_id, before, limit))
         return [self.describe(row, past=True) for row in rows]
 
+    async def for_map(self, user_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rider's current rents and passes as the logged-in map shows them (``rents``, ``passes``), in
+        one trip to the database."""
+
+        async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+            return await store.current_of(conn, user_id), await store.passes(conn, user_id)
+
+        rents, passes = await self.db.run(read)
+        return (
+            [self.describe(row) for row in rents],
+            [{"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]} for row in passes],
+        )
+
     def describe(self, row: asyncpg.Record, *, past: bool = False) -> dict[str, Any]:
-        """A rent as the map shows it (``rents`` of the logged-in map), with its vehicle's live battery and
-        spot; ``past`` adds its end, duration and price (``GET /users/rents``)."""
-        facts = vehicle_facts(row)
-        state = self.vehicles.state(facts.id)
-        lock_status = row["lock_status"]
-        if row["station_id"] is not None:
-            station = self.stations.live.station(row["station_id"])
-            spot = station.spot(row["spot_number"]) if station is not None else None
-            if spot is not None:
-                lock_status = spot.lock
-        found: dict[str, Any] = {
-            "vehicle_id": facts.id,
-            "serial_number": facts.serial_number,
-            "free_floating": row["free_floating"],
-            "being_rented": row["rent_state"] == "ongoing",
-            "displayed_number": row["displayed_number"],
-            "lock_status": lock_status,
-            "trip_id": row["id"],
-            "time_start": row["time_start"],
-            "billing_time_stop": row["billing_time_stop"],
-            "on_hold_since": row["on_hold_since"],
-            "on_hold_activated": row["on_hold_since"] is not None,
-            "network_id": row["network_id"],
-            "battery_level": state.battery_level,
-            "min_battery_to_slow_down": facts.min_battery_to_slow_down,
-            "min_battery_to_auto_lock": facts.min_battery_to_auto_lock,
-            "avg_max_range": facts.avg_max_range,
-            "external_locks": [],
-            "vehicle_model_id": facts.model_id,
-            "vehicle_model_name": facts.model_name,
-            "vehicle_manufacturer": facts.manufacturer,
-            "vehicle_type": facts.vehicle_type,
-        }
+        """A rent's row as the map shows it, with its vehicle's live battery and spot; ``past`` adds its
+        end, duration and price (``GET /users/rents``)."""
+        found = self._fields(
+            vehicle_facts(row), trip_id=row["id"], network_id=row["network_id"], free_floating=row["free_floating"],
+            being_rented=row["rent_state"] == "ongoing" and row["on_hold_since"] is None, station_id=row["station_id"],
+            spot_number=row["spot_number"], displayed_number=row["displayed_number"],
+            lock_status=row["lock_status"], time_start=row["time_start"],
+            billing_time_stop=row["billing_time_stop"], on_hold_since=row["on_hold_since"],
+        )
         if past:
             stop = row["billing_time_stop"]
             found.update({
@@ -260,6 +243,42 @@ class RentService:
             })
         return found
 
+    def _fields(
+        self, facts: VehicleFacts, *, trip_id: int, network_id: int, free_floating: bool, being_rented: bool,
+        station_id: int | None, spot_number: int | None, displayed_number: int | None, lock_status: int | None,
+        time_start: datetime, billing_time_stop: datetime | None, on_hold_since: datetime | None,
+    ) -> dict[str, Any]:
+        """The map's fields of a rent (spec row 61): its vehicle's facts and live battery, its spot's lock
+        while docked (the station's live view first)."""
+        if station_id is not None and spot_number is not None:
+            station = self.stations.live.station(station_id)
+            spot = station.spot(spot_number) if station is not None else None
+            if spot is not None:
+                lock_status = spot.lock
+        return {
+            "vehicle_id": facts.id,
+            "serial_number": facts.serial_number,
+            "free_floating": free_floating,
+            "being_rented": being_rented,
+            "displayed_number": displayed_number,
+            "lock_status": lock_status,
+            "trip_id": trip_id,
+            "time_start": time_start,
+            "billing_time_stop": billing_time_stop,
+            "on_hold_since": on_hold_since,
+            "on_hold_activated": on_hold_since is not None,
+            "network_id": network_id,
+            "battery_level": self.vehicles.state(facts.id).battery_level,
+            "min_battery_to_slow_down": facts.min_battery_to_slow_down,
+            "min_battery_to_auto_lock": facts.min_battery_to_auto_lock,
+            "avg_max_range": facts.avg_max_range,
+            "external_locks": [],
+            "vehicle_model_id": facts.model_id,
+            "vehicle_model_name": facts.model_name,
+            "vehicle_manufacturer": facts.manufacturer,
+            "vehicle_type": facts.vehicle_type,
+        }
+
     # running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -267,7 +286,7 @@ class RentService:
         what the stations recorded while they were down), retrying until the database answers."""
 
         async def wake() -> None:
-            vehicle_ids = await self.db.run(store.vehicles_with_current_rents)
+            vehicle_ids = await self.book.load_renting()
             for vehicle_id in vehicle_ids:
                 await self.stations.registry.get(VEHICLE, str(vehicle_id))
             if vehicle_ids:

@@ -14,7 +14,7 @@ import asyncpg
 
 from actors.rent import Rent, RentRequest, RentState, Return
 
-from ..catalog import VEHICLE_FACT_COLUMNS
+from ..catalog.store import VEHICLE_FACT_COLUMNS
 
 CURRENT_STATES = ("unlocking", "ongoing", "paused")
 
@@ -213,6 +213,23 @@ async def history(conn: asyncpg.Connection, user_id: int, before: int | None, li
         RENT_VIEW + """WHERE r.user_id = $1 AND r.state <> 'failed' AND ($2::bigint IS NULL OR r.id < $2)
                        ORDER BY (r.state = ANY($4::text[])) DESC, r.id DESC LIMIT $3""",
         user_id, before, limit, list(CURRENT_STATES),
+    )
+    return rows
+
+
+async def current_of(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        RENT_VIEW + "WHERE r.user_id = $1 AND r.state = ANY($2::text[]) ORDER BY r.id", user_id, list(CURRENT_STATES)
+    )
+    return rows
+
+
+async def passes(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The rider's passes not over yet, by id (``in_use``: started)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, end_date, start_date <= now() AS in_use FROM passes
+           WHERE user_id = $1 AND end_date > now() ORDER BY id""",
+        user_id,
     )
     return rows
 

@@ -11,17 +11,58 @@
 - A cluster is seen when its network is seen. HTTP (``GET /clusters/{id}``) and
   the feed (``cluster:<id>``) both ask ``seen_cluster``, and both answer an unseen
   cluster exactly like an unknown one, so neither tells that it exists.
+
+The policy reads the catalog's networks and clusters through the small
+protocols below (what it needs of them), so this shared helper does not import
+the catalog package, which asks it (``catalog/service.py``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import asyncpg
 
-from ..catalog import Catalog, Cluster, Network
+from ..db import Database
 from .permissions import Scope, load_permissions
+
+
+class Network(Protocol):
+    """What the policy reads of a network (``catalog.memory.Network``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def organization_id(self) -> int | None: ...
+    @property
+    def is_public(self) -> bool: ...
+    @property
+    def organization_only(self) -> bool: ...
+    @property
+    def app_label_ids(self) -> frozenset[int]: ...
+
+
+class Cluster(Protocol):
+    """What the policy reads of a cluster (``catalog.memory.Cluster``)."""
+
+    @property
+    def network_id(self) -> int: ...
+
+
+ClusterT = TypeVar("ClusterT", bound=Cluster)
+ClusterT_co = TypeVar("ClusterT_co", bound=Cluster, covariant=True)
+
+
+class Catalog(Protocol[ClusterT_co]):
+    """What the policy reads of the in-memory catalog (``catalog.memory.Catalog``)."""
+
+    @property
+    def networks(self) -> Mapping[int, Network]: ...
+    @property
+    def clusters(self) -> Mapping[int, ClusterT_co]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +86,11 @@ class UserAccess:
             return True
         return network.organization_id in self.organization_ids or network.id in self.permitted_networks
 
-    def seen_networks(self, catalog: Catalog) -> set[int]:
+    def seen_networks(self, catalog: Catalog[Cluster]) -> set[int]:
         return {n.id for n in catalog.networks.values() if self.sees(n)}
 
 
-def seen_cluster(access: UserAccess, catalog: Catalog, cluster_id: int) -> Cluster | None:
+def seen_cluster(access: UserAccess, catalog: Catalog[ClusterT], cluster_id: int) -> ClusterT | None:
     """The cluster if ``access`` sees it; None for an unknown and an unseen one alike."""
     cluster = catalog.clusters.get(cluster_id)
     network = catalog.networks.get(cluster.network_id) if cluster is not None else None
@@ -67,7 +108,7 @@ def anonymous(app_label_id: int | None) -> UserAccess:
     return UserAccess(None, app_label_id, frozenset(), frozenset())
 
 
-async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog) -> UserAccess:
+async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog[Cluster]) -> UserAccess:
     row = await conn.fetchrow(
         """SELECT u.app_label_id,
                   ARRAY(SELECT o.id FROM organizations o
@@ -108,6 +149,14 @@ class AccessCache:
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[access.user_id] = (time.monotonic(), access)
+
+    async def of(self, db: Database, catalog: Catalog[Cluster], user_id: int) -> UserAccess:
+        """What ``user_id`` sees and may use: kept a short while, else read (HTTP, the feed, badges alike)."""
+        access = self.get(user_id)
+        if access is None:
+            access = await db.run(lambda conn: load_access(conn, user_id, catalog))
+            self.put(access)
+        return access
 
     def forget(self, user_id: int | None = None) -> None:
         if user_id is None:

@@ -57,6 +57,7 @@ from ..errors import ApiError
 from ..services.permissions import Scope, station_scope
 from ..uow import Work
 from ..vehicles.service import VehicleService
+from .admin import NewStation, create_station
 from .gateway import StationGateway, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
@@ -153,6 +154,16 @@ class StationService:
     async def scope(self, station_id: int) -> Scope | None:
         """Where the station sits (network, cluster, organisation), for the access policy; None if unknown."""
         return await self.db.run(lambda conn: station_scope(conn, station_id))
+
+    async def create_station(
+        self, cluster_id: int, spot_count: int, *, first_displayed_number: int = 1
+    ) -> NewStation:
+        """A new station of the cluster with its spots and secret, in one unit of work (``ApiError`` for a bad
+        spot count or an unknown cluster). The gateway lets it in at its first connection: its actor starts
+        then, reading the rows."""
+        return await self.work.run(lambda uow: create_station(
+            uow.conn, cluster_id, spot_count, first_displayed_number=first_displayed_number,
+        ))
 
     async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None) -> int:
         """Unlock a spot; returns the unlock id once the station accepted (``ApiError`` otherwise).

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import asyncpg
 import trio
 
 from actors import Registry
@@ -34,16 +35,19 @@ from actors.rent import RentBook
 from actors.vehicle import Vehicle, VehicleView, vehicle_factory
 
 from ..db import Database
+from ..uow import Work
 from .docking import UnknownVehicle, VehicleMover
 from .live import LiveVehicles
-from .store import PgVehicleStore, load_records, network_vehicles
+from .store import PgVehicleStore, create_model, create_vehicle, load_records, network_vehicles
 
 
 class VehicleService:
     def __init__(
-        self, db: Database, *, idle_after: float = math.inf, rents: RentBook | None = None, unlock_timeout: float = 30.0
+        self, db: Database, work: Work, *, idle_after: float = math.inf, rents: RentBook | None = None,
+        unlock_timeout: float = 30.0,
     ) -> None:
         self.db = db
+        self.work = work
         self.rents = rents  # where the actors write their rents (``knot_rt.rents``), handed in by the root
         self.unlock_timeout = unlock_timeout
         self.store = PgVehicleStore(db)
@@ -85,3 +89,24 @@ class VehicleService:
         """The vehicles docked at a station now, by spot number."""
         return self.live.docked_at(station_id)
 
+
+    # writes ----------------------------------------------------------------------
+
+    async def create(
+        self, network_id: int, serial_number: str, *, vehicle_id: int | None = None, model_id: int | None = None,
+        avg_max_range: int = 0,
+    ) -> asyncpg.Record:
+        """Add a vehicle to a network in one unit of work: its row (``vehicle_id``, ``serial_number``,
+        ``network_id``, ``model_id``, ``vehicle_type``). ``ApiError`` NOT_FOUND for an unknown network or
+        model, CONFLICT for a serial number or id already used.
+
+        Its live state starts unknown (no battery, offline) until its actor first reports; the map shows it
+        from the catalog's next read of the rows (``Catalog.reload``, or the periodic refresh)."""
+        return await self.work.run(lambda uow: create_vehicle(
+            uow.conn, network_id, serial_number, vehicle_id=vehicle_id, model_id=model_id,
+            avg_max_range=avg_max_range,
+        ))
+
+    async def create_model(self, name: str, manufacturer: str, vehicle_type: str = "kick-scooter") -> int:
+        """A vehicle model (its type: kick-scooter, bike, ...), to give to vehicles."""
+        return await self.work.run(lambda uow: create_model(uow.conn, name, manufacturer, vehicle_type))

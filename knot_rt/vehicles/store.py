@@ -4,7 +4,8 @@ A vehicle's row (battery, voltage, online, spot, position) is written by its
 actor only (``PgVehicleStore.save``); ``load_records`` reads every row at once
 for the live read model (``live.LiveVehicles``) at start and on a catalog
 reload; ``network_vehicles`` tells the station side which ids it reports are
-vehicles of the station's network.
+vehicles of the station's network; ``create_vehicle`` adds a vehicle (an operator's
+write, run by ``VehicleService.create`` in one unit of work).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncpg
 
 from actors.vehicle import VehicleRecord, VehicleView
+from protocols.errors import ErrorCode
 
 from ..db import Database
+from ..errors import ApiError
 
 _RECORD = """SELECT v.id, v.battery_level, v.voltage, v.avg_max_range, v.online, v.latitude, v.longitude,
                     s.id AS spot_id, s.number AS spot_number, s.station_id
@@ -67,3 +70,48 @@ class PgVehicleStore:
             view.vehicle_id, view.battery_level, view.voltage, view.online, view.spot_id, view.latitude,
             view.longitude,
         )
+
+
+# creating a vehicle (an operator's write, in the caller's unit of work) --------------------------------
+
+_CREATED = """SELECT v.id AS vehicle_id, v.serial_number, v.network_id, v.model_id, m.vehicle_type
+              FROM vehicles v LEFT JOIN vehicle_models m ON m.id = v.model_id WHERE v.id = $1"""
+
+
+async def create_vehicle(
+    conn: asyncpg.Connection, network_id: int, serial_number: str, *, vehicle_id: int | None = None,
+    model_id: int | None = None, avg_max_range: int = 0,
+) -> asyncpg.Record:
+    """Insert a vehicle of ``network_id`` (inside a transaction); its row as created.
+
+    The id is the one the stations read from the vehicle, so it is given when known; without one the
+    next free id (one above the highest) is taken under a transaction-scoped advisory lock, so two
+    creations at once never pick the same id (vehicles are created rarely: the lock costs nothing).
+    An unknown network or model is ``NOT_FOUND``; a serial number or id already used is ``CONFLICT``:
+    nothing is written then."""
+    if await conn.fetchval("SELECT 1 FROM networks WHERE id = $1", network_id) is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no network {network_id}")
+    if model_id is not None and await conn.fetchval("SELECT 1 FROM vehicle_models WHERE id = $1", model_id) is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no vehicle model {model_id}")
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('vehicles.create'))")
+    if await conn.fetchval("SELECT 1 FROM vehicles WHERE serial_number = $1", serial_number) is not None:
+        raise ApiError(ErrorCode.CONFLICT, f"serial number {serial_number!r} is already used")
+    if vehicle_id is None:
+        vehicle_id = int(await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM vehicles"))
+    elif await conn.fetchval("SELECT 1 FROM vehicles WHERE id = $1", vehicle_id) is not None:
+        raise ApiError(ErrorCode.CONFLICT, f"vehicle id {vehicle_id} is already used")
+    await conn.execute(
+        """INSERT INTO vehicles (id, serial_number, network_id, model_id, avg_max_range)
+           VALUES ($1, $2, $3, $4, $5)""",
+        vehicle_id, serial_number, network_id, model_id, avg_max_range,
+    )
+    row: asyncpg.Record = await conn.fetchrow(_CREATED, vehicle_id)
+    return row
+
+
+async def create_model(conn: asyncpg.Connection, name: str, manufacturer: str, vehicle_type: str) -> int:
+    model_id: int = await conn.fetchval(
+        "INSERT INTO vehicle_models (name, manufacturer, vehicle_type) VALUES ($1, $2, $3) RETURNING id",
+        name, manufacturer, vehicle_type,
+    )
+    return model_id

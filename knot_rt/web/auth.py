@@ -17,7 +17,7 @@ from protocols.errors import ErrorCode
 from ..accounts.service import Caller
 from ..context import services
 from ..errors import ApiError
-from ..services.access import UserAccess, anonymous, load_access
+from ..services.access import UserAccess, anonymous
 from ..services.permissions import Permissions, load_permissions
 
 P = ParamSpec("P")
@@ -92,11 +92,7 @@ async def caller_access() -> UserAccess:
 async def access_of(user_id: int) -> UserAccess:
     """What user ``user_id`` sees and may use (cached a short while); HTTP and the feed alike."""
     svc = services()
-    access = svc.access.get(user_id)
-    if access is None:
-        access = await svc.db.run(lambda conn: load_access(conn, user_id, svc.catalog))
-        svc.access.put(access)
-    return access
+    return await svc.access.of(svc.db, svc.catalog, user_id)
 
 
 async def label_access(name: str) -> UserAccess:

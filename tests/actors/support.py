@@ -12,7 +12,7 @@ from typing import Protocol
 
 import trio
 
-from actors import Actor, ActorRef, ActorSpec
+from actors import Actor, ActorRef, ActorSpec, RestartIntensity, Supervisor
 
 
 class CounterStore(Protocol):
@@ -169,3 +169,18 @@ def counter_spec(
         mailbox_size=mailbox_size,
         shutdown_timeout=shutdown_timeout,
     )
+
+
+@dataclass
+class Counters:
+    """A ``stations`` supervisor of the counters a, b and c, sharing one store and one journal."""
+
+    stations: Supervisor
+    store: MemoryStore
+    journal: Journal
+
+
+def three_counters(intensity: RestartIntensity) -> Counters:
+    store, journal = MemoryStore(), Journal()
+    stations = Supervisor("stations", [counter_spec(name, store, journal) for name in "abc"], intensity=intensity)
+    return Counters(stations, store, journal)

@@ -17,7 +17,7 @@ from actors import (
     Supervisor,
     SupervisorSpec,
 )
-from tests.actors.support import Add, Boom, Get, Journal, MemoryStore, State, counter_spec
+from tests.actors.support import Add, Boom, Get, Journal, MemoryStore, State, counter_spec, three_counters
 
 
 class FlakyStore(MemoryStore):
@@ -104,13 +104,10 @@ async def test_a_stop_during_a_back_off_is_not_delayed(autojump_clock: trio.test
 async def test_a_child_past_its_own_intensity_is_stopped_alone(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = MemoryStore()
-    journal = Journal()
-    stations = Supervisor(
-        "stations",
-        [counter_spec(name, store, journal) for name in "abc"],
-        intensity=RestartIntensity(max_restarts=2, period=5, scope="child", backoff=0.1, exceeded="stop_child"),
+    counters = three_counters(
+        RestartIntensity(max_restarts=2, period=5, scope="child", backoff=0.1, exceeded="stop_child")
     )
+    stations, store, journal = counters.stations, counters.store, counters.journal
     async with Supervisor("root", [SupervisorSpec("stations", stations)]).running() as root:
         a, b, c = (stations.child(name) for name in "abc")
         assert isinstance(a, ActorRef) and isinstance(b, ActorRef) and isinstance(c, ActorRef)

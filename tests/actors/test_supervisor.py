@@ -21,7 +21,19 @@ from actors import (
     SupervisorNotRunning,
     SupervisorSpec,
 )
-from tests.actors.support import Add, Boom, CounterRef, Get, Journal, MemoryStore, Note, State, Wait, counter_spec
+from tests.actors.support import (
+    Add,
+    Boom,
+    CounterRef,
+    Get,
+    Journal,
+    MemoryStore,
+    Note,
+    State,
+    Wait,
+    counter_spec,
+    three_counters,
+)
 
 
 async def crash(ref: ActorRef[Any, Any]) -> None:
@@ -316,13 +328,8 @@ async def test_different_children_crashing_once_each(
 async def test_per_child_intensity_one_child_past_its_window_escalates(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = MemoryStore()
-    journal = Journal()
-    stations = Supervisor(
-        "stations",
-        [counter_spec(name, store, journal) for name in "abc"],
-        intensity=RestartIntensity(max_restarts=2, period=5, scope="child"),
-    )
+    counters = three_counters(RestartIntensity(max_restarts=2, period=5, scope="child"))
+    stations, journal = counters.stations, counters.journal
     async with Supervisor("root", [SupervisorSpec("stations", stations)]).running() as root:
         a, b, c = (stations.child(name) for name in "abc")
         assert isinstance(a, ActorRef) and isinstance(b, ActorRef) and isinstance(c, ActorRef)

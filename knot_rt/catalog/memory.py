@@ -4,7 +4,7 @@ Maps and cluster routes are the hottest read paths, so they are answered from
 here, from the live availability the station actors keep and from the
 vehicles' live state (``vehicles.service``, its one owner), without a
 database query per cluster or vehicle. The catalog is loaded at start; a cluster
-write (``catalog_service.py``) updates only what it changed, after its commit
+write (``service.py``) updates only what it changed, after its commit
 (``put_cluster``, ``put_parkings``), with the rows it read in its transaction.
 ``reload()`` reads everything again (tests, rows changed behind the service). A
 reload the database cannot serve is left to ``run()``, which retries it with
@@ -14,13 +14,15 @@ cells scans those instead); parkings and speed zones keep their bounds.
 Free-floating vehicles are found in the vehicles' live state (a grid the
 vehicle actors keep current) and joined here with their static facts; a
 catalog load reads the vehicles' saved state again too (a vehicle created
-since is then known with its position).
+since is then known with its position). The rows are read by ``store.py`` and
+turned into the objects here (``network_of``, ``cluster_of``, ...).
 
 Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,13 +34,17 @@ import trio
 
 from actors.vehicle import VehicleView
 
-from .db import Backoff, Database, DatabaseUnavailable, attempt
-from .grid import Grid
-from .vehicles.service import VehicleService
+from ..db import Backoff, Database, DatabaseUnavailable, attempt
+from ..grid import Grid
+from ..services.geo import distance_m
+from ..vehicles.service import VehicleService
+from . import store
 
 log = logging.getLogger(__name__)
 
 ShapedT = TypeVar("ShapedT", "Parking", "SpeedZone")
+
+CLOSEST_COUNT = 20  # the clusters ``closest_clusters`` answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +150,8 @@ class VehicleFacts:
     min_battery_to_auto_lock: int
 
 
-# The columns ``vehicle_facts`` reads besides ``vehicle_id`` and ``network_id``, from ``vehicles v
-# LEFT JOIN vehicle_models m LEFT JOIN exceptional_out_of_orders o`` (also in queries of other domains).
-# The columns of an exceptional out-of-order joined as ``o`` (networks, clusters, vehicles).
-_OOO = "o.id AS ooo_id, o.type AS ooo_type, o.reason AS ooo_reason, o.custom_reason AS ooo_custom_reason"
-
-VEHICLE_FACT_COLUMNS = f"""v.serial_number, v.model_id, v.avg_max_range, v.state, v.has_freefloat_to_station_reward,
-    m.name AS model_name, m.manufacturer, m.vehicle_type, m.min_battery_to_slow_down, m.min_battery_to_auto_lock,
-    {_OOO}"""
-
-
 def vehicle_facts(row: asyncpg.Record) -> VehicleFacts:
-    """A vehicle's facts from a row of ``vehicle_id``, ``network_id`` and the ``VEHICLE_FACT_COLUMNS``."""
+    """A vehicle's facts from a row of ``vehicle_id``, ``network_id`` and the ``store.VEHICLE_FACT_COLUMNS``."""
     return VehicleFacts(
         id=row["vehicle_id"], serial_number=row["serial_number"], network_id=row["network_id"],
         model_id=row["model_id"],
@@ -246,16 +242,20 @@ class Catalog:
     async def load(self) -> None:
         """Read everything (at start; raises ``DatabaseUnavailable`` when the database is away)."""
         async with self._reload_lock:
-            snapshot, app_labels = await self._db.run(_load_all)
+            rows = await self._db.run(store.load_all)
             await self._vehicles.load()
-            (self.networks, self.clusters, self.parkings, self.speed_zones, self.vehicles) = snapshot
+            self.networks = {r["id"]: network_of(r) for r in rows.networks}
+            self.clusters = {r["id"]: cluster_of(r) for r in rows.clusters}
+            self.parkings = {r["id"]: parking_of(r) for r in rows.parkings}
+            self.speed_zones = {r["id"]: speed_zone_of(r) for r in rows.speed_zones}
+            self.vehicles = {r["vehicle_id"]: vehicle_facts(r) for r in rows.vehicles}
             grid = Grid()
             for cluster in self.clusters.values():
                 grid.add(cluster.id, cluster.latitude, cluster.longitude)
             self._cluster_grid = grid
             self._parking_bounds = _with_bounds(self.parkings.values())
             self._zone_bounds = _with_bounds(self.speed_zones.values())
-            self.app_labels = app_labels
+            self.app_labels = {r["name"]: r["id"] for r in rows.app_labels}
 
     async def put_cluster(self, cluster: Cluster) -> None:
         """A cluster created or changed (after its commit): that cluster only, in the maps at once.
@@ -326,6 +326,35 @@ class Catalog:
     def speed_zones_in(self, area: Area, networks: Iterable[int]) -> list[SpeedZone]:
         return _overlapping(self._zone_bounds, area, set(networks))
 
+    def closest_clusters(
+        self, networks: Iterable[int], lat: float, lng: float, count: int = CLOSEST_COUNT
+    ) -> list[tuple[int, Cluster]]:
+        """The ``count`` clusters of ``networks`` nearest to (lat, lng): (metres, cluster), nearest first.
+
+        Distances are great-circle (haversine) distances; ties go to the lower id.
+        ``heapq.nsmallest`` keeps only ``count`` candidates: no sort of every cluster.
+        """
+        allowed = set(networks)
+        candidates = (
+            (distance_m(lat, lng, c.latitude, c.longitude), c.id, c)
+            for c in self.clusters.values() if c.network_id in allowed
+        )
+        return [(round(metres), cluster) for metres, _, cluster in heapq.nsmallest(count, candidates)]
+
+    def nearest_network_id(self, lat: float, lng: float) -> int | None:
+        """The network whose centre is the closest to (lat, lng), among every network (public or not: the
+        discounts' rule, ``api/discounts.py``); ties go to the lower id; None when there is no network.
+
+        Great-circle distance to the centre, unrounded; a walk of the networks in memory (a few hundred at
+        most), no query. A network created behind the service is known after the next reload.
+        """
+        nearest = min(
+            self.networks.values(),
+            key=lambda n: (distance_m(lat, lng, n.center_latitude, n.center_longitude), n.id),
+            default=None,
+        )
+        return None if nearest is None else nearest.id
+
 
 Bounds = tuple[float, float, float, float]  # south, north, west, east
 
@@ -355,13 +384,8 @@ def _out_of_order(row: asyncpg.Record, prefix: str = "ooo_") -> OutOfOrder | Non
     return OutOfOrder(row[prefix + "id"], row[prefix + "type"], row[prefix + "reason"], row[prefix + "custom_reason"])
 
 
-# A cluster's row as the catalog reads it (``WHERE c.id = $1`` may follow: one cluster).
-CLUSTER_QUERY = f"""SELECT c.*, {_OOO} FROM clusters c
-    LEFT JOIN exceptional_out_of_orders o ON o.id = c.exceptional_out_of_order_id"""
-
-
 def cluster_of(r: asyncpg.Record) -> Cluster:
-    """A cluster from a row of ``CLUSTER_QUERY``."""
+    """A cluster from a row of ``store.CLUSTER_QUERY``."""
     return Cluster(
         id=r["id"], network_id=r["network_id"], name=r["name"], latitude=r["latitude"],
         longitude=r["longitude"], description=r["description"] or {}, commissioning_date=r["commissioning_date"],
@@ -371,51 +395,25 @@ def cluster_of(r: asyncpg.Record) -> Cluster:
     )
 
 
-async def _load(conn: asyncpg.Connection) -> tuple[
-    dict[int, Network], dict[int, Cluster], dict[int, Parking], dict[int, SpeedZone], dict[int, VehicleFacts]
-]:
-    networks = {
-        r["id"]: Network(
-            id=r["id"], name=r["name"], organization_id=r["organization_id"], is_public=r["is_public"],
-            organization_only=r["organization_only"], shape=r["shape"], center_latitude=r["center_latitude"],
-            center_longitude=r["center_longitude"], currency=r["currency"],
-            max_simultaneous_rented_vehicle=r["max_simultaneous_rented_vehicle"],
-            allow_trip_on_hold=r["allow_trip_on_hold"], trip_too_long=r["trip_too_long"],
-            trip_auto_pause=r["trip_auto_pause"], trip_max_pause=r["trip_max_pause"],
-            trip_auto_lock=r["trip_auto_lock"], min_guarantee=float(r["min_guarantee"]),
-            max_guarantee=float(r["max_guarantee"]), out_of_order=_out_of_order(r),
-            app_label_ids=frozenset(r["app_labels"]),
-        )
-        for r in await conn.fetch(
-            f"""SELECT n.*, {_OOO},
-                       ARRAY(SELECT app_label_id FROM network_app_labels l WHERE l.network_id = n.id) AS app_labels
-                FROM networks n LEFT JOIN exceptional_out_of_orders o ON o.id = n.exceptional_out_of_order_id"""
-        )
-    }
-    clusters = {r["id"]: cluster_of(r) for r in await conn.fetch(CLUSTER_QUERY)}
-    parkings = {
-        r["id"]: Parking(r["id"], r["network_id"], r["cluster_id"], r["shape"])
-        for r in await conn.fetch("SELECT * FROM virtual_parkings")
-    }
-    zones = {
-        r["id"]: SpeedZone(r["id"], r["network_id"], r["shape"], r["max_speed"])
-        for r in await conn.fetch("SELECT * FROM speed_zones")
-    }
-    vehicles = {
-        r["vehicle_id"]: vehicle_facts(r)
-        for r in await conn.fetch(
-            f"""SELECT v.id AS vehicle_id, v.network_id, {VEHICLE_FACT_COLUMNS}
-                FROM vehicles v LEFT JOIN vehicle_models m ON m.id = v.model_id
-                LEFT JOIN exceptional_out_of_orders o ON o.id = v.exceptional_out_of_order_id"""
-        )
-    }
-    return networks, clusters, parkings, zones, vehicles
+def network_of(r: asyncpg.Record) -> Network:
+    """A network from a row of ``store.load_all``'s networks."""
+    return Network(
+        id=r["id"], name=r["name"], organization_id=r["organization_id"], is_public=r["is_public"],
+        organization_only=r["organization_only"], shape=r["shape"], center_latitude=r["center_latitude"],
+        center_longitude=r["center_longitude"], currency=r["currency"],
+        max_simultaneous_rented_vehicle=r["max_simultaneous_rented_vehicle"],
+        allow_trip_on_hold=r["allow_trip_on_hold"], trip_too_long=r["trip_too_long"],
+        trip_auto_pause=r["trip_auto_pause"], trip_max_pause=r["trip_max_pause"],
+        trip_auto_lock=r["trip_auto_lock"], min_guarantee=float(r["min_guarantee"]),
+        max_guarantee=float(r["max_guarantee"]), out_of_order=_out_of_order(r),
+        app_label_ids=frozenset(r["app_labels"]),
+    )
 
 
-async def _load_all(conn: asyncpg.Connection) -> tuple[
-    tuple[dict[int, Network], dict[int, Cluster], dict[int, Parking], dict[int, SpeedZone], dict[int, VehicleFacts]],
-    dict[str, int],
-]:
-    snapshot = await _load(conn)
-    labels = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM app_labels")}
-    return snapshot, labels
+def parking_of(r: asyncpg.Record) -> Parking:
+    """A parking from a row of ``id, network_id, cluster_id, shape``."""
+    return Parking(r["id"], r["network_id"], r["cluster_id"], r["shape"])
+
+
+def speed_zone_of(r: asyncpg.Record) -> SpeedZone:
+    return SpeedZone(r["id"], r["network_id"], r["shape"], r["max_speed"])

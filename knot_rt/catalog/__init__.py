@@ -1,0 +1,1 @@
+"""The catalog: networks, clusters, parkings, speed zones, vehicles' static facts, discounts and countries."""
