@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz lint bench openapi clean
+.PHONY: run serve test fuzz lint bench bench-rents openapi clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The demo city alive: knot-rt serve --demo, and the city's stations through knot-rt simulate (a child of this
+# launcher, never of the server); Ctrl-C stops both. See knot_rt/launcher.py.
 run: $(STAMP)
+	$(BIN)/python -m knot_rt.launcher
+
+# The server alone, with the demo data and no station connected.
+serve: $(STAMP)
 	$(BIN)/knot-rt serve --demo
 
 test: $(STAMP)
@@ -30,6 +36,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stations
+
+# Riders renting and returning through 1,000 simulated stations (about a minute and a half); see bench/rents.py.
+bench-rents: $(STAMP)
+	$(BIN)/python -m bench.rents
 
 openapi: $(STAMP)
 	$(BIN)/knot-rt openapi

@@ -215,11 +215,11 @@ async def metric(client: httpx.AsyncClient, name: str) -> float:
 
 
 async def connect_all(server: Server, stations: list[tuple[int, str]], spots: int, heartbeat: float | None = None,
-                      *, task_status: trio.TaskStatus[Simulator]) -> None:
+                      ramp_rate: float = RAMP_RATE, *, task_status: trio.TaskStatus[Simulator]) -> None:
     # Stations come up over a ramp (as a fleet does after a network outage, with its backoff),
-    # RAMP_RATE connections a second.
+    # ramp_rate connections a second.
     simulator = Simulator(server.station_url, stations, spots=spots, vehicles=spots // 2, heartbeat=heartbeat,
-                          backoff_min=0.5, backoff_max=5.0, ramp=len(stations) / RAMP_RATE)
+                          backoff_min=0.5, backoff_max=5.0, ramp=len(stations) / ramp_rate)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(simulator.run)
         async with httpx.AsyncClient(base_url=server.base_url) as client:

@@ -30,6 +30,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
@@ -55,7 +56,10 @@ NETWORK_SHAPE: Shape = [
 NETWORK_RULES = {
     "max_simultaneous_rented_vehicle": 2, "allow_trip_on_hold": True, "trip_too_long": 7200,
     "trip_auto_pause": 3600, "trip_max_pause": 86400, "trip_auto_lock": 604800,
-    "min_guarantee": 50, "max_guarantee": 150,
+    # No guarantee while payments do not exist: a network asking for one refuses every rent (402/33).
+    "min_guarantee": 0, "max_guarantee": 150,
+    # The tariff, in CURRENCY: a 20-minute ride costs 1.00 + 20 x 0.25 = 6.00 EUR.
+    "unlock_fee": Decimal("1.00"), "price_per_minute": Decimal("0.25"),
 }
 
 # (name, manufacturer, type, average max range in km), and which of ten vehicles gets it.
@@ -431,7 +435,7 @@ async def _shape_network(conn: asyncpg.Connection, network: int) -> None:
         """UPDATE networks SET shape = $2, center_latitude = $3, center_longitude = $4, currency = $5,
                max_simultaneous_rented_vehicle = $6, allow_trip_on_hold = $7, trip_too_long = $8,
                trip_auto_pause = $9, trip_max_pause = $10, trip_auto_lock = $11, min_guarantee = $12,
-               max_guarantee = $13
+               max_guarantee = $13, unlock_fee = $14, price_per_minute = $15
            WHERE id = $1""",
         network, NETWORK_SHAPE, CENTER[0], CENTER[1], CURRENCY, *NETWORK_RULES.values(),
     )

@@ -160,15 +160,16 @@ def test_openapi_lists_the_routes(data_dir: Path) -> None:
 
 
 class Served:
-    """``knot-rt serve`` as a subprocess: its stdout read on a thread, its stderr in a file."""
+    """``knot-rt serve`` (or ``command``) as a subprocess: its stdout read on a thread, its stderr in a file."""
 
-    def __init__(self, env: dict[str, str], stderr_path: Path) -> None:
+    def __init__(self, env: dict[str, str], stderr_path: Path, command: list[str] | None = None) -> None:
         self._stderr = stderr_path.open("w")
         self.stderr_path = stderr_path
         self.process = subprocess.Popen(
-            [KNOT_RT, "serve"], env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+            command or [KNOT_RT, "serve"], env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
         self._lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -177,17 +178,25 @@ class Served:
             self._lines.put(line)
         self._lines.put("")
 
-    def api_base(self) -> str:
-        """The bound address, from the banner ``knot_rt API:      http://HOST:PORT/api/application/``."""
+    def line_starting(self, prefix: str) -> str:
+        """The first stdout line starting with ``prefix``, waited for (bounded); the lines read are kept in ``seen``."""
+        for line in self.seen:
+            if line.startswith(prefix):
+                return line
         while True:
             try:
                 line = self._lines.get(timeout=START_TIMEOUT)
             except queue.Empty:
-                pytest.fail(f"no banner from knot-rt serve: {self.stderr_tail()}")
+                pytest.fail(f"no {prefix!r} from {self.process.args}: {self.seen} {self.stderr_tail()}")
             if not line:
-                pytest.fail(f"knot-rt serve exited with {self.process.wait()}: {self.stderr_tail()}")
-            if line.startswith("knot_rt API:"):
-                return line.split()[-1].removesuffix("/api/application/")
+                pytest.fail(f"{self.process.args} exited with {self.process.wait()}: {self.seen} {self.stderr_tail()}")
+            self.seen.append(line.rstrip("\n"))
+            if line.startswith(prefix):
+                return self.seen[-1]
+
+    def api_base(self) -> str:
+        """The bound address, from the banner ``knot_rt API:      http://HOST:PORT/api/application/``."""
+        return self.line_starting("knot_rt API:").split()[-1].removesuffix("/api/application/")
 
     def stderr_tail(self) -> str:
         self._stderr.flush()

@@ -61,6 +61,8 @@ async def test_the_demo_city_is_idempotent_and_big_enough(harness: Harness) -> N
     assert (network["name"], network["currency"], network["is_public"]) == ("Strasbourg", "EUR", True)
     assert (network["center_latitude"], network["center_longitude"]) == CENTER == (48.5734, 7.7521)
     assert network["shape"] == NETWORK_SHAPE and contains(network["shape"], *CENTER)
+    # Rentable at once: a tariff in the network's currency, no bank guarantee asked (payments do not exist yet).
+    assert (network["unlock_fee"], network["price_per_minute"], network["min_guarantee"]) == (1, 0.25, 0)
 
     clusters = await harness.db.fetch("SELECT * FROM clusters WHERE network_id = $1", first["network"])
     names = {c["name"] for c in clusters}

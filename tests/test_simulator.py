@@ -140,6 +140,18 @@ async def test_unlock_opens_the_spot_and_reports_unlocked(peer: StationPeer, nur
     assert station.stats.commands_answered == 4
 
 
+async def test_with_a_ride_the_unlocked_vehicle_is_docked_back(peer: StationPeer, nursery: trio.Nursery) -> None:
+    station = await started(nursery, make_station(peer, ride=0.01))
+    conn = await peer.wait_connection(1)
+    answer = await conn.call("unlock", st.UnlockPayload(spot=2, unlock=77))
+    assert isinstance(answer, st.Result) and answer.payload == {"status": "accepted"}
+    (locked,) = await peer.wait_calls("locked")
+    assert (locked.data[3]["spot"], locked.data[3]["vehicle"]) == (2, 102)
+    assert station.spot(2) == SpotStatus(2, 102, st.Lock.CLOSED, 80)
+    with pytest.raises(ValueError, match="ride"):
+        make_station(peer, ride=-1)
+
+
 async def test_several_backend_calls_in_flight(peer: StationPeer, nursery: trio.Nursery) -> None:
     station = await started(nursery, make_station(peer, spots=8, vehicles={n: 100 + n for n in range(1, 9)}))
     conn = await peer.wait_connection(1)

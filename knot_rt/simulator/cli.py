@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for an answer before reconnecting")
     parser.add_argument("--backoff-min", type=float, default=DEFAULT_BACKOFF_MIN, metavar="S")
     parser.add_argument("--backoff-max", type=float, default=DEFAULT_BACKOFF_MAX, metavar="S")
+    parser.add_argument("--ride", type=float, metavar="S",
+                        help="a vehicle unlocked at a station is docked back there after S seconds (default: never)")
     parser.add_argument("--ramp", type=float, default=0.0, metavar="S", help="start the stations over S seconds")
     parser.add_argument("--on-replaced", choices=("stop", "reconnect"), default="stop",
                         help="what a station does when closed with 4001 (default: stop)")
@@ -117,7 +119,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         simulator = Simulator(
             args.url, stations, spots=args.spots, vehicles=args.vehicles, ramp=args.ramp,
             heartbeat=args.heartbeat, call_timeout=args.call_timeout, backoff_min=args.backoff_min,
-            backoff_max=args.backoff_max, stop_when_replaced=args.on_replaced == "stop",
+            backoff_max=args.backoff_max, stop_when_replaced=args.on_replaced == "stop", ride=args.ride,
         )
     except (ValueError, OSError) as exc:
         print(f"knot-rt simulate: {exc}", file=sys.stderr)

@@ -12,7 +12,9 @@ heartbeat event), raises events when something happens at it
 - ``ping``: RESULT, then a ``state``;
 - ``reboot``: RESULT, then the connection closes and the station boots again;
 - ``unlock``: ``accepted`` when a vehicle is docked at the spot (the lock
-  opens, the vehicle leaves, ``unlocked`` follows), else ``rejected``;
+  opens, the vehicle leaves, ``unlocked`` follows), else ``rejected``; with
+  ``ride`` set, a rider brings the vehicle back after that many seconds (see
+  :meth:`~SimulatedStation.ride_back`);
 - ``refresh``: RESULT, then ``locked`` again for each docked vehicle (of the
   spot, or of all spots);
 - ``badge-feedback``: RESULT, kept in :attr:`~SimulatedStation.badge_feedback`;
@@ -99,6 +101,7 @@ class StationOptions(DeviceOptions, total=False):
     """The keyword options a fleet passes to each of its stations."""
 
     battery: int
+    ride: float | None
 
 
 class SimulatedStation(SimulatedDevice):
@@ -115,17 +118,22 @@ class SimulatedStation(SimulatedDevice):
         spots: int = DEFAULT_SPOTS,
         vehicles: Mapping[int, int] | None = None,
         battery: int = DEFAULT_BATTERY,
+        ride: float | None = None,
         changed: Changes | None = None,
         **options: Unpack[DeviceOptions],
     ) -> None:
         """
         ``vehicles`` maps spot number -> vehicle id of the vehicles docked at start;
-        ``battery`` is their charge. Other options (``heartbeat``, ``backoff_min``,
+        ``battery`` is their charge; ``ride``: seconds after which a vehicle
+        unlocked here is docked back (None: never, the caller returns vehicles
+        with :meth:`return_vehicle`). Other options (``heartbeat``, ``backoff_min``,
         ``backoff_max``, ``call_timeout``, ``stop_when_replaced``) are the
         device's (:class:`~knot_rt.simulator.device.SimulatedDevice`).
         """
         if not 1 <= spots <= st.MAX_SPOTS:
             raise ValueError(f"spots must be 1..{st.MAX_SPOTS}, not {spots}")
+        if ride is not None and ride < 0:
+            raise ValueError(f"ride must be at least 0 seconds, not {ride}")
         vehicles = dict(vehicles or {})
         for spot in vehicles:
             if not 1 <= spot <= spots:
@@ -133,6 +141,8 @@ class SimulatedStation(SimulatedDevice):
         super().__init__(station_id, secret, url or default_url(), changed=changed, **options)
         self.station_id = station_id
         self.battery = battery
+        self.ride = ride
+        self._rides: trio.Nursery | None = None
         #: ``config`` values applied so far (``"volume"`` / ``"alarm-threshold"`` -> value).
         self.config: dict[str, int] = {}
         #: The ``badge-feedback`` payloads received, oldest first (the last 16).
@@ -156,8 +166,26 @@ class SimulatedStation(SimulatedDevice):
         except KeyError:
             raise ValueError(f"station {self.station_id} has no spot {number}") from None
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """As the device's; with ``ride``, the rides of vehicles unlocked here run beside it until it stops."""
+        if self.ride is None:
+            await super().run(task_status=task_status)
+            return
+        async with trio.open_nursery() as self._rides:
+            await super().run(task_status=task_status)
+            self._rides.cancel_scope.cancel()
+
     # ------------------------------------------------------------------
     # Things that happen at the station
+
+    async def ride_back(self, spot: int, vehicle: int) -> None:
+        """A rider who took ``vehicle`` from ``spot`` docks it back after ``ride`` seconds: into that spot if it
+        is still free, else into the first free one (none free: the rider keeps it)."""
+        assert self.ride is not None
+        await trio.sleep(self.ride)
+        free = [number for number, s in self._spots.items() if s.vehicle is None]
+        if free:
+            await self.return_vehicle(spot if spot in free else free[0], vehicle)
 
     async def return_vehicle(
         self, spot: int, vehicle: int, *, battery: int | None = None, cache_accepted: bool = False
@@ -249,6 +277,8 @@ class SimulatedStation(SimulatedDevice):
             vehicle = s.vehicle
             s.empty()  # the locker opens, the vehicle leaves
             self._unlocked(payload.spot, payload.unlock, vehicle)
+            if self._rides is not None:
+                self._rides.start_soon(self.ride_back, payload.spot, vehicle)
         elif isinstance(payload, st.RefreshPayload):
             await reply.result()
             for number, s in self._spots.items():
