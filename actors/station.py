@@ -8,8 +8,9 @@ to the station over its current link.
 
 Its I/O comes in as three small interfaces: ``StationStore`` (persistence),
 ``StationLinks`` (the live connection the gateway holds for a station) and
-``StationListener`` (feed events, live availability, vehicles). So it runs in a
-test without a server.
+``StationListener`` (feed events, live availability, vehicles), plus the
+badges domain's ``BadgeBook`` (``actors/badge_reader.py``: the badge links
+waiting at the station's readers). So it runs in a test without a server.
 
 Nothing a station sends can crash it: a frame that does not fit the station
 (an unknown spot) is answered with an ERROR. A command that cannot be sent is a

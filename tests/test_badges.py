@@ -201,8 +201,12 @@ async def test_link_at_a_v5_station_without_spot(harness: Harness) -> None:
     async with booted(harness, site.v5) as socket:
         data = await link_badge(harness, socket, site.token, {"cluster_id": site.v5_cluster, "name": "Keys"},
                                 UID, spot=None)
-    assert data["name"] == "Keys"
-    assert [b["name"] for b in (await badges_of(harness, site.token)).json()["data"]] == ["Keys"]
+        assert data["name"] == "Keys"
+        # The same badge linked again by its owner keeps its id and takes the new name.
+        again = await link_badge(harness, socket, site.token, {"cluster_id": site.v5_cluster, "name": "Home"},
+                                 UID, spot=None)
+    assert again["badge_id"] == data["badge_id"]
+    assert [b["name"] for b in (await badges_of(harness, site.token)).json()["data"]] == ["Home"]
 
 
 async def test_no_badge_within_the_window_fails_the_link(settings: Settings) -> None:
@@ -255,6 +259,17 @@ async def test_a_second_link_at_the_same_reader_waits_its_turn(harness: Harness)
         other_spot, started = await start_link(harness, socket, other_token,
                                                {**body, "spot_id": site.v6.spot_ids[1]})
         assert other_spot.status_code == 200 and started == {"status": STARTED, "spot": 2}
+
+
+async def test_a_spot_of_a_v5_station_names_its_one_reader(harness: Harness) -> None:
+    site = await make_site(harness)
+    async with booted(harness, site.v5) as socket:
+        answer, started = await start_link(
+            harness, socket, site.token, {"cluster_id": site.v5_cluster, "name": "A", "spot_id": site.v5.spot_ids[2]}
+        )
+        assert answer.status_code == 200 and started == {"status": STARTED}
+        busy, _ = await start_link(harness, None, site.token, {"cluster_id": site.v5_cluster, "name": "B"})
+        assert busy.status_code == 409 and busy.json()["code"] == 38
 
 
 async def test_where_there_is_no_reader(harness: Harness) -> None:
