@@ -14,7 +14,6 @@ import trio_asyncio
 
 from knot_rt.badges.service import UnlockRefused
 from knot_rt.config import Settings
-from knot_rt.stations.admin import create_station
 from tests.feed_client import FeedClient, open_feed, rider_seeing
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, open_test_session, serving
@@ -50,34 +49,28 @@ class Site:
 
 
 async def cluster(harness: Harness, network: int, name: str, *, reader: bool) -> int:
-    found: int = await harness.db.fetchval(
-        """INSERT INTO clusters (network_id, name, latitude, longitude, has_badge_reader)
-           VALUES ($1, $2, 48.58, 7.73, $3) RETURNING id""",
-        network, name, reader,
-    )
-    return found
+    return await harness.make.cluster(network, name, has_badge_reader=reader)
 
 
 async def station(harness: Harness, cluster_id: int, version: str) -> Station:
-    made = await harness.db.transaction(lambda conn: create_station(conn, cluster_id, 4, version=version))
+    made = await harness.make.station(cluster_id, 4, version=version)
     return Station(made.station_id, made.secret, made.spot_ids)
 
 
 async def make_site(harness: Harness) -> Site:
-    network = await harness.create_network()
+    network = await harness.make.network()
     v6_cluster = await cluster(harness, network, "Gare", reader=True)
     v5_cluster = await cluster(harness, network, "Parc", reader=True)
     readerless = await cluster(harness, network, "Quai", reader=False)
     v6 = await station(harness, v6_cluster, "v6")
     v5 = await station(harness, v5_cluster, "v5")
     await station(harness, readerless, "v6")
-    rider = await rider_seeing(harness, network)  # reloads the catalog: the clusters above are seen
+    rider = await rider_seeing(harness, network)  # its app label shows the network: the clusters above are seen
     return Site(network, v6_cluster, v5_cluster, readerless, v6, v5, rider, await open_test_session(harness, rider))
 
 
 async def another_rider(harness: Harness, email: str) -> tuple[int, str]:
-    label = await harness.db.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
-    user = await harness.create_user(email, app_label=label)
+    user = await harness.create_user(email, app_label=await harness.make.app_label_once("knot"))
     return user, await open_test_session(harness, user)
 
 
@@ -285,10 +278,9 @@ async def test_where_there_is_no_reader(harness: Harness) -> None:
 
 async def test_unknown_unseen_and_offline_places(harness: Harness) -> None:
     site = await make_site(harness)
-    hidden_network = await harness.create_network("Hidden")
+    hidden_network = await harness.make.network("Hidden")  # shown by no app: the rider does not see it
     hidden = await cluster(harness, hidden_network, "Secret", reader=True)
     await station(harness, hidden, "v5")
-    await harness.svc.catalog.reload()
     for body in (
         {"cluster_id": hidden, "name": "Card"},  # not seen by the rider
         {"cluster_id": 10**12, "name": "Card"},  # unknown

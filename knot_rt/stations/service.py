@@ -162,13 +162,13 @@ class StationService:
         return await self.db.run(lambda conn: station_scope(conn, station_id))
 
     async def create_station(
-        self, cluster_id: int, spot_count: int, *, first_displayed_number: int = 1
+        self, cluster_id: int, spot_count: int, *, first_displayed_number: int = 1, version: str = "v6",
     ) -> NewStation:
         """A new station of the cluster with its spots and secret, in one unit of work (``ApiError`` for a bad
         spot count or an unknown cluster). The gateway lets it in at its first connection: its actor starts
-        then, reading the rows."""
+        then, reading the rows. ``version``: "v6" (a badge reader per spot) or "v5" (one for the station)."""
         return await self.work.run(lambda uow: create_station(
-            uow.conn, cluster_id, spot_count, first_displayed_number=first_displayed_number,
+            uow.conn, cluster_id, spot_count, version=version, first_displayed_number=first_displayed_number,
         ))
 
     async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None) -> int:
