@@ -14,9 +14,10 @@ import trio_asyncio
 
 from knot_rt.badges.service import UnlockRefused
 from knot_rt.config import Settings
+from knot_rt.simulator.station import SimulatedStation
 from tests.feed_client import FeedClient, open_feed, rider_seeing
 from tests.station_client import RawStation, station_socket
-from tests.support import Harness, bearer, open_test_session, serving
+from tests.support import Harness, bearer, eventually, open_test_session, serving, wait_station_online
 
 UID = "04A1B2C3D4E5F6"  # a 7-byte ISO 14443A UID
 OTHER_UID = "0badcafe"
@@ -425,3 +426,33 @@ async def test_a_linked_badge_unlocks_for_its_user(harness: Harness) -> None:
         unlocker.refusal = UnlockRefused("vehicle not available")
         failed = await badge_feedback_after(socket, await show_badge(socket, UID, 2))
     assert failed == {"status": FAILURE, "spot": 2}
+
+
+async def test_a_badge_at_a_docked_vehicle_starts_its_users_rent(harness: Harness) -> None:
+    """The whole path with the rents domain wired in (``RentService.unlock_for_badge``) and a simulated station."""
+    make = harness.make
+    label = await make.app_label_once("knot")
+    network = await make.network(labels=[label], center=(48.58, 7.73))
+    cluster_id = await make.cluster(network, has_badge_reader=True)
+    made = await make.station(cluster_id, 4)
+    await make.vehicles(network, [101])
+    await harness.svc.catalog.reload()
+    rider = await harness.create_user("rider@example.com", app_label=label)
+    token = await open_test_session(harness, rider)
+    sim = SimulatedStation(made.station_id, made.secret, harness.station_url, spots=4, vehicles={1: 101},
+                           heartbeat=3600)
+    async with trio.open_nursery() as nursery, user_feed(harness, token) as feed:
+        await nursery.start(sim.run)
+        await sim.wait_connected()
+        await wait_station_online(harness, made.station_id)
+        await eventually(lambda: harness.svc.vehicles.state(101).online)
+        linked = await harness.client.post(
+            "/api/application/badges/link", json={"cluster_id": cluster_id, "name": "Card",
+                                                  "spot_id": made.spot_ids[1]}, headers=bearer(token))
+        assert linked.status_code == 200, linked.text
+        await (await sim.badge(UID, 2)).wait()
+        assert [e["event"] for e in await feed.events(1)] == ["badge.linked"]
+        await (await sim.badge(UID, 1)).wait()  # at the docked vehicle's spot
+        assert [e["event"] for e in await feed.events(2)] == ["vehicle.unlocked", "rent.started"]
+        sim.stop()
+    assert [(f.status, f.spot) for f in sim.badge_feedback] == [(STARTED, 2), (LINKED, 2)]
