@@ -8,8 +8,9 @@ to the station over its current link.
 
 Its I/O comes in as three small interfaces: ``StationStore`` (persistence),
 ``StationLinks`` (the live connection the gateway holds for a station) and
-``StationListener`` (feed events, live availability, vehicles). So it runs in a
-test without a server.
+``StationListener`` (feed events, live availability, vehicles), plus the
+badges domain's ``BadgeBook`` (``actors/badge_reader.py``: the badge links
+waiting at the station's readers). So it runs in a test without a server.
 
 Nothing a station sends can crash it: a frame that does not fit the station
 (an unknown spot) is answered with an ERROR. A command that cannot be sent is a
@@ -23,12 +24,28 @@ next time this actor starts (``on_start`` reconciles the online flag).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+import trio
+
+from actors.badge_reader import (
+    DEFAULT_LINK_SECONDS,
+    BadgeBook,
+    BadgeLinkAbandoned,
+    BadgeLinkExpired,
+    BadgeReaderBusy,
+    BadgeReaders,
+    LinkFailure,
+    LinkOutcome,
+    PendingLink,
+    StartBadgeLink,
+)
+from actors.errors import ActorStopped
 from actors.reply import OneShot
 from actors.runtime import Actor
 from protocols import station as wire
@@ -260,7 +277,10 @@ class Crash:
     reason: str = "forced crash"
 
 
-StationMessage = Attached | Detached | Incoming | Command | UnlockSpot | SetSpotMaintenance | GetView | Crash
+StationMessage = (
+    Attached | Detached | Incoming | Command | UnlockSpot | SetSpotMaintenance | GetView | Crash
+    | StartBadgeLink | BadgeLinkExpired | BadgeLinkAbandoned
+)
 
 
 class Failure(StrEnum):
@@ -293,7 +313,7 @@ class PendingCommand(OneShot[dict[str, Any] | CommandFailed]):
         self.unlock_id = unlock_id
 
 
-StationReply = StationView | PendingCommand | CommandFailed | None
+StationReply = StationView | PendingCommand | CommandFailed | BadgeReaderBusy | None
 
 
 def now_ms() -> int:
@@ -314,6 +334,8 @@ class StationActor(Actor[StationMessage, StationReply]):
         *,
         heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
         call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
+        badges: BadgeBook | None = None,
+        badge_link_seconds: float = DEFAULT_LINK_SECONDS,
     ) -> None:
         self.station_id = station_id
         self._store = store
@@ -324,6 +346,8 @@ class StationActor(Actor[StationMessage, StationReply]):
         self.view: StationView | None = None
         self._link: StationLink | None = None
         self._unlocks: dict[int, int] = {}  # unlock id -> spot, sent and not yet reported `unlocked`
+        self._badges = badges  # None: badges are recorded, nothing more
+        self._readers = BadgeReaders(badge_link_seconds)
 
     # lifecycle -------------------------------------------------------------
 
@@ -364,6 +388,8 @@ class StationActor(Actor[StationMessage, StationReply]):
                 return self.view
             case Crash(reason):
                 raise RuntimeError(reason)
+            case StartBadgeLink() | BadgeLinkExpired() | BadgeLinkAbandoned():
+                return await self._badge_message(message)
         raise TypeError(f"unknown message {message!r}")
 
     # connection ------------------------------------------------------------
@@ -440,6 +466,8 @@ class StationActor(Actor[StationMessage, StationReply]):
         if isinstance(call.payload, wire.UnlockedPayload):
             self._unlocks.pop(call.payload.unlock, None)
         await self._apply(call, changes)
+        if isinstance(call.payload, wire.BadgeRfidPayload):
+            await self._badge_read(call.payload)
         await self._answer(link, wire.result(call.id, result))
 
     async def _internal_error(self, link: StationLink, call: wire.Call, what: str, exc: Exception) -> None:
@@ -624,6 +652,91 @@ class StationActor(Actor[StationMessage, StationReply]):
         if isinstance(outcome, dict) and outcome.get("status") == wire.UnlockStatus.REJECTED.value:
             outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} rejected the unlock")
         pending.resolve(outcome)
+
+    # badges: links waiting at the readers (bookkeeping in actors/badge_reader.py) ------------
+
+    async def _badge_message(self, message: StartBadgeLink | BadgeLinkExpired | BadgeLinkAbandoned) -> StationReply:
+        match message:
+            case StartBadgeLink(user_id, name, spot):
+                return self._start_badge_link(user_id, name, spot)
+            case BadgeLinkExpired(waiting):
+                if self._readers.drop(waiting):
+                    await self._badge_link_failed(waiting, LinkFailure.TIMEOUT)
+            case BadgeLinkAbandoned(waiting):
+                self._readers.drop(waiting)
+        return None
+
+    def _start_badge_link(self, user_id: int, name: str, spot: int | None) -> StationReply:
+        """Wait for the user's badge at a reader and tell the station (LINK_STARTED)."""
+        if self._badges is None:
+            return CommandFailed(Failure.UNAVAILABLE, "badges cannot be linked here")
+        link = self._usable_link()
+        if isinstance(link, CommandFailed):
+            return link
+        if spot is not None and self.view is not None and self.view.spot(spot) is None:
+            return CommandFailed(Failure.INVALID, f"station {self.station_id} has no spot {spot}")
+        waiting = self._readers.start(user_id, name, spot, trio.current_time())
+        if waiting is None:
+            return BadgeReaderBusy(spot)
+        started = self._badge_feedback(wire.BadgeFeedbackStatus.LINK_STARTED, spot)
+        if isinstance(started, PendingCommand):
+            self.background.start_soon(self._watch_badge_link, waiting, started)
+        else:
+            self._readers.drop(waiting)
+        return started
+
+    async def _watch_badge_link(self, waiting: PendingLink, started: PendingCommand) -> None:
+        """Ends the link when the station did not take LINK_STARTED, else when its window ends."""
+        if isinstance(await started.wait(), CommandFailed):
+            await self._tell_self_waiting(BadgeLinkAbandoned(waiting))
+            return
+        await trio.sleep_until(waiting.deadline)
+        await self._tell_self_waiting(BadgeLinkExpired(waiting))
+
+    async def _tell_self_waiting(self, message: StationMessage) -> None:
+        """From a background task: queue ``message``, waiting for room (a timer's message is never dropped)."""
+        with contextlib.suppress(ActorStopped):
+            await self.ref.send(message)
+
+    async def _badge_read(self, payload: wire.BadgeRfidPayload) -> None:
+        """A badge at a reader (recorded already): it completes the link waiting there, else it is an unlock."""
+        if self._badges is None:
+            return
+        waiting = self._readers.take(payload.spot, trio.current_time())
+        if waiting is None:
+            self.background.start_soon(self._badge_presented, self._badges, payload.spot, payload.badge_id)
+            return
+        try:
+            outcome = await self._badges.link(waiting.user_id, waiting.name, payload.badge_id)
+        except Exception:  # e.g. the database is down: the rider is told, the station shows a failure
+            log.warning("station %s: linking a badge failed", self.station_id, exc_info=True,
+                        extra={"station_id": self.station_id})
+            await self._badge_link_failed(waiting, LinkFailure.UNAVAILABLE)
+            return
+        if outcome is LinkOutcome.LINKED:
+            self._badge_feedback(wire.BadgeFeedbackStatus.LINKED, waiting.spot)
+        else:
+            await self._badge_link_failed(waiting, LinkFailure.TAKEN)
+
+    async def _badge_link_failed(self, waiting: PendingLink, reason: LinkFailure) -> None:
+        """The station shows a failure; the rider gets ``badge.link_failed`` (best effort: a link is no rent)."""
+        self._badge_feedback(wire.BadgeFeedbackStatus.FAILURE, waiting.spot)
+        assert self._badges is not None
+        try:
+            await self._badges.link_failed(waiting.user_id, waiting.name, reason)
+        except Exception:
+            log.warning("station %s: telling user %s of a failed badge link failed", self.station_id,
+                        waiting.user_id, exc_info=True, extra={"station_id": self.station_id})
+
+    def _badge_feedback(self, status: wire.BadgeFeedbackStatus, spot: int | None) -> StationReply:
+        return self._command(wire.Action.BADGE_FEEDBACK, wire.BadgeFeedbackPayload(status=status, spot=spot))
+
+    async def _badge_presented(self, badges: BadgeBook, spot: int | None, uid: str) -> None:
+        try:
+            await badges.badge_presented(self.station_id, spot, uid)
+        except Exception:  # the hook's trouble never crashes the station
+            log.exception("station %s: the badge unlock hook failed", self.station_id,
+                          extra={"station_id": self.station_id})
 
 
 class _Misfit(Exception):

@@ -132,6 +132,7 @@ class Settings:
     station_restart_backoff: float = 0.5  # first delay before an actor restart, doubling, capped at 30 s
     station_restart_storm: int = 500  # restarts of all station actors within 5 s that escalate the subtree
     subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
+    badge_link_seconds: float = 60.0  # a badge link waits this long at its reader for the badge
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
     rent_unlock_seconds: float = 30.0  # an unlocking rent without the station's `unlocked` this long fails
     feed_queue_capacity: int = 256
@@ -163,6 +164,7 @@ class Settings:
             station_max_connections=_env_int("KNOT_STATION_MAX_CONNECTIONS", 20_000),
             station_max_handshakes=_env_int("KNOT_STATION_MAX_HANDSHAKES", 512),
             station_auth_failures=env("KNOT_STATION_AUTH_FAILURES", "20/minute"),
+            badge_link_seconds=_env_float("KNOT_BADGE_LINK_SECONDS", 60.0),
             social=SocialConfig.from_env(),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]

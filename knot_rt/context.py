@@ -8,6 +8,7 @@ from datetime import timedelta
 from quart import current_app
 
 from .accounts.service import AccountService
+from .badges.service import BadgeService
 from .bus import FeedBus, FeedHub
 from .catalog.memory import Catalog
 from .catalog.service import CatalogService
@@ -48,6 +49,7 @@ class Services:
     accounts: AccountService
     content: ContentService
     rents: RentService
+    badges: BadgeService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -65,6 +67,8 @@ class Services:
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
             settings=settings,
         )
+        badges = BadgeService(work, stations, settings.secret_key)
+        stations.badges = badges  # the station actors hand it what their readers see
         catalog = Catalog(db, vehicles)
         signer = TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds)
         passwords = passwords or Passwords()
@@ -77,6 +81,8 @@ class Services:
         )
         hub = FeedHub()
         access = AccessCache()
+        rents = RentService(work, catalog, stations, vehicles, access, book=rent_book)
+        badges.unlocker = rents  # a badge shown with no link waiting starts or resumes its user's rent
         return cls(
             settings=settings,
             db=db,
@@ -97,7 +103,8 @@ class Services:
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
             ),
             content=ContentService(db, work),
-            rents=RentService(work, catalog, stations, vehicles, access, book=rent_book),
+            rents=rents,
+            badges=badges,
         )
 
 

@@ -52,6 +52,8 @@ class ErrorCode(IntEnum):
     LOCK_NOT_ALLOWED_HERE = 39
     DEVICE_TIMEOUT = 40
     DEVICE_REJECTED = 41
+    NO_BADGE_READER = 37
+    BADGE_LINK_WAITING = 38
     SERVICE_UNAVAILABLE = 48
     DEVICE_OFFLINE = 50
     INVALID_2FA_SETUP = 60
@@ -105,6 +107,9 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.LOCK_NOT_ALLOWED_HERE: ErrorInfo(403, "The vehicle may not be locked here"),
     ErrorCode.DEVICE_TIMEOUT: ErrorInfo(504, "The device did not answer in time"),
     ErrorCode.DEVICE_REJECTED: ErrorInfo(409, "The device rejected the command"),
+    ErrorCode.NO_BADGE_READER: ErrorInfo(409, "No badge reader there (a cluster without one, or a v6 station "
+                                              "without spot_id)"),
+    ErrorCode.BADGE_LINK_WAITING: ErrorInfo(409, "A badge link is already waiting at that reader"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
     ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),

@@ -143,9 +143,12 @@ class Factory:
 
     # stations and vehicles -------------------------------------------------------------------------------
 
-    async def station(self, cluster: int, spots: int = 4, *, first_displayed_number: int = 1) -> NewStation:
+    async def station(self, cluster: int, spots: int = 4, *, first_displayed_number: int = 1,
+                      version: str = "v6") -> NewStation:
         """A station with its spots and its secret (``NewStation.secret``, shown once, as the CLI prints it)."""
-        return await self.svc.stations.create_station(cluster, spots, first_displayed_number=first_displayed_number)
+        return await self.svc.stations.create_station(
+            cluster, spots, first_displayed_number=first_displayed_number, version=version,
+        )
 
     async def stations(self, cluster: int, count: int, spots: int = 4) -> list[tuple[int, str]]:
         """``count`` stations of the cluster: (station id, secret) each."""

@@ -7,6 +7,7 @@ from quart import Blueprint
 from . import (
     announcements,
     app_labels,
+    badges,
     clusters,
     consents,
     countries,
@@ -23,6 +24,7 @@ from . import (
 BLUEPRINTS: list[Blueprint] = [
     app_labels.bp,
     announcements.bp,
+    badges.bp,
     clusters.bp,
     consents.bp,
     countries.bp,

@@ -33,6 +33,7 @@ from actors import (
     Supervisor,
     SupervisorSpec,
 )
+from actors.badge_reader import BadgeBook, BadgeReaderBusy, StartBadgeLink
 from actors.station import (
     Command,
     CommandFailed,
@@ -106,6 +107,10 @@ class StationService:
         self.live.vehicle_moves = self.vehicle_service.mover(self.registry, unknown=self._unknown_vehicle)
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
+        # Wiring point of the badges domain (``Services.build`` sets it before anything runs): the station
+        # actors hand it the badges their readers see. None: badges are recorded, nothing more.
+        self.badges: BadgeBook | None = None
+        self.badge_link_seconds = options.badge_link_seconds
         self.gateway = StationGateway(
             self.store.secret_hash, self.actor, ping_interval=ping_interval, secret_hashes=self.store.secret_hashes,
             max_connections=options.station_max_connections, max_handshakes=options.station_max_handshakes,
@@ -132,6 +137,7 @@ class StationService:
         return StationActor(
             int(actor_id), self.store, self.gateway.links, self.live,
             heartbeat_interval=self.heartbeat_interval, call_timeout=self.call_timeout,
+            badges=self.badges, badge_link_seconds=self.badge_link_seconds,
         )
 
     async def actor(self, station_id: int) -> StationRef:
@@ -156,13 +162,13 @@ class StationService:
         return await self.db.run(lambda conn: station_scope(conn, station_id))
 
     async def create_station(
-        self, cluster_id: int, spot_count: int, *, first_displayed_number: int = 1
+        self, cluster_id: int, spot_count: int, *, first_displayed_number: int = 1, version: str = "v6",
     ) -> NewStation:
         """A new station of the cluster with its spots and secret, in one unit of work (``ApiError`` for a bad
         spot count or an unknown cluster). The gateway lets it in at its first connection: its actor starts
-        then, reading the rows."""
+        then, reading the rows. ``version``: "v6" (a badge reader per spot) or "v5" (one for the station)."""
         return await self.work.run(lambda uow: create_station(
-            uow.conn, cluster_id, spot_count, first_displayed_number=first_displayed_number,
+            uow.conn, cluster_id, spot_count, version=version, first_displayed_number=first_displayed_number,
         ))
 
     async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None) -> int:
@@ -192,7 +198,15 @@ class StationService:
         _, result = await self._command(station_id, Command(action, payload))
         return result
 
-    async def _command(self, station_id: int, message: Command | UnlockSpot) -> tuple[PendingCommand, dict[str, Any]]:
+    async def start_badge_link(self, station_id: int, user_id: int, name: str, spot: int | None) -> None:
+        """Wait for the user's badge at a reader of the station (``spot`` None: its one reader); returns once
+        the station took LINK_STARTED. Raises ``ApiError``: a link already waits there 409 (38), else as
+        ``command``."""
+        await self._command(station_id, StartBadgeLink(user_id, name, spot))
+
+    async def _command(
+        self, station_id: int, message: Command | UnlockSpot | StartBadgeLink
+    ) -> tuple[PendingCommand, dict[str, Any]]:
         actor = self.running_actor(station_id)
         if actor is None:
             raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
@@ -212,6 +226,8 @@ class StationService:
             failed: CommandFailed = outcome
         elif isinstance(reply, CommandFailed):
             failed = reply
+        elif isinstance(reply, BadgeReaderBusy):
+            raise ApiError(ErrorCode.BADGE_LINK_WAITING)
         else:  # pragma: no cover - the actor answers one of the two
             raise ApiError(ErrorCode.INTERNAL)
         raise ApiError(_FAILURES[failed.failure], failed.message)
