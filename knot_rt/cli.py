@@ -240,8 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knot-rt", description="knot_rt: the Knot application API")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def db_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--database-url", help="PostgreSQL URL (env DATABASE_URL); default: embedded cluster")
+    def on_database(command: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
+        """Finish a command that works on the database: its ``--database-url`` (listed last) and its function."""
+        command.add_argument("--database-url", help="PostgreSQL URL (env DATABASE_URL); default: embedded cluster")
+        command.set_defaults(func=func)
+
+    def group(name: str, summary: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        """A command made of sub-commands (``knot-rt NAME SUB``)."""
+        return sub.add_parser(name, help=summary).add_subparsers(dest=f"{name}_command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", help="address to bind (env KNOT_HOST, default 127.0.0.1)")
@@ -249,8 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--station-port", type=int,
                        help=f"station gateway port (env KNOT_STATION_PORT, default {station_wire.DEFAULT_PORT})")
     serve.add_argument("--demo", action="store_true", help="load the demo data first")
-    db_options(serve)
-    serve.set_defaults(func=cmd_serve)
+    on_database(serve, cmd_serve)
 
     demo = sub.add_parser("demo", help="load the demo data and the city of Strasbourg (idempotent)")
     demo.add_argument("--scale", type=int, default=1, metavar="N",
@@ -258,45 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stations-file", metavar="F",
                       help="issue new secrets to the city's stations and write ID:SECRET lines to F (mode 600),"
                            " for `knot-rt simulate --stations-file F`")
-    db_options(demo)
-    demo.set_defaults(func=cmd_demo)
+    on_database(demo, cmd_demo)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)
 
-    user = sub.add_parser("user", help="manage accounts")
-    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_sub = group("user", "manage accounts")
     create = user_sub.add_parser("create", help="create a confirmed account")
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
     create.add_argument("--perm", action="append", metavar="KEY[:write]", help="permission (repeatable)")
     create.add_argument("--network", action="append", type=int, metavar="ID", help="network of the permissions")
-    db_options(create)
-    create.set_defaults(func=cmd_user_create)
-    station = sub.add_parser("station", help="manage stations")
-    station_sub = station.add_subparsers(dest="station_command", required=True)
+    on_database(create, cmd_user_create)
+    station_sub = group("station", "manage stations")
     create_station = station_sub.add_parser("create", help="create a station; prints its id and secret")
     create_station.add_argument("--cluster", type=int, required=True, metavar="ID")
     create_station.add_argument("--spots", type=int, required=True, metavar="N", help="1 to 32")
     create_station.add_argument("--count", type=int, default=1, help="how many stations (default 1)")
     create_station.add_argument("--stations-file", metavar="F", help="also append ID:SECRET lines to F")
-    db_options(create_station)
-    create_station.set_defaults(func=cmd_station_create)
+    on_database(create_station, cmd_station_create)
     secret = station_sub.add_parser("secret", help="rotate a station's secret; prints the new one")
     secret.add_argument("station_id", type=int)
-    db_options(secret)
-    secret.set_defaults(func=cmd_station_secret)
+    on_database(secret, cmd_station_secret)
 
-    vehicle = sub.add_parser("vehicle", help="manage vehicles")
-    vehicle_sub = vehicle.add_subparsers(dest="vehicle_command", required=True)
+    vehicle_sub = group("vehicle", "manage vehicles")
     create_vehicle = vehicle_sub.add_parser("create", help="add a vehicle to a network; prints it as JSON")
     create_vehicle.add_argument("--network", type=int, required=True, metavar="ID")
     create_vehicle.add_argument("--serial", required=True, metavar="S", help="its serial number (unique)")
     create_vehicle.add_argument("--id", type=int, metavar="N",
                                 help="the id the stations read from the vehicle (default: the next free one)")
     create_vehicle.add_argument("--model", type=int, metavar="ID", help="its vehicle model")
-    db_options(create_vehicle)
-    create_vehicle.set_defaults(func=cmd_vehicle_create)
+    on_database(create_vehicle, cmd_vehicle_create)
 
     from .simulator.cli import add_arguments as simulate_arguments
 

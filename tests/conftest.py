@@ -51,55 +51,41 @@ def pg_server_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def template_url(pg_server_url: str) -> Iterator[str]:
-    async def build() -> None:
+def _on_server(pg_server_url: str, *statements: str) -> None:
+    """Run statements on the server's own database, one by one (CREATE and DROP DATABASE refuse a transaction)."""
+    async def run() -> None:
         admin = await asyncpg.connect(pg_server_url)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
-            await admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
+            for statement in statements:
+                await admin.execute(statement)
         finally:
             await admin.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_server_url: str) -> Iterator[str]:
+    _on_server(pg_server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}"', f'CREATE DATABASE "{TEMPLATE}"')
+
+    async def migrate() -> None:
         conn = await asyncpg.connect(_with_database(pg_server_url, TEMPLATE))
         try:
             await apply_migrations(conn)
         finally:
             await conn.close()
 
-    asyncio.run(build())
+    asyncio.run(migrate())
     yield _with_database(pg_server_url, TEMPLATE)
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(pg_server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(drop())
+    _on_server(pg_server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
 
 @pytest.fixture
 def database_url(pg_server_url: str, template_url: str) -> Iterator[str]:
     name = f"knot_test_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(pg_server_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-        finally:
-            await admin.close()
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(pg_server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    _on_server(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     yield _with_database(pg_server_url, name)
-    asyncio.run(drop())
+    _on_server(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

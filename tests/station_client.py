@@ -74,3 +74,11 @@ async def station_socket(
         **options,
     ) as ws:
         yield RawStation(ws)
+
+
+@asynccontextmanager
+async def booted_station(url: str, station_id: int, secret: str, *, spots: int = 4) -> AsyncIterator[RawStation]:
+    """A station socket whose boot the server accepted (answered with a result, message type 3)."""
+    async with station_socket(url, station_id, secret) as station:
+        assert (await station.boot(spots=spots))[0] == 3
+        yield station

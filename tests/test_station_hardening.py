@@ -19,7 +19,7 @@ from actors.vehicle import VEHICLE
 from knot_rt.config import Settings
 from protocols import station as wire
 from tests.feed_client import open_feed
-from tests.station_client import RawStation, state_payload, station_socket
+from tests.station_client import RawStation, booted_station, state_payload, station_socket
 from tests.support import Harness, eventually, open_test_session
 from tests.test_station_cli import knot_rt, printed
 from tests.test_stations import Site, make_site, unlock_by_operator
@@ -82,11 +82,10 @@ async def test_a_poison_station_disturbs_none_of_100_innocent_stations(harness: 
     async with AsyncExitStack() as stack:
         sockets: list[RawStation] = []
         for station_id, secret in innocents:
-            station = await stack.enter_async_context(station_socket(harness.station_url, station_id, secret))
-            assert (await station.boot(spots=2))[0] == 3
-            sockets.append(station)
-        poison = await stack.enter_async_context(station_socket(harness.station_url, poison_id, poison_secret))
-        assert (await poison.boot(spots=2))[0] == 3
+            sockets.append(
+                await stack.enter_async_context(booted_station(harness.station_url, station_id, secret, spots=2))
+            )
+        poison = await stack.enter_async_context(booted_station(harness.station_url, poison_id, poison_secret, spots=2))
 
         frames = poison_frames()
         answers: list[list[Any]] = []
@@ -123,10 +122,8 @@ async def test_a_poison_station_disturbs_none_of_100_innocent_stations(harness: 
 async def test_a_crash_loop_backs_off_and_disconnects_that_station_only(harness: Harness) -> None:
     site = await make_site(harness, stations=2)
     (victim_id, victim_secret), (other_id, other_secret) = site.stations
-    async with station_socket(harness.station_url, other_id, other_secret) as other:
-        await other.boot()
-        async with station_socket(harness.station_url, victim_id, victim_secret) as victim:
-            await victim.boot()
+    async with booted_station(harness.station_url, other_id, other_secret) as other:
+        async with booted_station(harness.station_url, victim_id, victim_secret) as victim:
             ref = harness.svc.stations.running_actor(victim_id)
             assert ref is not None
             crashes = 0
@@ -157,9 +154,7 @@ async def test_a_subtree_escalation_degrades_health_and_the_subtree_comes_back(h
     async with AsyncExitStack() as stack:
         sockets = []
         for station_id, secret in site.stations:
-            station = await stack.enter_async_context(station_socket(harness.station_url, station_id, secret))
-            await station.boot()
-            sockets.append(station)
+            sockets.append(await stack.enter_async_context(booted_station(harness.station_url, station_id, secret)))
         for station_id, _ in site.stations:  # three restarts in 5 s across the stations: a storm
             ref = harness.svc.stations.running_actor(station_id)
             assert ref is not None
@@ -204,8 +199,7 @@ async def test_unknown_and_foreign_vehicles_start_no_actor_and_are_a_fault_once(
     registry = harness.svc.stations.registry
     async with open_feed(harness.base_url, site.operator_token) as feed:
         assert (await feed.subscribe(f"station:{station_id}"))["code"] == 0
-        async with station_socket(harness.station_url, station_id, secret) as station:
-            await station.boot()
+        async with booted_station(harness.station_url, station_id, secret) as station:
             await feed.events(1)  # station.online
             for battery in (80, 70, 60):  # reported again and again: one fault per id
                 assert (await station.state({1: 101, 2: 500, 3: 999}, battery=battery))[::2] == [3, {}]
@@ -230,8 +224,7 @@ async def test_idle_vehicle_actors_stop_and_come_back_on_use(harness: Harness) -
     site = await make_site(harness, stations=1)
     station_id, secret = site.stations[0]
     registry = harness.svc.stations.registry
-    async with station_socket(harness.station_url, station_id, secret) as station:
-        await station.boot()
+    async with booted_station(harness.station_url, station_id, secret) as station:
         await station.state({1: 101}, battery=80)
         await eventually(lambda: registry.lookup(VEHICLE, "101") is not None)
         await eventually(lambda: registry.lookup(VEHICLE, "101") is None)  # idle for 0.5 s: stopped
@@ -323,10 +316,8 @@ async def test_a_silent_handshake_is_dropped_after_the_time_limit(harness: Harne
 async def test_a_rotated_secret_closes_the_socket_that_used_the_old_one(harness: Harness, tmp_path: Path) -> None:
     site = await make_site(harness, stations=2)
     (station_id, secret), (other_id, other_secret) = site.stations
-    async with station_socket(harness.station_url, other_id, other_secret) as other:
-        await other.boot()
-        async with station_socket(harness.station_url, station_id, secret) as station:
-            await station.boot()
+    async with booted_station(harness.station_url, other_id, other_secret) as other:
+        async with booted_station(harness.station_url, station_id, secret) as station:
             rotated = printed(await knot_rt(harness.svc.settings.database_url or "", tmp_path, "station", "secret",
                                             str(station_id)))
             with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:

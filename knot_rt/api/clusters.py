@@ -14,7 +14,8 @@ unit of work, then a targeted update of the in-memory catalog before answering.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints
 from quart import Blueprint
@@ -42,6 +43,8 @@ from .catalog_models import (
 from .models import Body, Data, Lang, Ok, PageQuery, Positive
 
 bp = Blueprint("clusters", __name__, url_prefix="/api/application")
+
+R = TypeVar("R")
 
 TAGS = ["Clusters"]
 PERMISSION = "clusters"
@@ -159,9 +162,17 @@ async def _check_write(scope: Scope | None, what: str) -> None:
         raise ApiError(ErrorCode.NOT_ALLOWED)
 
 
-async def _writable_cluster(cluster_id: int) -> None:
-    scope = await services().catalog_service.cluster_scope(cluster_id)
-    await _check_write(scope, f"cluster {cluster_id}")
+async def _write_cluster(cluster_id: int, write: Callable[[CatalogService], Awaitable[R | None]]) -> R:
+    """Check the caller may write the cluster, then run the write; its answer.
+
+    The write answers None or False for a cluster gone since the check: 404 like an unknown one.
+    """
+    catalog = services().catalog_service
+    await _check_write(await catalog.cluster_scope(cluster_id), f"cluster {cluster_id}")
+    result = await write(catalog)
+    if result is None or result is False:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
+    return result
 
 
 # reads ----------------------------------------------------------------------------------------
@@ -320,10 +331,7 @@ async def create_cluster(data: CreateClusterBody) -> Ok:
 @validate_response(Ok)
 async def rename_cluster(cluster_id: int, data: RenameClusterBody) -> Ok:
     """Update the cluster name (``perm:clusters`` write)."""
-    await _writable_cluster(cluster_id)
-    svc = services()
-    if not await svc.catalog_service.rename_cluster(cluster_id, data.name):
-        raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
+    await _write_cluster(cluster_id, lambda catalog: catalog.rename_cluster(cluster_id, data.name))
     return Ok()
 
 
@@ -334,11 +342,7 @@ async def rename_cluster(cluster_id: int, data: RenameClusterBody) -> Ok:
 @validate_response(Data[MovedParkings])
 async def move_cluster(cluster_id: int, data: MoveClusterBody) -> Data[MovedParkings]:
     """Move a cluster to a new location; the virtual parkings that follow it move by the same delta."""
-    await _writable_cluster(cluster_id)
-    svc = services()
-    parkings = await svc.catalog_service.move_cluster(cluster_id, data.lat, data.lng)
-    if parkings is None:
-        raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
+    parkings = await _write_cluster(cluster_id, lambda catalog: catalog.move_cluster(cluster_id, data.lat, data.lng))
     return Data(data=MovedParkings(parkings=parkings))
 
 
@@ -349,8 +353,5 @@ async def move_cluster(cluster_id: int, data: MoveClusterBody) -> Data[MovedPark
 @validate_response(Ok)
 async def set_max_unlock_distance(cluster_id: int, data: MaxUnlockDistanceBody) -> Ok:
     """Update the max unlock distance for a specific cluster (10 to 1000 metres, or null)."""
-    await _writable_cluster(cluster_id)
-    svc = services()
-    if not await svc.catalog_service.set_max_unlock_distance(cluster_id, data.new_distance):
-        raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
+    await _write_cluster(cluster_id, lambda catalog: catalog.set_max_unlock_distance(cluster_id, data.new_distance))
     return Ok()

@@ -45,10 +45,9 @@ from ..web.auth import (
     require_user,
 )
 from .models import (
-    CURRENT_PASSWORD_FIELD,
     AppLabelName,
     Body,
-    CurrentPassword,
+    IdentityBody,
     Lang,
     LoginDevice,
     LoginResponse,
@@ -100,12 +99,11 @@ class TwoFactorVerifyBody(Body):
     mfa_token: OtpCode
 
 
-class TwoFactorBeginBody(Body):
-    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+class TwoFactorBeginBody(IdentityBody):
+    pass
 
 
-class TwoFactorDisableBody(Body):
-    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+class TwoFactorDisableBody(IdentityBody):
     mfa_token: OtpCode = Field(description="A current code of the OTP app.")
 
 

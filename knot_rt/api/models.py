@@ -38,6 +38,16 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class IdentityBody(Body):
+    """A body of a sensitive change: the caller proves again who they are with the current password.
+
+    One declaration for every route that re-authenticates (``web/auth.confirm_identity``), so the
+    field's rules and description cannot drift between them.
+    """
+
+    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
+
+
 class Ok(BaseModel):
     code: int = 0
 

@@ -29,11 +29,10 @@ from ..web.auth import (
     require_user,
 )
 from .models import (
-    CURRENT_PASSWORD_FIELD,
     AppLabelName,
     Body,
-    CurrentPassword,
     Data,
+    IdentityBody,
     Lang,
     Ok,
     OtpCode,
@@ -67,9 +66,8 @@ class Profile(BaseModel):
     app_label: str | None
 
 
-class EmailBody(Body):
+class EmailBody(IdentityBody):
     email: EmailStr
-    password: CurrentPassword | None = CURRENT_PASSWORD_FIELD
     mfa_token: OtpCode | None = Field(
         default=None,
         description="A current 2FA code: how a social-only account with 2FA proves it is the caller "

@@ -174,27 +174,17 @@ class Area:
     lng_deg: float
 
     @property
-    def south(self) -> float:
-        return self.lat - self.lat_deg / 2
-
-    @property
-    def north(self) -> float:
-        return self.lat + self.lat_deg / 2
-
-    @property
-    def west(self) -> float:
-        return self.lng - self.lng_deg / 2
-
-    @property
-    def east(self) -> float:
-        return self.lng + self.lng_deg / 2
+    def bounds(self) -> Bounds:
+        """(south, north, west, east): the order the catalog's indexes and shapes' bounds use."""
+        half_lat, half_lng = self.lat_deg / 2, self.lng_deg / 2
+        return (self.lat - half_lat, self.lat + half_lat, self.lng - half_lng, self.lng + half_lng)
 
     def contains(self, lat: float, lng: float) -> bool:
-        return self.south <= lat <= self.north and self.west <= lng <= self.east
+        south, north, west, east = self.bounds
+        return south <= lat <= north and west <= lng <= east
 
-    def overlaps(self, bounds: tuple[float, float, float, float]) -> bool:
-        south, north, west, east = bounds
-        return not (north < self.south or south > self.north or east < self.west or west > self.east)
+    def overlaps(self, bounds: Bounds) -> bool:
+        return _overlap(self.bounds, bounds)
 
 
 class Catalog:
@@ -287,7 +277,7 @@ class Catalog:
         """Free-floating vehicles of ``networks`` inside ``area``, by id, with their live state."""
         allowed = set(networks)
         found = []
-        for view in self._vehicles.free_floating_in(area.south, area.north, area.west, area.east):
+        for view in self._vehicles.free_floating_in(*area.bounds):
             facts = self.vehicles.get(view.vehicle_id)
             if facts is not None and facts.network_id in allowed:
                 found.append((facts, view))
@@ -304,7 +294,7 @@ class Catalog:
     def clusters_in(self, area: Area, networks: Iterable[int] | None = None) -> list[Cluster]:
         allowed = None if networks is None else set(networks)
         found = []
-        for cluster_id in self._cluster_grid.within(area.south, area.north, area.west, area.east):
+        for cluster_id in self._cluster_grid.within(*area.bounds):
             cluster = self.clusters[cluster_id]
             if area.contains(cluster.latitude, cluster.longitude) and (
                 allowed is None or cluster.network_id in allowed
@@ -359,12 +349,16 @@ class Catalog:
 Bounds = tuple[float, float, float, float]  # south, north, west, east
 
 
+def _overlap(a: Bounds, b: Bounds) -> bool:
+    """Whether two boxes share a point (touching edges count)."""
+    a_south, a_north, a_west, a_east = a
+    b_south, b_north, b_west, b_east = b
+    return not (b_north < a_south or b_south > a_north or b_east < a_west or b_west > a_east)
+
+
 def _overlapping(items: list[tuple[Bounds, ShapedT]], area: Area, networks: set[int]) -> list[ShapedT]:
-    south, north, west, east = area.south, area.north, area.west, area.east
-    return [
-        item for (s, n, w, e), item in items
-        if item.network_id in networks and not (n < south or s > north or e < west or w > east)
-    ]
+    box = area.bounds  # once, not once an item
+    return [item for bounds, item in items if item.network_id in networks and _overlap(box, bounds)]
 
 
 def _with_bounds(items: Iterable[ShapedT]) -> list[tuple[Bounds, ShapedT]]:

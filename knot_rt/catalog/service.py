@@ -159,25 +159,25 @@ class CatalogService:
 
         return await self.work.run(change)
 
-    async def rename_cluster(self, cluster_id: int, name: str) -> bool:
-        """False when the cluster is unknown."""
+    async def _update_cluster(self, cluster_id: int, update: Callable[[asyncpg.Connection], Awaitable[bool]]) -> bool:
+        """Run a store update of one cluster row (False: no such row) and refresh the cluster when it found one."""
         async def change(uow: UnitOfWork) -> bool:
-            if not await store.rename_cluster(uow.conn, cluster_id, name):
+            if not await update(uow.conn):
                 return False
             await self._refresh_cluster(uow, cluster_id)
             return True
 
         return await self.work.run(change)
+
+    async def rename_cluster(self, cluster_id: int, name: str) -> bool:
+        """False when the cluster is unknown."""
+        return await self._update_cluster(cluster_id, lambda conn: store.rename_cluster(conn, cluster_id, name))
 
     async def set_max_unlock_distance(self, cluster_id: int, distance: int | None) -> bool:
         """False when the cluster is unknown."""
-        async def change(uow: UnitOfWork) -> bool:
-            if not await store.set_max_unlock_distance(uow.conn, cluster_id, distance):
-                return False
-            await self._refresh_cluster(uow, cluster_id)
-            return True
-
-        return await self.work.run(change)
+        return await self._update_cluster(
+            cluster_id, lambda conn: store.set_max_unlock_distance(conn, cluster_id, distance)
+        )
 
     async def move_cluster(self, cluster_id: int, lat: float, lng: float) -> list[int] | None:
         """Move a cluster and the parkings that follow it: their ids, or None for an unknown cluster."""

@@ -8,11 +8,13 @@ total (saved before it answers) and volatile notes (lost on restart).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import pytest
 import trio
+import trio.testing
 
-from actors import Actor, ActorRef, ActorSpec, RestartIntensity, Supervisor
+from actors import Actor, ActorCrashed, ActorRef, ActorSpec, RestartIntensity, Supervisor
 
 
 class CounterStore(Protocol):
@@ -184,3 +186,18 @@ def three_counters(intensity: RestartIntensity) -> Counters:
     store, journal = MemoryStore(), Journal()
     stations = Supervisor("stations", [counter_spec(name, store, journal) for name in "abc"], intensity=intensity)
     return Counters(stations, store, journal)
+
+
+def actor_child(supervisor: Supervisor, child_id: str) -> ActorRef[Any, Any]:
+    """The running actor ``child_id`` of ``supervisor``; fails the test when that child is a supervisor."""
+    ref = supervisor.child(child_id)
+    assert isinstance(ref, ActorRef)
+    return ref
+
+
+async def crash(ref: ActorRef[Any, Any]) -> None:
+    """Make the actor crash (it answers ``Boom`` by raising) and let its supervisor handle the crash."""
+    with pytest.raises(ActorCrashed):
+        await ref.ask(Boom())
+    # The asker hears of the crash first; wait until the supervisor has acted on it.
+    await trio.testing.wait_all_tasks_blocked()

@@ -9,7 +9,6 @@ import trio
 import trio.testing
 
 from actors import (
-    ActorCrashed,
     ActorRef,
     ActorStopped,
     RestartIntensity,
@@ -17,7 +16,17 @@ from actors import (
     Supervisor,
     SupervisorSpec,
 )
-from tests.actors.support import Add, Boom, Get, Journal, MemoryStore, State, counter_spec, three_counters
+from tests.actors.support import (
+    Add,
+    Get,
+    Journal,
+    MemoryStore,
+    State,
+    actor_child,
+    counter_spec,
+    crash,
+    three_counters,
+)
 
 
 class FlakyStore(MemoryStore):
@@ -35,11 +44,6 @@ class FlakyStore(MemoryStore):
             raise ConnectionError("database down")
         return await super().load(name)
 
-
-async def crash(ref: ActorRef[Any, Any]) -> None:
-    with pytest.raises(ActorCrashed):
-        await ref.ask(Boom())
-    await trio.testing.wait_all_tasks_blocked()
 
 
 def test_the_delay_doubles_and_is_capped() -> None:
@@ -66,8 +70,7 @@ async def test_restarts_of_a_child_failing_at_every_start_back_off(autojump_cloc
         intensity=RestartIntensity(max_restarts=100, period=60, backoff=1, max_backoff=8, exceeded="back_off"),
     )
     async with sup.running():
-        a = sup.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(sup, "a")
         store.down = True
         store.load_times.clear()
         await crash(a)  # each restart now fails in on_start: a crash loop
@@ -91,8 +94,7 @@ async def test_a_stop_during_a_back_off_is_not_delayed(autojump_clock: trio.test
     store = FlakyStore()
     sup = Supervisor("s", [counter_spec("a", store)], intensity=RestartIntensity(backoff=1000, max_backoff=1000))
     async with sup.running():
-        a = sup.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(sup, "a")
         await crash(a)
         assert sup.down()
         began = trio.current_time()
@@ -109,8 +111,7 @@ async def test_a_child_past_its_own_intensity_is_stopped_alone(
     )
     stations, store, journal = counters.stations, counters.store, counters.journal
     async with Supervisor("root", [SupervisorSpec("stations", stations)]).running() as root:
-        a, b, c = (stations.child(name) for name in "abc")
-        assert isinstance(a, ActorRef) and isinstance(b, ActorRef) and isinstance(c, ActorRef)
+        a, _, c = (actor_child(stations, name) for name in "abc")
         await c.ask(Add(3))
         heard: list[ActorRef[Any, Any]] = []
         a.add_done_callback(heard.append)
@@ -143,8 +144,7 @@ async def test_many_children_restarting_together_still_escalate(autojump_clock: 
     with pytest.raises(RestartIntensityExceeded, match="restarts of all children"):
         async with stations.running():
             for name in names[:4]:
-                ref = stations.child(name)
-                assert isinstance(ref, ActorRef)
+                ref = actor_child(stations, name)
                 await crash(ref)
             await trio.sleep_forever()  # cancelled by the failure
 
@@ -162,11 +162,9 @@ async def test_a_root_that_backs_off_never_gives_up_and_reports_the_subtree_down
         intensity=RestartIntensity(max_restarts=0, period=5, backoff=2, max_backoff=16, exceeded="back_off"),
     )
     async with root.running():
-        o = others.child("o")
-        assert isinstance(o, ActorRef)
+        o = actor_child(others, "o")
         await o.ask(Add(5))
-        a = stations.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(stations, "a")
         store.down = True  # the restarted subtree fails to start its child for a while
         await crash(a)
         await trio.sleep(0.5)
@@ -177,8 +175,7 @@ async def test_a_root_that_backs_off_never_gives_up_and_reports_the_subtree_down
         store.down = False
         await trio.sleep(17)
         assert root.down() == {}
-        new_a = stations.child("a")
-        assert isinstance(new_a, ActorRef)
+        new_a = actor_child(stations, "a")
         assert await new_a.ask(Get()) == State(0, ())
         assert await o.ask(Get()) == State(5, ())  # the sibling subtree ran throughout
         assert "stopped o" not in journal.lines

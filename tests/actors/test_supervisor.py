@@ -10,8 +10,6 @@ import trio
 import trio.testing
 
 from actors import (
-    ActorCrashed,
-    ActorRef,
     ActorStopped,
     ChildStartFailed,
     DuplicateChild,
@@ -23,7 +21,6 @@ from actors import (
 )
 from tests.actors.support import (
     Add,
-    Boom,
     CounterRef,
     Get,
     Journal,
@@ -31,23 +28,17 @@ from tests.actors.support import (
     Note,
     State,
     Wait,
+    actor_child,
     counter_spec,
+    crash,
     three_counters,
 )
-
-
-async def crash(ref: ActorRef[Any, Any]) -> None:
-    with pytest.raises(ActorCrashed):
-        await ref.ask(Boom())
-    # The asker hears of the crash first; let the supervisor handle it.
-    await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_a_crash_restarts_only_that_actor_which_rebuilds_from_the_store() -> None:
     store = MemoryStore()
     async with Supervisor("root", [counter_spec("a", store), counter_spec("b", store)]).running() as root:
-        a, b = root.child("a"), root.child("b")
-        assert isinstance(a, ActorRef) and isinstance(b, ActorRef)
+        a, b = actor_child(root, "a"), actor_child(root, "b")
         for ref in (a, b):
             await ref.ask(Add(10))
             await ref.ask(Note("in memory only"))
@@ -65,8 +56,7 @@ async def test_restarts_are_logged_with_their_cause_and_counted(caplog: pytest.L
     store = MemoryStore()
     caplog.set_level(logging.ERROR, logger="actors")
     async with Supervisor("root", [counter_spec("a", store)]).running() as root:
-        a = root.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(root, "a")
         await crash(a)
         assert root.metrics.restarts_total == 1
         assert root.metrics.restarts_by_kind == {"counter": 1}
@@ -82,8 +72,7 @@ async def test_restarts_are_logged_with_their_cause_and_counted(caplog: pytest.L
 async def test_metrics_show_running_actors_and_mailbox_depths() -> None:
     store = MemoryStore()
     async with Supervisor("root", [counter_spec("a", store), counter_spec("b", store)]).running() as root:
-        a = root.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(root, "a")
         assert root.metrics.running() == 2
         assert root.metrics.running_by_kind() == {"counter": 2}
         gate = trio.Event()
@@ -108,8 +97,7 @@ async def test_restart_intensity_exceeded_escalates_to_the_parent(autojump_clock
         intensity=RestartIntensity(max_restarts=2, period=5),
     )
     async with Supervisor("root", [SupervisorSpec("counters", inner)]).running() as root:
-        a, b = inner.child("a"), inner.child("b")
-        assert isinstance(a, ActorRef) and isinstance(b, ActorRef)
+        a, b = actor_child(inner, "a"), actor_child(inner, "b")
         await a.ask(Add(7))
         await crash(a)
         await crash(a)  # two restarts: the limit
@@ -124,8 +112,8 @@ async def test_restart_intensity_exceeded_escalates_to_the_parent(autojump_clock
         assert a.stopped and b.stopped  # refs of the previous run
         with pytest.raises(ActorStopped):
             a.tell(Get())
-        new_a = inner.child("a")
-        assert isinstance(new_a, ActorRef) and new_a is not a
+        new_a = actor_child(inner, "a")
+        assert new_a is not a
         assert await new_a.ask(Get()) == State(7, ())
         assert isinstance(root.metrics.recent_restarts[-1].cause, RestartIntensityExceeded)
 
@@ -134,8 +122,7 @@ async def test_restarts_older_than_the_period_leave_the_window(autojump_clock: t
     store = MemoryStore()
     sup = Supervisor("root", [counter_spec("a", store)], intensity=RestartIntensity(max_restarts=1, period=5))
     async with sup.running():
-        a = sup.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(sup, "a")
         for _ in range(4):
             await crash(a)
             await trio.sleep(6)
@@ -154,8 +141,7 @@ async def test_the_root_supervisor_failure_reaches_its_runner() -> None:
     )
     with pytest.raises(RestartIntensityExceeded) as failure:
         async with root.running():
-            a = root.child("a")
-            assert isinstance(a, ActorRef)
+            a = actor_child(root, "a")
             await crash(a)
             await trio.sleep_forever()  # cancelled by the failure
     assert isinstance(failure.value.__cause__, RuntimeError)
@@ -197,8 +183,7 @@ async def test_cancelling_the_runner_still_stops_children_in_reverse_order() -> 
     root = Supervisor("root", [counter_spec(name, store, journal) for name in "abc"])
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
-        a = root.child("a")
-        assert isinstance(a, ActorRef)
+        a = actor_child(root, "a")
         a.tell(Add(1))  # queued work is still done before on_stop
         journal.lines.clear()
         nursery.cancel_scope.cancel()
@@ -300,8 +285,7 @@ async def test_different_children_crashing_once_each(
 
     async def crash_each_once() -> None:
         for name in names:
-            ref = sup.child(name)
-            assert isinstance(ref, ActorRef)
+            ref = actor_child(sup, name)
             await crash(ref)
 
     if escalates:  # Erlang's rule: four restarts of the supervisor's children in 5 s
@@ -317,8 +301,7 @@ async def test_different_children_crashing_once_each(
             await crash_each_once()
             await crash_each_once()  # three each: still each child's limit
             for name in names:
-                ref = sup.child(name)
-                assert isinstance(ref, ActorRef)
+                ref = actor_child(sup, name)
                 assert await ref.ask(Add(1)) == 1
             assert sup.child_ids() == names
         assert sup.metrics.restarts_total == 12
@@ -331,8 +314,7 @@ async def test_per_child_intensity_one_child_past_its_window_escalates(
     counters = three_counters(RestartIntensity(max_restarts=2, period=5, scope="child"))
     stations, journal = counters.stations, counters.journal
     async with Supervisor("root", [SupervisorSpec("stations", stations)]).running() as root:
-        a, b, c = (stations.child(name) for name in "abc")
-        assert isinstance(a, ActorRef) and isinstance(b, ActorRef) and isinstance(c, ActorRef)
+        a, b, c = (actor_child(stations, name) for name in "abc")
         await crash(b)
         await crash(b)  # b at its limit; a's window is its own
         await crash(a)
@@ -352,8 +334,8 @@ async def test_per_child_intensity_one_child_past_its_window_escalates(
         assert isinstance(failure, RestartIntensityExceeded)
         assert "restarts of this child" in str(failure) and "'a'" in str(failure)
         assert isinstance(failure.__cause__, RuntimeError)
-        new_c = stations.child("c")
-        assert isinstance(new_c, ActorRef) and new_c is not c
+        new_c = actor_child(stations, "c")
+        assert new_c is not c
         assert await new_c.ask(Get()) == State(3, ())
     assert any("restart intensity exceeded" in r.getMessage() for r in caplog.records)
 
