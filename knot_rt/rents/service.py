@@ -208,12 +208,9 @@ class RentService:
 
     async def for_map(self, user_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The rider's current rents and passes as the logged-in map shows them (``rents``, ``passes``), in
-        one trip to the database."""
+        one statement."""
 
-        async def read(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-            return await store.current_of(conn, user_id), await store.passes(conn, user_id)
-
-        rents, passes = await self.db.run(read)
+        rents, passes = await self.db.run(lambda conn: store.rents_and_passes(conn, user_id))
         return (
             [self.describe(row) for row in rents],
             [{"pass_id": row["id"], "end_date": row["end_date"], "in_use": row["in_use"]} for row in passes],

@@ -217,21 +217,24 @@ async def history(conn: asyncpg.Connection, user_id: int, before: int | None, li
     return rows
 
 
-async def current_of(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        RENT_VIEW + "WHERE r.user_id = $1 AND r.state = ANY($2::text[]) ORDER BY r.id", user_id, list(CURRENT_STATES)
-    )
-    return rows
+# The rider's current rents and passes not over yet, in one statement (the logged-in map's one query beyond
+# the session check): rent rows (``kind`` 'rent', the ``RENT_VIEW`` columns), then pass rows (``kind`` 'pass':
+# ``id``, ``end_date``, ``in_use``; the rent columns NULL).
+_RENT_COLUMNS = RENT_VIEW.count(",")  # the columns after ``r.id`` in its select list (no comma elsewhere)
+RENTS_AND_PASSES = f"""
+SELECT * FROM (
+    SELECT 'rent' AS kind, NULL::timestamptz AS end_date, NULL::boolean AS in_use, x.*
+    FROM ({RENT_VIEW} WHERE r.user_id = $1 AND r.state = ANY($2::text[])) x
+    UNION ALL
+    SELECT 'pass', p.end_date, p.start_date <= now(), p.id, {", ".join(["NULL"] * _RENT_COLUMNS)}
+    FROM passes p WHERE p.user_id = $1 AND p.end_date > now()
+) both_kinds ORDER BY kind DESC, id
+"""
 
 
-async def passes(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
-    """The rider's passes not over yet, by id (``in_use``: started)."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """SELECT id, end_date, start_date <= now() AS in_use FROM passes
-           WHERE user_id = $1 AND end_date > now() ORDER BY id""",
-        user_id,
-    )
-    return rows
+async def rents_and_passes(conn: asyncpg.Connection, user_id: int) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    rows = await conn.fetch(RENTS_AND_PASSES, user_id, list(CURRENT_STATES))
+    return [row for row in rows if row["kind"] == "rent"], [row for row in rows if row["kind"] == "pass"]
 
 
 async def rent_of_user(conn: asyncpg.Connection, user_id: int, rent_id: int) -> asyncpg.Record | None:
