@@ -287,6 +287,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         self.rent_retry = rent_retry
         self._last_used = 0.0
         self._rent_wake = trio.Event()
+        self._retry_at: float | None = None  # a rent transition failed: not before then again
 
     async def on_start(self) -> None:
         record = await self.store.load(self.vehicle_id)
@@ -420,8 +421,10 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             rent = await step
         except Exception as exc:
             logger.warning("vehicle %d: a rent transition failed: %r; retried", self.vehicle_id, exc)
+            self._retry_at = time.time() + self.rent_retry
             self._rent_wake.set()
             return
+        self._retry_at = None
         await self._adopt(rent)
 
     async def _start(self, rent: Rent) -> Rent:
@@ -469,12 +472,17 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         rent = self.view.rent
         if rent is None:
             return None
+        deadline: float | None
         if rent.state is RentState.UNLOCKING:
-            return rent.requested_at + self.unlock_timeout
-        deadlines = [d for d in (rent.too_long_at,) if d is not None]
-        if rent.state.riding and self.view.docked:  # it came back without a `locked` this actor heard of
-            deadlines.append(time.time() + self.rent_retry)
-        return min(deadlines, default=None)
+            deadline = rent.requested_at + self.unlock_timeout
+        else:
+            deadlines = [d for d in (rent.too_long_at,) if d is not None]
+            if rent.state.riding and self.view.docked:  # it came back without a `locked` this actor heard of
+                deadlines.append(time.time() + self.rent_retry)
+            deadline = min(deadlines, default=None)
+        if deadline is not None and self._retry_at is not None:  # the book failed: give it a moment
+            deadline = max(deadline, self._retry_at)
+        return deadline
 
     async def _rent_clock(self) -> None:
         """Wakes the actor (``RentTick``) at its rent's next deadline; runs in the background."""

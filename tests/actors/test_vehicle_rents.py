@@ -215,3 +215,17 @@ async def test_a_restarted_actor_holds_its_rent_and_finds_the_return_it_missed()
     async with rentable(book, store=store) as ref:
         await eventually(lambda: book.journal[-1:] == ["end@8 41"])
         assert (await view_of(ref)).rent is None
+
+
+async def test_a_book_down_at_the_unlock_deadline_is_asked_again_until_the_rent_fails() -> None:
+    book = MemoryRentBook()
+    async with rentable(book, unlock_timeout=0.1) as ref:
+        await ref.ask(DOCKED)
+        rent = await ref.ask(asked())
+        assert isinstance(rent, Rent)
+        book.down = True  # the deadline passes while the database is away: the rent stays as it was
+        await trio.sleep(0.3)
+        assert (await view_of(ref)).rent == rent
+        book.down = False
+        await eventually(lambda: book.journal[-1:] == ["fail 1"])
+        assert (await view_of(ref)).rent is None
