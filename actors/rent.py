@@ -60,6 +60,44 @@ class Via(StrEnum):
     BADGE = "badge"
 
 
+class CommandKind(StrEnum):
+    """What a command sent to a free-floating vehicle for its rent is for.
+
+    ``unlock`` starts the rent (its id is the rent's ``unlock_id``); the others are
+    recorded on the rent (``Rent.command``, ``command_id``) until the vehicle's
+    report that echoes the id: ``unlocked`` resumes a paused rent, ``locked``
+    pauses it (``pause``) or ends it (``end``)."""
+
+    UNLOCK = "unlock"
+    RESUME = "resume"
+    PAUSE = "pause"
+    END = "end"
+
+
+class EndedBy(StrEnum):
+    """Who ended a rent: the rider (a lock, a return at a station), or a trip timer."""
+
+    RIDER = "rider"
+    STATION = "station"
+    AUTO_LOCK = "auto_lock"
+    MAX_PAUSE = "max_pause"
+
+
+@dataclass(frozen=True, slots=True)
+class TripRules:
+    """The network's trip timers (spec row 66), seconds; ``None``: never.
+
+    - ``auto_pause``: an ongoing free-floating rent whose vehicle has not moved for that long is paused;
+    - ``max_pause``: a pause that lasts that long ends the rent;
+    - ``auto_lock``: an ongoing free-floating rent whose vehicle has not moved for that long is ended
+      (it matters where pauses are not allowed, or when ``auto_pause`` is longer)."""
+
+    allow_pause: bool = True
+    auto_pause: int | None = None
+    max_pause: int | None = None
+    auto_lock: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Rent:
     """A rent at one moment; an immutable value. Times are Unix epoch seconds (floats)."""
@@ -76,6 +114,13 @@ class Rent:
     time_start: float | None = None
     too_long_after: int | None = None  # seconds (the network's trip_too_long); None: never warned
     too_long_warned: bool = False
+    free_floating: bool = False  # the vehicle's own module unlocks and locks it (vehicle-protocol.md)
+    rules: TripRules = TripRules()  # the network's trip timers, read with the rent
+    paused_at: float | None = None  # on hold since (state paused)
+    moved_at: float | None = None  # last movement seen while riding, as recorded (None: time_start)
+    command: CommandKind | None = None  # a resume, pause or end sent to the vehicle, waiting for its report
+    command_id: int | None = None
+    command_at: float | None = None
 
     @property
     def too_long_at(self) -> float | None:
@@ -108,11 +153,15 @@ class RentRefused:
 
 @dataclass(frozen=True, slots=True)
 class Return:
-    """A recorded return of the vehicle: the station's `locked` time (ms) and where."""
+    """A recorded end of the ride: the device's `locked` time (ms) and where (a station's spot, or a
+    free-floating vehicle's position), and who ended it."""
 
     at_ms: int
-    station_id: int
-    spot: int
+    station_id: int | None = None
+    spot: int | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    ended_by: EndedBy = EndedBy.RIDER
 
 
 class RentBook(Protocol):
@@ -149,4 +198,29 @@ class RentBook(Protocol):
 
     async def warn_too_long(self, rent: Rent) -> Rent:
         """Mark the rent warned and push ``rent.too_long`` to the rider."""
+        ...
+
+    # free-floating -------------------------------------------------------------------------
+
+    async def command(self, rent: Rent, kind: CommandKind) -> Rent:
+        """Record a resume, pause or end command with a fresh id on the rent (replacing any earlier one),
+        before it is sent: the vehicle's report that echoes the id finishes it, even after a restart."""
+        ...
+
+    async def pause(self, rent: Rent, at_ms: int) -> Rent:
+        """ongoing -> paused, on hold from ``at_ms`` (``rent.paused``); clears the command."""
+        ...
+
+    async def resume(self, rent: Rent) -> Rent:
+        """paused -> ongoing from now (``rent.resumed``); clears the command."""
+        ...
+
+    async def moved(self, rent: Rent, at: float) -> Rent:
+        """Record the last movement of a riding vehicle (the trip timers' input after a restart)."""
+        ...
+
+    async def reported(self, rent: Rent) -> Return | bool:
+        """Reconciliation of a free-floating rent: what the vehicle recorded for the rent's pending unlock
+        or command while no actor heard it. ``True``: its ``unlocked`` (start, resume); a ``Return``:
+        its ``locked`` (pause, end; ``at_ms`` and the position); ``False``: nothing yet."""
         ...

@@ -46,6 +46,7 @@ from actors.badge_reader import (
     StartBadgeLink,
 )
 from actors.errors import ActorStopped
+from actors.link import CallRefused, CallTimeout, DeviceLink, DeviceLinks, LinkClosed
 from actors.reply import OneShot
 from actors.runtime import Actor
 from protocols import station as wire
@@ -156,34 +157,8 @@ class Changes:
 # I/O interfaces
 
 
-class StationLink(Protocol):
-    """One live connection of a station (held by the gateway)."""
-
-    booted: bool
-
-    async def send(self, text: str) -> None: ...
-
-    async def call(self, action: str, payload: wire.Payload, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-        """Send a CALL and return the RESULT payload. Raises ``LinkClosed``, ``CallTimeout`` or ``CallRefused``."""
-        ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-class LinkClosed(Exception):
-    """The connection is gone."""
-
-
-class CallTimeout(Exception):
-    """No answer in time."""
-
-
-class CallRefused(Exception):
-    """The station answered with an ERROR."""
-
-
-class StationLinks(Protocol):
-    def current(self, station_id: int) -> StationLink | None: ...
+StationLink = DeviceLink
+StationLinks = DeviceLinks
 
 
 class StationStore(Protocol):
@@ -743,7 +718,7 @@ class _Misfit(Exception):
     """A well-formed frame that does not fit this station."""
 
 
-_FEED_EVENTS: dict[wire.Action, EventName] = {
+_FEED_EVENTS: dict[str, EventName] = {
     wire.Action.STATE: EventName.STATION_STATE,
     wire.Action.LOCKED: EventName.SPOT_LOCKED,
     wire.Action.UNLOCKED: EventName.SPOT_UNLOCKED,

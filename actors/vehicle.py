@@ -70,13 +70,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, assert_never
+from typing import Any, Protocol, TypeAlias, assert_never
 
 import trio
 
+from actors.link import DeviceLink
 from actors.registry import ActorKind
-from actors.rent import Rent, RentBook, RentRefused, RentRequest, RentState, Return
+from actors.rent import CommandKind, Rent, RentBook, RentRefused, RentRequest, RentState, Return
 from actors.runtime import Actor
+from actors.station import CommandFailed, PendingCommand
+from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -158,10 +161,58 @@ class RentTick:
     """The rent's clock (or a start) asks the actor to look at its rent's deadlines and reconcile."""
 
 
+# The vehicle's own socket (free-floating vehicles, ``vehicle-protocol.md``), from the gateway.
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAttached:
+    """The gateway has a new connection of the vehicle (an older one is already replaced)."""
+
+    link: DeviceLink
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDetached:
+    """The connection is gone (ignored unless it is the actor's current one)."""
+
+    link: DeviceLink
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCall:
+    """A CALL of the vehicle, already parsed; the actor answers it on the link (RESULT or ERROR)."""
+
+    link: DeviceLink
+    call: wire.Call
+
+
+@dataclass(frozen=True, slots=True)
+class RentCommand:
+    """A rider's command on the free-floating rent of this vehicle: ``UNLOCK`` resumes a paused rent (the
+    start of a rent is ``ReserveRent``), ``PAUSE`` locks it for a while, ``END`` locks it for good.
+    ``trip_id``: the trip the rider named (resume), else the rider's current rent of this vehicle.
+
+    Answered with a ``PendingCommand`` (await it: the vehicle's RESULT, or a ``CommandFailed``) or a
+    ``RentRefused`` (404/4 not the rider's rent, 409/35 not in a state for it, 409/36 docked)."""
+
+    user_id: int
+    kind: CommandKind
+    trip_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendUnlock:
+    """Send the ``unlock`` of the rent just reserved (free-floating): answered with a ``PendingCommand``
+    or a ``CommandFailed`` (offline); a refusal or no answer leaves it to the unlock timeout."""
+
+    rent_id: int
+
+
 VehicleMessage: TypeAlias = (
     Docked | Undocked | StationOnline | Positioned | Snapshot | ReserveRent | UnlockFailed | RentTick
+    | LinkAttached | LinkDetached | DeviceCall | RentCommand | SendUnlock
 )
-VehicleReply: TypeAlias = "VehicleView | Rent | RentRefused"
+VehicleReply: TypeAlias = "VehicleView | Rent | RentRefused | PendingCommand | CommandFailed"
 
 
 # State.
@@ -189,6 +240,10 @@ class VehicleView:
     latitude: float | None = None
     longitude: float | None = None
     rent: Rent | None = None  # the current rent (unlocking, ongoing or paused), the actor's to write
+    has_module: bool = False  # a free-floating vehicle: its own IoT module and socket
+    connected: bool = False  # its module's socket is booted (``online`` of such a vehicle)
+    speed: float | None = None  # km/h, last reported by its module
+    locked: bool | None = None  # its module's lock, last reported
     estimated_range: int | None = field(init=False)  # derived, see ``estimated_range()``
 
     def __post_init__(self) -> None:
@@ -218,6 +273,9 @@ class VehicleView:
             spot_number=record.spot_number,
             latitude=None if docked else record.latitude,
             longitude=None if docked else record.longitude,
+            has_module=record.has_module,
+            speed=record.speed,
+            locked=record.locked,
         )
 
     @property
@@ -247,6 +305,9 @@ class VehicleRecord:
     latitude: float | None = None
     longitude: float | None = None
     online: bool = False
+    has_module: bool = False
+    speed: float | None = None
+    locked: bool | None = None
 
 
 # I/O interfaces.
@@ -259,6 +320,21 @@ class VehicleStore(Protocol):
 
     async def save(self, view: VehicleView) -> None:
         """Make ``view`` durable (its live fields; ``avg_max_range`` belongs to the store)."""
+        ...
+
+    async def record(
+        self, vehicle_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
+        view: VehicleView | None,
+    ) -> dict[str, Any] | None:
+        """Record a CALL of the vehicle's module once, with the live state it leads to (``view``, None:
+        unchanged), in one transaction; return the earlier RESULT if the id was seen already (then
+        nothing is written)."""
+        ...
+
+
+class SpeedZones(Protocol):
+    def limit_at(self, network_id: int, latitude: float, longitude: float) -> int:
+        """The speed limit (km/h) of the network's zones at a position; 0: none (the lowest zone wins)."""
         ...
 
 
@@ -370,6 +446,8 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
                 if view.docked:
                     return view
                 new = dataclasses.replace(view, latitude=message.latitude, longitude=message.longitude)
+            case LinkAttached() | LinkDetached() | DeviceCall() | RentCommand() | SendUnlock():
+                raise NotImplementedError("free-floating vehicles: in progress")
             case _:
                 assert_never(message)
         await self._change(new)

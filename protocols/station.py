@@ -453,8 +453,11 @@ P = TypeVar("P", bound=Payload)
 
 @dataclass(frozen=True, slots=True)
 class Call:
+    """A CALL; ``action`` is a member of its protocol's action enum (``Action`` here, or the vehicle
+    protocol's, which shares this framing)."""
+
     id: str
-    action: Action
+    action: StrEnum
     payload: Payload
 
 
@@ -549,26 +552,31 @@ def _readable_id(value: Any) -> str | None:
     return None
 
 
-def _utf8_size(text: str) -> int:
-    if len(text) * 4 <= MAX_FRAME_BYTES:  # no str this short can be too large
+def _utf8_size(text: str, limit: int) -> int:
+    if len(text) * 4 <= limit:  # no str this short can be too large
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def parse_frame(text: str | bytes, *, actions: Mapping[str, type[Payload]] = STATION_ACTIONS) -> Frame:
+def parse_frame(
+    text: str | bytes, *, actions: Mapping[str, type[Payload]] = STATION_ACTIONS,
+    action_type: type[StrEnum] = Action, max_bytes: int = MAX_FRAME_BYTES,
+) -> Frame:
     """Parse one frame; raise :class:`FrameError` with the ERROR to answer.
 
     ``actions`` are the CALL actions this side accepts: :data:`STATION_ACTIONS`
     (the default, the backend's view) or :data:`BACKEND_ACTIONS` (a station's
     or the simulator's view). Any other action answers ``NotImplemented``.
+    ``action_type`` and ``max_bytes`` let another protocol with this framing
+    (``protocols.vehicle``) parse its own frames.
     """
 
     def violation(id: str | None, description: str, message_type: MessageType | None = None) -> FrameError:
         return FrameError(id or UNKNOWN_ID, ErrorCode.FORMAT_VIOLATION, description, message_type=message_type)
 
-    size = len(text) if isinstance(text, bytes) else _utf8_size(text)
-    if size > MAX_FRAME_BYTES:
-        raise violation(None, f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")
+    size = len(text) if isinstance(text, bytes) else _utf8_size(text, max_bytes)
+    if size > max_bytes:
+        raise violation(None, f"frame of {size} bytes exceeds the limit of {max_bytes} bytes")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -598,7 +606,7 @@ def parse_frame(text: str | bytes, *, actions: Mapping[str, type[Payload]] = STA
         if model is None:
             raise FrameError(id, ErrorCode.NOT_IMPLEMENTED, f"unknown action {action!r}", message_type=message_type)
         try:
-            return Call(id, Action(action), model.model_validate(payload))
+            return Call(id, action_type(action), model.model_validate(payload))
         except ValidationError as exc:
             raise _payload_error(id, repr(action), exc, message_type) from None
 
@@ -629,10 +637,10 @@ def _check_id(id: str) -> None:
         raise ValueError(f"message id must be a string of 1 to {MAX_ID_LENGTH} characters, not {id!r}")
 
 
-def call(id: str, action: str, payload: Payload) -> str:
-    """A CALL frame; ``payload`` must be the model of ``action``."""
+def call(id: str, action: str, payload: Payload, *, actions: Mapping[str, type[Payload]] = ACTIONS) -> str:
+    """A CALL frame; ``payload`` must be the model of ``action`` (in ``actions``: this protocol's by default)."""
     _check_id(id)
-    model = ACTIONS.get(action)
+    model = actions.get(action)
     if model is None:
         raise ValueError(f"unknown action {action!r}")
     if not isinstance(payload, model):
