@@ -351,9 +351,15 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
     def __init__(
         self, vehicle_id: int, store: VehicleStore, listeners: Sequence[VehicleListener] = (),
         *, idle_after: float = math.inf, rents: RentBook | None = None, unlock_timeout: float = 30.0,
-        rent_retry: float = 5.0,
+        rent_retry: float = 5.0, links: DeviceLinks | None = None, zones: SpeedZones | None = None,
+        heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL, call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self.vehicle_id = vehicle_id
+        self.links = links
+        self.zones = zones
+        self.heartbeat_interval = heartbeat_interval
+        self.call_timeout = call_timeout
+        self._link: DeviceLink | None = None
         self.store = store
         self.listeners = tuple(listeners)
         self.view = VehicleView.unknown(vehicle_id)
@@ -583,10 +589,16 @@ VEHICLE = ActorKind[VehicleMessage, VehicleReply]("vehicle")
 
 def vehicle_factory(
     store: VehicleStore, listeners: Sequence[VehicleListener] = (), *, idle_after: float = math.inf,
-    rents: RentBook | None = None, unlock_timeout: float = 30.0,
+    rents: RentBook | None = None, unlock_timeout: float = 30.0, links: DeviceLinks | None = None,
+    zones: SpeedZones | None = None, heartbeat_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
+    call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
 ) -> Callable[[str], Vehicle]:
-    """The factory to register ``VEHICLE`` with a ``Registry`` (actor ids are vehicle ids)."""
+    """The factory to register ``VEHICLE`` with a ``Registry`` (actor ids are vehicle ids).
+
+    ``links``: the vehicle gateway's table of connections (free-floating vehicles); ``zones``: the
+    catalog's speed zones."""
     listeners = tuple(listeners)
     return lambda actor_id: Vehicle(
-        int(actor_id), store, listeners, idle_after=idle_after, rents=rents, unlock_timeout=unlock_timeout
+        int(actor_id), store, listeners, idle_after=idle_after, rents=rents, unlock_timeout=unlock_timeout,
+        links=links, zones=zones, heartbeat_interval=heartbeat_interval, call_timeout=call_timeout,
     )
