@@ -46,8 +46,33 @@ A book that fails (the database is away) leaves the rent as it was; the
 clock tries again ``rent_retry`` seconds later, and a refused reservation is
 a value (code 48), never a crash.
 
+Free-floating vehicles (``vehicle-protocol.md``) carry a module with a socket of
+their own; the gateway hands the actor its connection (``LinkAttached`` /
+``LinkDetached``) and every CALL (``DeviceCall``), and the actor answers them
+as the station actor answers its station: ``boot`` first (else
+``ProtocolError``); each event is recorded once with the state it leads to
+(``VehicleStore.record``) before its RESULT, a repeated id gets the stored
+RESULT and changes nothing, a store that fails answers ``InternalError``. Such a
+vehicle is ``connected`` (and ``online``) while its socket is booted; ``status``
+moves it, and the live map follows.
+
+Its rent is driven by the module's reports, never by a RESULT: ``SendUnlock``
+sends the reserved rent's ``unlock`` and the ``unlocked`` echoing that id starts
+it; a rider's ``RentCommand`` records a resume, pause or end with a fresh id on
+the rent (the book) and sends ``unlock`` or ``lock`` with it, and the
+``unlocked`` / ``locked`` echoing the id resumes, pauses or ends it (ended at the
+vehicle's position). A report recorded while no actor held the rent is found
+by the clock (``RentBook.reported``). The trip timers (``TripRules``) run on the
+same clock from recorded times, so they survive a restart: ``auto_pause`` and
+``auto_lock`` count from the last movement (kept here at once, written to the
+book at most every 30 s), ``max_pause`` from the pause; they act in the book
+(an offline vehicle's rent still pauses or ends on time) and then send the
+vehicle a ``lock``, best effort. A rented vehicle is told its speed zone's
+limit (``speed-limit``) when it changes, and 0 when the rent is over.
+
 I/O is handed in: a ``VehicleStore`` (the database) and ``VehicleListener`` s
-(the live map). A change is saved before the answer and before listeners
+(the live map), and for free-floating vehicles ``DeviceLinks`` (the gateway's
+connections) and ``SpeedZones`` (the catalog). A change is saved before the answer and before listeners
 hear of it; a message that changes nothing saves nothing and notifies
 nobody. ``on_start`` rebuilds the state from the store (an unknown vehicle
 starts empty), so a restarted actor is where the last saved change left it.
