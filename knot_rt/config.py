@@ -13,6 +13,8 @@ from protocols import station as station_wire
 from .files import write_private_file
 
 MIN_SECRET_KEY_BYTES = 32
+#: A rider unlocks a free-floating vehicle from at most this far from its last known position (metres; 403/31).
+FREE_FLOATING_UNLOCK_METRES = 100.0
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,7 @@ class Settings:
     badge_link_seconds: float = 60.0  # a badge link waits this long at its reader for the badge
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
     rent_unlock_seconds: float = 30.0  # an unlocking rent without the station's `unlocked` this long fails
+    free_floating_unlock_metres: float = FREE_FLOATING_UNLOCK_METRES  # unlock distance of a free-floating vehicle
     feed_queue_capacity: int = 256
     feed_retention_hours: float = 24.0
     mail_retry_seconds: float = 5.0

@@ -81,7 +81,10 @@ class Services:
         )
         hub = FeedHub()
         access = AccessCache()
-        rents = RentService(work, catalog, stations, vehicles, access, book=rent_book)
+        rents = RentService(
+            work, catalog, stations, vehicles, access, book=rent_book,
+            unlock_metres=settings.free_floating_unlock_metres,
+        )
         badges.unlocker = rents  # a badge shown with no link waiting starts or resumes its user's rent
         return cls(
             settings=settings,

@@ -25,11 +25,13 @@ class RentOut(_Strict):
     free_floating: bool
     being_rented: bool = Field(description="ongoing and not on hold")
     displayed_number: int | None = Field(description="the spot's number while the vehicle is docked")
-    lock_status: int | None = Field(description="the spot's lock while docked: 0 open, 1 closed")
+    lock_status: int | None = Field(
+        description="0 open, 1 closed: the spot's lock while docked, a free-floating vehicle's own lock"
+    )
     trip_id: int
     time_start: datetime
     billing_time_stop: datetime | None
-    on_hold_since: datetime | None
+    on_hold_since: datetime | None = Field(description="since when a free-floating rent is paused")
     on_hold_activated: bool
     network_id: int
     battery_level: int | None
@@ -54,3 +56,8 @@ class RentRecordOut(RentOut):
     price: float | None = Field(description="unlock fee plus the started minutes, set when it ends")
     paid_by_wallet: float | None = Field(description="the part paid with wallet credit (discounts)")
     amount_due: float | None = Field(description="the rest, charged by the payments part")
+    end_latitude: float | None = Field(description="where a free-floating rent ended")
+    end_longitude: float | None
+    ended_by: Literal["rider", "station", "auto_lock", "max_pause"] | None = Field(
+        description="who ended it: the rider, or a trip timer (auto_lock, max_pause)"
+    )

@@ -17,28 +17,35 @@ catalog load reads the vehicles' saved state again too (a vehicle created
 since is then known with its position). The rows are read by ``store.py`` and
 turned into the objects here (``network_of``, ``cluster_of``, ...).
 
-Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order).
+Shapes are lists of ``[longitude, latitude]`` points (GeoJSON order). Beside
+their bounds, each network's area, parkings and speed zones are kept as
+prepared geometries (``geo.py``), rebuilt with them on every read: where a
+free-floating trip may end (``may_end_trip``) and the speed limit at a point
+(``speed_limit_at``) are answered from memory, with no query.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import trio
+from shapely.geometry.base import BaseGeometry
 
 from actors.vehicle import VehicleView
+from protocols.vehicle import MAX_SPEED_LIMIT
 
 from ..db import Backoff, Database, DatabaseUnavailable, attempt
 from ..grid import Grid
 from ..services.geo import distance_m
 from ..vehicles.service import VehicleService
 from . import store
+from .geo import ShapeIndex, covers, polygon_of
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +206,10 @@ class Catalog:
         self._cluster_grid = Grid()
         self._parking_bounds: list[tuple[Bounds, Parking]] = []
         self._zone_bounds: list[tuple[Bounds, SpeedZone]] = []
+        # Geometry (``geo.py``), by network: its area (None: no limit), its parkings' ids, its zones' speeds.
+        self._areas: dict[int, BaseGeometry | None] = {}
+        self._parking_index: dict[int, ShapeIndex[int]] = {}
+        self._zone_index: dict[int, ShapeIndex[int]] = {}
         self._reload_lock = trio.Lock()
         self.app_labels: dict[str, int] = {}  # name -> id, to answer public routes without a query
         self._stale = trio.Event()  # set when a reload could not be done: ``run()`` retries it
@@ -245,6 +256,9 @@ class Catalog:
             self._cluster_grid = grid
             self._parking_bounds = _with_bounds(self.parkings.values())
             self._zone_bounds = _with_bounds(self.speed_zones.values())
+            self._areas = {n.id: polygon_of(n.shape) for n in self.networks.values()}
+            self._parking_index = _indexed(self.parkings.values(), lambda p: p.id)
+            self._zone_index = _indexed(self.speed_zones.values(), lambda z: z.max_speed)
             self.app_labels = {r["name"]: r["id"] for r in rows.app_labels}
 
     async def put_cluster(self, cluster: Cluster) -> None:
@@ -272,6 +286,41 @@ class Catalog:
                 item for item in self._parking_bounds if item[1].id not in changed
             ] + _with_bounds(changed.values())
             self._parking_bounds.sort(key=lambda item: item[1].id)
+            touched = {p.network_id for p in changed.values()}
+            rebuilt = _indexed((p for p in self.parkings.values() if p.network_id in touched), lambda p: p.id)
+            self._parking_index = {
+                **{n: index for n, index in self._parking_index.items() if n not in touched}, **rebuilt
+            }
+
+    # geometry --------------------------------------------------------------------------
+
+    def may_end_trip(self, network_id: int, lat: float, lng: float) -> bool:
+        """Whether a free-floating trip of the network may end at (lat, lng): inside the network's area,
+        and inside one of its virtual parkings when it has any (edges count as inside).
+
+        A network whose shape encloses nothing (empty, as networks are created by default, or of fewer
+        than three points) has no area limit: its parkings, if any, are the only limit. An unknown
+        network allows nothing. A parking whose shape encloses nothing is no parking."""
+        if network_id not in self.networks:
+            return False
+        area = self._areas.get(network_id)
+        if area is not None and not covers(area, lat, lng):
+            return False
+        parkings = self._parking_index.get(network_id)
+        return parkings is None or len(parkings) == 0 or bool(parkings.at(lat, lng))
+
+    def parkings_at(self, network_id: int, lat: float, lng: float) -> list[int]:
+        """The ids of the network's parkings that cover (lat, lng)."""
+        index = self._parking_index.get(network_id)
+        return [] if index is None else index.at(lat, lng)
+
+    def speed_limit_at(self, network_id: int, lat: float, lng: float) -> int:
+        """The speed limit (km/h) at (lat, lng): the lowest ``max_speed`` of the network's zones that cover
+        it, 0 for none. A zone of ``max_speed`` 0 or less limits nothing (0 is "no limit" on the vehicle's
+        wire); a limit above what the wire carries is sent as its highest (``MAX_SPEED_LIMIT``)."""
+        index = self._zone_index.get(network_id)
+        speeds = [] if index is None else [speed for speed in index.at(lat, lng) if speed > 0]
+        return min(min(speeds), MAX_SPEED_LIMIT) if speeds else 0
 
     def free_floating_in(self, area: Area, networks: Iterable[int]) -> list[tuple[VehicleFacts, VehicleView]]:
         """Free-floating vehicles of ``networks`` inside ``area``, by id, with their live state."""
@@ -359,6 +408,15 @@ def _overlap(a: Bounds, b: Bounds) -> bool:
 def _overlapping(items: list[tuple[Bounds, ShapedT]], area: Area, networks: set[int]) -> list[ShapedT]:
     box = area.bounds  # once, not once an item
     return [item for bounds, item in items if item.network_id in networks and _overlap(box, bounds)]
+
+
+def _indexed(items: Iterable[ShapedT], value: Callable[[ShapedT], int]) -> dict[int, ShapeIndex[int]]:
+    """One ``ShapeIndex`` of ``items`` per network, by id (shapes that enclose nothing left out)."""
+    by_network: dict[int, list[ShapedT]] = {}
+    for item in sorted(items, key=lambda i: i.id):
+        by_network.setdefault(item.network_id, []).append(item)
+    return {network_id: ShapeIndex((item.shape, value(item)) for item in found)
+            for network_id, found in by_network.items()}
 
 
 def _with_bounds(items: Iterable[ShapedT]) -> list[tuple[Bounds, ShapedT]]:

@@ -110,6 +110,20 @@ class CatalogService:
     def closest_clusters(self, networks: Iterable[int], lat: float, lng: float) -> list[tuple[int, Cluster]]:
         return self.catalog.closest_clusters(networks, lat, lng)
 
+    def may_end_trip(self, network_id: int, lat: float, lng: float) -> bool:
+        """Whether a free-floating trip of the network may end at (lat, lng): inside its area (a network
+        whose shape is empty has no area limit) and, when it has virtual parkings, inside one of them."""
+        return self.catalog.may_end_trip(network_id, lat, lng)
+
+    def speed_limit_at(self, network_id: int, lat: float, lng: float) -> int:
+        """The lowest ``max_speed`` (km/h) of the network's speed zones that cover (lat, lng); 0 for none."""
+        return self.catalog.speed_limit_at(network_id, lat, lng)
+
+    def limit_at(self, network_id: int, latitude: float, longitude: float) -> int:
+        """``speed_limit_at`` under the name the vehicle actors' ``SpeedZones`` asks for: hand this
+        service to ``vehicle_factory(zones=...)``."""
+        return self.catalog.speed_limit_at(network_id, latitude, longitude)
+
     # reads from the database -------------------------------------------------------------
 
     async def network_scope(self, network_id: int) -> Scope | None:

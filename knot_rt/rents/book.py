@@ -2,11 +2,19 @@
 
 Every transition is one unit of work: the rent's row (``store.py``) and the
 rider's feed events on the ``user`` topic (``rent.started`` and
-``vehicle.unlocked``; ``unlock.failed``; ``vehicle.locked`` and
-``rent.ended`` with the price; ``rent.too_long``), delivered after the commit.
-The rider's row is locked while a rent is reserved (the network's maximum is
-counted under it, so five unlocks fired at once never pass it) and while one
-is priced (wallet credit is spent once).
+``vehicle.unlocked``; ``unlock.failed``; ``rent.paused``; ``rent.resumed``;
+``vehicle.locked`` and ``rent.ended`` with the price, where it ended and who
+ended it; ``rent.too_long``), delivered after the commit. The rider's row is
+locked while a rent is reserved (the network's maximum is counted under it, so
+five unlocks fired at once never pass it) and while one is priced (wallet
+credit is spent once).
+
+Free-floating rents (``actors/vehicle.py``): a resume, pause or end is first
+recorded on the rent as a command with a fresh id (``command``), then sent; the
+vehicle's report that echoes the id pauses, resumes or ends it. A report the
+gateway recorded while no actor held the rent is found in ``vehicle_messages``
+(``reported``). Every ``Rent`` this book returns carries its network's trip
+rules as they are when it is read (``store.rent_of``).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from actors.rent import Rent, RentRefused, RentRequest, Return
+from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Return
 from protocols.errors import ErrorCode
 from protocols.feed import EventName, Topic
 
@@ -32,7 +40,7 @@ def rent_data(rent: Rent) -> dict[str, Any]:
     return {
         "trip_id": rent.rent_id, "vehicle_id": rent.vehicle_id, "network_id": rent.network_id,
         "state": rent.state.value, "station_id": rent.station_id, "spot": rent.spot,
-        "time_start": _ms(rent.time_start),
+        "time_start": _ms(rent.time_start), "free_floating": rent.free_floating,
     }
 
 
@@ -122,6 +130,12 @@ class PgRentBook:
         self._holds(rent.vehicle_id, False)
 
     async def end(self, rent: Rent, returned: Return) -> Rent:
+        """ongoing/paused -> ended at the return's time (kept between the start and now), priced.
+
+        Where: a station's spot (docked) or a position (free-floating), and who ended it
+        (``returned.ended_by``), recorded and carried by ``vehicle.locked`` and ``rent.ended``.
+        Billing runs from ``time_start`` to the return, paused time included: a pause keeps the vehicle
+        from everyone else, so it is billed like riding time (the network's ``trip_max_pause`` bounds it)."""
         topic = Topic.user(rent.user_id)
 
         async def end(uow: UnitOfWork) -> Rent:
@@ -144,7 +158,8 @@ class PgRentBook:
             )
             base = {**rent_data(rent), "state": "ended"}
             at = {"end_station_id": returned.station_id, "end_spot": returned.spot,
-                  "billing_time_stop": int(stop.timestamp() * 1000)}
+                  "latitude": returned.latitude, "longitude": returned.longitude,
+                  "ended_by": returned.ended_by.value, "billing_time_stop": int(stop.timestamp() * 1000)}
             await uow.publish(topic, EventName.VEHICLE_LOCKED, {**base, **at})
             await uow.publish(topic, EventName.RENT_ENDED, {
                 **base, **at, "duration": price.billed_seconds, "currency": price.currency,
@@ -158,6 +173,7 @@ class PgRentBook:
         return rent
 
     async def released(self, rent: Rent) -> bool:
+        """Has a station recorded the ``unlocked`` of this docked rent's unlock id?"""
         unlock_id = rent.unlock_id
         if unlock_id is None:
             return False
@@ -180,6 +196,77 @@ class PgRentBook:
             return warned
 
         return await self._work.run(warn, topics=[topic])
+
+    # free-floating --------------------------------------------------------------------------
+
+    async def command(self, rent: Rent, kind: CommandKind) -> Rent:
+        """Record a resume, pause or end with a fresh id (replacing an earlier command), before it is sent.
+
+        ``CommandKind.UNLOCK`` is not recorded here: the start's id is the rent's ``unlock_id``. Raises
+        ``RentNotRiding`` when the rent is not ongoing or paused (the actor's copy is then stale)."""
+        if kind is CommandKind.UNLOCK:
+            raise ValueError("an unlock is the rent's own unlock_id; record a resume instead")
+        recorded = await self._work.run(lambda uow: store.record_command(uow.conn, rent.rent_id, kind))
+        if recorded is None:
+            raise RentNotRiding(f"rent {rent.rent_id} is not riding: no {kind.value} for it")
+        return recorded
+
+    async def pause(self, rent: Rent, at_ms: int) -> Rent:
+        """ongoing -> paused, on hold from ``at_ms`` (the vehicle's ``locked`` time, kept between the start
+        and now); clears the command; ``rent.paused``. A rent not ongoing: as the book has it."""
+        topic = Topic.user(rent.user_id)
+
+        async def pause(uow: UnitOfWork) -> Rent:
+            paused = await store.mark_paused(uow.conn, rent.rent_id, at_ms)
+            if paused is None:
+                return await store.current_rent(uow.conn, rent.vehicle_id) or rent
+            await uow.publish(topic, EventName.RENT_PAUSED, {**rent_data(paused),
+                                                              "on_hold_since": _ms(paused.paused_at)})
+            return paused
+
+        return await self._work.run(pause, topics=[topic])
+
+    async def resume(self, rent: Rent) -> Rent:
+        """paused -> ongoing; clears the command; ``rent.resumed``. A rent not paused: as the book has it."""
+        topic = Topic.user(rent.user_id)
+
+        async def resume(uow: UnitOfWork) -> Rent:
+            resumed = await store.mark_resumed(uow.conn, rent.rent_id)
+            if resumed is None:
+                return await store.current_rent(uow.conn, rent.vehicle_id) or rent
+            await uow.publish(topic, EventName.RENT_RESUMED, rent_data(resumed))
+            return resumed
+
+        return await self._work.run(resume, topics=[topic])
+
+    async def moved(self, rent: Rent, at: float) -> Rent:
+        """Record the riding vehicle's last movement (no event: the rider knows they are riding)."""
+        moved = await self._work.run(lambda uow: store.mark_moved(uow.conn, rent.rent_id, at))
+        return moved or rent
+
+    async def reported(self, rent: Rent) -> Return | bool:
+        """What the vehicle's module recorded (``vehicle_messages``, as the gateway writes them) for the
+        rent's pending unlock or command: its ``unlocked`` of the unlock (start) or of a resume -> True;
+        its ``locked`` of a pause or end -> the ``Return`` (its time and position); else False."""
+        vehicle_id = rent.vehicle_id
+        if rent.state is RentState.UNLOCKING:
+            unlock_id = rent.unlock_id
+            if unlock_id is None:
+                return False
+            return await self._db.run(lambda conn: store.vehicle_unlocked(conn, vehicle_id, unlock_id))
+        command_id = rent.command_id
+        if command_id is None or not rent.state.riding:
+            return False
+        if rent.command is CommandKind.RESUME:
+            return await self._db.run(lambda conn: store.vehicle_unlocked(conn, vehicle_id, command_id))
+        if rent.command in (CommandKind.PAUSE, CommandKind.END):
+            locked = await self._db.run(lambda conn: store.vehicle_locked(conn, vehicle_id, command_id))
+            return False if locked is None else locked
+        return False
+
+
+class RentNotRiding(RuntimeError):
+    """A command for a rent that is no longer ongoing or paused."""
 
 
 def _amount(value: Decimal) -> float:

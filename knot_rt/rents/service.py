@@ -1,4 +1,5 @@
-"""The rents domain's entry point: unlock a docked vehicle, read a rider's rents.
+"""The rents domain's entry point: unlock a vehicle (docked or free-floating), pause, resume and end a
+free-floating rent, read a rider's rents.
 
 Who does what (DESIGN.md, "Rents"):
 
@@ -24,6 +25,30 @@ Who does what (DESIGN.md, "Rents"):
 
 The sending is shielded from the caller's cancellation (a client that hangs
 up): a reserved rent always gets its unlock sent or its failure recorded.
+
+Free-floating vehicles (their own module and socket, ``vehicle-protocol.md``):
+
+- Unlock: the same first checks (404/4, 403/13), then the vehicle must be
+  rentable where it is — not rented, not out of order, its module connected
+  (409/30) — and the rider within ``FREE_FLOATING_UNLOCK_METRES`` of its last
+  known position (403/31). The actor reserves the rent as for a docked one,
+  then sends the unlock (``SendUnlock``); the vehicle's RESULT answers the
+  rider: refused (409/41) or offline (503/50) fail the rent at once; no answer
+  (504/40) leaves it ``unlocking``, for the vehicle's ``unlocked`` or the
+  actor's unlock timeout. The rider's own paused rent of that vehicle is
+  resumed instead.
+- End (``lock``), pause (``lock/temporary``), resume: checked here against the
+  rent as the database has it (404/4 not the caller's, 409/36 docked, 409/35
+  not in a state for it, 403/34 pauses not allowed, 403/39 not a place to end
+  a trip: outside the network's area or its parkings), then a ``RentCommand``
+  to the vehicle's actor, which checks again against the rent it holds (it is
+  the one writer), records the command with a fresh id and sends it. The
+  rider's answer is the vehicle's RESULT; the rent changes when the vehicle's
+  ``locked`` / ``unlocked`` echoing that id arrives (``rent.paused``,
+  ``rent.resumed``, ``rent.ended`` on the rider's ``user`` topic).
+
+Every id a rider names is checked against the rider (another rider's trip or
+vehicle answers as an unknown one, 404/4); the rider is the token's.
 """
 
 from __future__ import annotations
@@ -38,12 +63,13 @@ import asyncpg
 import trio
 
 from actors import ActorError, AskTimeout
-from actors.rent import Rent, RentRefused, RentRequest, Via
-from actors.station import StationView
-from actors.vehicle import VEHICLE, ReserveRent, UnlockFailed, VehicleView
+from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Via
+from actors.station import CommandFailed, Failure, PendingCommand, StationView
+from actors.vehicle import VEHICLE, RentCommand, ReserveRent, SendUnlock, UnlockFailed, VehicleView
 from protocols.errors import ErrorCode
 
-from ..catalog.memory import Catalog, Cluster, VehicleFacts, vehicle_facts
+from ..catalog.memory import Catalog, Cluster, Network, VehicleFacts, vehicle_facts
+from ..config import FREE_FLOATING_UNLOCK_METRES
 from ..db import Backoff, Database, attempt
 from ..errors import ApiError
 from ..services.access import AccessCache, UserAccess
@@ -59,6 +85,16 @@ log = logging.getLogger(__name__)
 # Codes of a failed unlock after which the rent fails at once (a timeout leaves it to the station's report).
 _FAILS_THE_RENT = {ErrorCode.DEVICE_OFFLINE, ErrorCode.DEVICE_REJECTED, ErrorCode.SERVICE_UNAVAILABLE,
                    ErrorCode.INVALID_INPUT, ErrorCode.INTERNAL}
+
+
+# A command to a free-floating vehicle that did not go through, as the rider is answered.
+_COMMAND_FAILURES: dict[Failure, ErrorCode] = {
+    Failure.OFFLINE: ErrorCode.DEVICE_OFFLINE,
+    Failure.TIMEOUT: ErrorCode.DEVICE_TIMEOUT,
+    Failure.REJECTED: ErrorCode.DEVICE_REJECTED,
+    Failure.INVALID: ErrorCode.RENT_STATE,  # the rent changed meanwhile (its unlock timed out, it ended)
+    Failure.UNAVAILABLE: ErrorCode.SERVICE_UNAVAILABLE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +118,7 @@ class RentService:
     def __init__(
         self, work: Work, catalog: Catalog, stations: StationService, vehicles: VehicleService, access: AccessCache,
         *, book: PgRentBook | None = None, ask_timeout: float = 10.0,
+        unlock_metres: float = FREE_FLOATING_UNLOCK_METRES, command_timeout: float = 15.0,
     ) -> None:
         self.work = work
         self.db: Database = work.db
@@ -91,15 +128,21 @@ class RentService:
         self.vehicles = vehicles
         self.access = access
         self.ask_timeout = ask_timeout
+        self.unlock_metres = unlock_metres  # a free-floating vehicle is unlocked from this close at most
+        self.command_timeout = command_timeout  # bound of the wait for a vehicle's RESULT (its actor's is shorter)
 
     # unlocking -------------------------------------------------------------------------
 
     async def unlock(self, access: UserAccess, serial_number: str, lat: float, lng: float) -> Unlocked:
-        """Rent the docked vehicle ``serial_number`` for the caller at (lat, lng); see the module's docstring."""
+        """Rent the vehicle ``serial_number`` for the caller at (lat, lng), or resume the caller's paused rent of
+        it (free-floating); see the module's docstring."""
         assert access.user_id is not None
         row = await self.db.run(lambda conn: store.vehicle_by_serial(conn, serial_number))
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no vehicle {serial_number}")
+        live = self.vehicles.state(row.vehicle_id)
+        if (row.free_floating or live.has_module) and not live.docked:
+            return await self._unlock_free_floating(access, row, live, lat, lng)
         target = self._docked_target(access, row)
         limit = target.cluster.max_unlock_distance
         if limit is not None and distance_m(lat, lng, target.cluster.latitude, target.cluster.longitude) > limit:
@@ -134,11 +177,15 @@ class RentService:
                 refusal = error
         raise refusal or ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"no vehicle to rent at station {station_id}")
 
-    def _docked_target(self, access: UserAccess, vehicle: store.VehicleToRent) -> DockedTarget:
-        vehicle_id = vehicle.vehicle_id
+    def _usable_network(self, access: UserAccess, vehicle: store.VehicleToRent) -> Network:
         network = self.catalog.networks.get(vehicle.network_id) if vehicle.network_id is not None else None
         if network is None or not access.may_use(network):
             raise ApiError(ErrorCode.NOT_ALLOWED, "this network is not open to you")
+        return network
+
+    def _docked_target(self, access: UserAccess, vehicle: store.VehicleToRent) -> DockedTarget:
+        vehicle_id = vehicle.vehicle_id
+        network = self._usable_network(access, vehicle)
         unavailable = ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is not available")
         if vehicle.state not in ("available", "rented") or vehicle.out_of_order or network.out_of_order is not None:
             raise unavailable
@@ -189,15 +236,114 @@ class RentService:
         except ActorError as exc:  # the actor's clock fails the rent when its unlock times out
             log.warning("rent %s: recording the failed unlock failed: %r", rent.rent_id, exc)
 
+    # free-floating ---------------------------------------------------------------------
+
+    async def _unlock_free_floating(
+        self, access: UserAccess, vehicle: store.VehicleToRent, live: VehicleView, lat: float, lng: float
+    ) -> Unlocked:
+        assert access.user_id is not None
+        network = self._usable_network(access, vehicle)
+        rent = live.rent
+        if rent is not None and rent.user_id == access.user_id and rent.state is RentState.PAUSED:
+            await self._command(rent.vehicle_id, RentCommand(access.user_id, CommandKind.UNLOCK, rent.rent_id))
+            return Unlocked(trip_id=rent.rent_id, external_locks=[])
+        vehicle_id = vehicle.vehicle_id
+        if (
+            vehicle.state not in ("available", "rented") or vehicle.out_of_order or network.out_of_order is not None
+            or live.rented or not live.connected or live.latitude is None or live.longitude is None
+        ):
+            raise ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is not available")
+        if distance_m(lat, lng, live.latitude, live.longitude) > self.unlock_metres:
+            raise ApiError(ErrorCode.TOO_FAR, f"farther than {self.unlock_metres:g} m from the vehicle")
+        request = RentRequest(access.user_id, network.id, Via.APP)
+        with trio.CancelScope(shield=True):  # a reserved rent always gets its unlock sent or its failure
+            reserved = await self._reserve(vehicle_id, request)
+            try:
+                await self._command(vehicle_id, SendUnlock(reserved.rent_id))
+            except ApiError as error:
+                if error.code is not ErrorCode.DEVICE_TIMEOUT:
+                    await self._unlock_failed(reserved, error.message or error.code.name.lower())
+                raise
+        return Unlocked(trip_id=reserved.rent_id, external_locks=[])
+
+    async def end(self, user_id: int, vehicle_id: int) -> None:
+        """End the caller's free-floating rent of ``vehicle_id`` where the vehicle is: answered once the vehicle
+        accepted its ``lock``; the rent ends on its ``locked`` (``rent.ended``)."""
+        rent = await self._riding_free_floating(user_id, vehicle_id)
+        if not rent.state.riding:
+            raise ApiError(ErrorCode.RENT_STATE, f"trip {rent.rent_id} is {rent.state.value}")
+        live = self.vehicles.state(vehicle_id)
+        if live.latitude is None or live.longitude is None or not self.catalog.may_end_trip(
+            rent.network_id, live.latitude, live.longitude
+        ):
+            raise ApiError(ErrorCode.LOCK_NOT_ALLOWED_HERE,
+                           "a trip may not end here: outside the network's area or its parkings")
+        await self._command(vehicle_id, RentCommand(user_id, CommandKind.END))
+
+    async def pause(self, user_id: int, vehicle_id: int) -> None:
+        """Pause the caller's ongoing free-floating rent of ``vehicle_id`` (a temporary lock): answered once
+        the vehicle accepted its ``lock``; the rent pauses on its ``locked`` (``rent.paused``)."""
+        rent = await self._riding_free_floating(user_id, vehicle_id)
+        if not rent.rules.allow_pause:
+            raise ApiError(ErrorCode.PAUSE_NOT_ALLOWED, "pausing a trip is not allowed on this network")
+        if rent.state is not RentState.ONGOING or rent.command is CommandKind.PAUSE:
+            state = "pausing" if rent.command is CommandKind.PAUSE else rent.state.value
+            raise ApiError(ErrorCode.RENT_STATE, f"trip {rent.rent_id} is {state}")
+        await self._command(vehicle_id, RentCommand(user_id, CommandKind.PAUSE))
+
     async def resume(self, user_id: int, rent_id: int) -> None:
-        """Resume a paused rent of the caller (pauses are free-floating's, next issue): another rider's
-        rent or an unknown one is 404/4, a rent that is not paused 409/35."""
+        """Resume a paused rent of the caller: another rider's rent or an unknown one is 404/4, a rent that is
+        not paused 409/35, a docked one 409/36. Answered once the vehicle accepted its ``unlock``; the rent
+        resumes on its ``unlocked`` (``rent.resumed``)."""
         row = await self.db.run(lambda conn: store.rent_of_user(conn, user_id, rent_id))
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no trip {rent_id}")
         if row["rent_state"] != "paused":
             raise ApiError(ErrorCode.RENT_STATE, f"trip {rent_id} is {row['rent_state']}, not paused")
-        raise ApiError(ErrorCode.WRONG_VEHICLE_KIND, "only free-floating rents are paused")  # pragma: no cover
+        if not row["free_floating"]:
+            raise ApiError(ErrorCode.WRONG_VEHICLE_KIND, "only free-floating rents are paused")
+        await self._command(row["vehicle_id"], RentCommand(user_id, CommandKind.UNLOCK, rent_id))
+
+    async def _riding_free_floating(self, user_id: int, vehicle_id: int) -> Rent:
+        """The caller's current rent of a free-floating vehicle, as the database has it: 404/4 for an unknown
+        vehicle or no rent of the caller on it, 409/36 for a docked vehicle or one without a module."""
+        vehicle = await self.db.run(lambda conn: store.vehicle_by_id(conn, vehicle_id))
+        if vehicle is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no vehicle {vehicle_id}")
+        live = self.vehicles.state(vehicle_id)
+        if not (vehicle.free_floating or live.has_module) or live.docked:
+            raise ApiError(ErrorCode.WRONG_VEHICLE_KIND, f"vehicle {vehicle_id} is docked, not free-floating")
+        rent = await self.db.run(lambda conn: store.current_rent(conn, vehicle_id))
+        if rent is None or rent.user_id != user_id:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no trip of yours on vehicle {vehicle_id}")
+        if not rent.free_floating:
+            raise ApiError(ErrorCode.WRONG_VEHICLE_KIND, f"trip {rent.rent_id} started at a station")
+        return rent
+
+    async def _command(self, vehicle_id: int, message: RentCommand | SendUnlock) -> dict[str, Any]:
+        """Ask the vehicle's actor, then wait for the vehicle's RESULT: its payload, or ``ApiError`` (a
+        refusal of the actor with its code; offline 503/50, no answer 504/40, rejected 409/41)."""
+        try:
+            actor = await self.stations.registry.get(VEHICLE, str(vehicle_id))
+            reply = await actor.ask(message, timeout=self.ask_timeout)
+        except AskTimeout as exc:
+            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is busy; try again shortly") from exc
+        except ActorError as exc:
+            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is restarting; try again shortly") from exc
+        if isinstance(reply, RentRefused):
+            raise ApiError(reply.code, reply.message)
+        if isinstance(reply, PendingCommand):
+            try:  # the actor settles it within its call timeout; this bound only guards against a lost reply
+                outcome = await reply.wait_within(self.command_timeout)
+            except trio.TooSlowError:
+                outcome = CommandFailed(Failure.TIMEOUT, f"vehicle {vehicle_id} did not answer")
+        elif isinstance(reply, CommandFailed):
+            outcome = reply
+        else:  # pragma: no cover - the actor answers one of the three
+            raise ApiError(ErrorCode.INTERNAL, f"unexpected answer of vehicle {vehicle_id}")
+        if isinstance(outcome, CommandFailed):
+            raise ApiError(_COMMAND_FAILURES[outcome.failure], outcome.message)
+        return outcome
 
     # reads -------------------------------------------------------------------------------
 
@@ -219,12 +365,13 @@ class RentService:
     def describe(self, row: asyncpg.Record, *, past: bool = False) -> dict[str, Any]:
         """A rent's row as the map shows it, with its vehicle's live battery and spot; ``past`` adds its
         end, duration and price (``GET /users/rents``)."""
+        paused = row["rent_state"] == "paused"
         found = self._fields(
             vehicle_facts(row), trip_id=row["id"], network_id=row["network_id"], free_floating=row["free_floating"],
-            being_rented=row["rent_state"] == "ongoing" and row["on_hold_since"] is None, station_id=row["station_id"],
+            being_rented=row["rent_state"] == "ongoing", station_id=row["station_id"],
             spot_number=row["spot_number"], displayed_number=row["displayed_number"],
             lock_status=row["lock_status"], time_start=row["time_start"],
-            billing_time_stop=row["billing_time_stop"], on_hold_since=row["on_hold_since"],
+            billing_time_stop=row["billing_time_stop"], on_hold_since=row["on_hold_since"] if paused else None,
         )
         if past:
             stop = row["billing_time_stop"]
@@ -237,6 +384,9 @@ class RentService:
                 "price": _amount(row["price"]),
                 "paid_by_wallet": _amount(row["paid_by_wallet"]),
                 "amount_due": _amount(row["amount_due"]),
+                "end_latitude": row["end_latitude"],
+                "end_longitude": row["end_longitude"],
+                "ended_by": row["ended_by"],
             })
         return found
 
@@ -246,8 +396,12 @@ class RentService:
         time_start: datetime, billing_time_stop: datetime | None, on_hold_since: datetime | None,
     ) -> dict[str, Any]:
         """The map's fields of a rent (spec row 61): its vehicle's facts and live battery, its spot's lock
-        while docked (the station's live view first)."""
-        if station_id is not None and spot_number is not None:
+        while docked (the station's live view first), a free-floating vehicle's own lock as it last
+        reported it (1 locked, 0 open, None unknown)."""
+        if free_floating and station_id is None:
+            locked = self.vehicles.state(facts.id).locked
+            lock_status = None if locked is None else int(locked)
+        elif station_id is not None and spot_number is not None:
             station = self.stations.live.station(station_id)
             spot = station.spot(spot_number) if station is not None else None
             if spot is not None:
