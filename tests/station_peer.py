@@ -30,11 +30,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
@@ -42,7 +45,47 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from protocols import station as st
 from protocols import vehicle as vh
 
+if TYPE_CHECKING:
+    from knot_rt.simulator.device import SimulatedDevice
+
 TIMEOUT = 10.0  # seconds a wait may take before the test fails (a hang guard, not a timing assertion)
+T = TypeVar("T")
+D = TypeVar("D", bound="SimulatedDevice")
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    """Await with a hang guard (never a timing assertion)."""
+    with trio.fail_after(TIMEOUT):
+        return await awaitable
+
+
+async def started(nursery: trio.Nursery, device: D) -> D:
+    """Run a simulated device in ``nursery`` until it is connected and booted."""
+    nursery.start_soon(device.run)
+    await within(device.wait_connected())
+    return device
+
+
+@asynccontextmanager
+async def simulating(*argv: str) -> AsyncIterator[trio.Process]:
+    """``knot-rt simulate ARGV`` as a subprocess, its stderr piped; killed at the end if it still runs."""
+    command = [sys.executable, "-m", "knot_rt.cli", "simulate", *argv]
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stderr_of(process: trio.Process) -> str:
+    """Everything the process wrote on its stderr (read to its end)."""
+    assert process.stderr is not None
+    output = b""
+    while chunk := await process.stderr.receive_some():
+        output += chunk
+    return output.decode()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import trio
@@ -19,19 +17,12 @@ from knot_rt.cli import build_parser
 from knot_rt.simulator.cli import read_vehicles_file, run_from_args, write_vehicles_file
 from knot_rt.simulator.vehicle import PathMode, Route, SimulatedVehicle, VehicleFleet, VehicleSpec, distance_km
 from protocols import vehicle as vh
-from tests.station_peer import TIMEOUT, VehiclePeer
+from tests.station_peer import VehiclePeer, simulating, started, stderr_of, within
 
 SERIAL = "SIM-0001"
 SECRET = "simulated-vehicle-secret-1"
 START = (48.5834, 7.7458)
 PATH = [(48.5840, 7.7470), (48.5850, 7.7470)]
-T = TypeVar("T")
-
-
-async def within(awaitable: Awaitable[T]) -> T:
-    """Await with a hang guard (never a timing assertion)."""
-    with trio.fail_after(TIMEOUT):
-        return await awaitable
 
 
 @pytest.fixture
@@ -48,11 +39,6 @@ def make_vehicle(peer: VehiclePeer, serial: str = SERIAL, secret: str = SECRET, 
     settings.update(options)
     return SimulatedVehicle(serial, secret, peer.url, **settings)
 
-
-async def started(nursery: trio.Nursery, vehicle: SimulatedVehicle) -> SimulatedVehicle:
-    nursery.start_soon(vehicle.run)
-    await within(vehicle.wait_connected())
-    return vehicle
 
 
 def answer_payload(answer: vh.Result | vh.Error) -> dict[str, Any]:
@@ -304,10 +290,8 @@ async def test_cli_simulates_vehicles_until_interrupted(
     path = tmp_path / "vehicles.json"
     write_vehicles_file(str(path), [VehicleSpec(SERIAL, SECRET, *START, PATH)])
     station_url = peer.url.removesuffix(vh.WS_PATH) + "/api/stations/ws"  # the vehicles' URL is derived from it
-    command = [sys.executable, "-m", "knot_rt.cli", "simulate", "--url", station_url, "--vehicles-file", str(path),
-               "--status-interval", "0.05", "--vehicle-speed", "30"]
-    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
-    try:
+    async with simulating("--url", station_url, "--vehicles-file", str(path), "--status-interval", "0.05",
+                          "--vehicle-speed", "30") as process:
         conn = await peer.wait_connection(SERIAL)
         await peer.wait_calls("status", 2)
         assert answer_payload(await conn.call("unlock", vh.UnlockPayload(unlock=5))) == {"status": "accepted"}
@@ -315,15 +299,7 @@ async def test_cli_simulates_vehicles_until_interrupted(
         await peer.wait_until(lambda: any(r.data[3]["speed"] == 30 for r in peer.calls("status")))
         process.send_signal(signal.SIGINT)
         assert await within(process.wait()) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    output = b""
-    while chunk := await process.stderr.receive_some():
-        output += chunk
-    text = output.decode()
+    text = await stderr_of(process)
     assert "simulating 1 vehicle(s) against " + peer.url in text
     assert re.search(r"^vehicles 0/1 connected, 1 stopped \| events sent \d+", text.splitlines()[-1]), text
     await peer.wait_until(lambda: not peer.current)
