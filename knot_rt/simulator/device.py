@@ -1,7 +1,7 @@
 """A simulated device: a firmware-like client of a device protocol over a real WebSocket.
 
-:class:`SimulatedDevice` is what a simulated station (``station.py``) and,
-next, a simulated free-floating vehicle share: ``vehicle-protocol.md`` is the
+:class:`SimulatedDevice` is what a simulated station (``station.py``) and a
+simulated free-floating vehicle (``vehicle.py``) share: ``vehicle-protocol.md`` is the
 station protocol with other actions (same gateway, framing, Basic auth, boot,
 delivery guarantee, close codes). A device:
 
@@ -43,9 +43,11 @@ Choices:
 - Framing is ``protocols.station``'s (``Call``/``Result``/``Error``,
   ``parse_frame``, ``call``/``result``/``error``): the vehicle protocol's
   frames are "exactly as" the station protocol's, so that framing serves both;
-  a device protocol brings its own action and RESULT tables
-  (:class:`DeviceProtocol`). The boot RESULT is the same for both
-  (``status``, ``heartbeat_interval``, ``server_time``).
+  a device protocol brings its own action names, action and RESULT tables
+  and frame limit (:class:`DeviceProtocol`, whose ``parse`` and ``call`` apply
+  them; the outbox writes its events' frames with that ``call``). The boot
+  RESULT is the same for both (``status``, ``heartbeat_interval``,
+  ``server_time``).
 - Waiting is by predicate: every change wakes the device's waiters (and its
   fleet's), which check their condition again. Simple for tests and the fleet,
   at the cost of waking every waiter per change (there are few).
