@@ -47,8 +47,8 @@ clock tries again ``rent_retry`` seconds later, and a refused reservation is
 a value (code 48), never a crash.
 
 Free-floating vehicles (``vehicle-protocol.md``) carry a module with a socket of
-their own; the gateway hands the actor its connection (``LinkAttached`` /
-``LinkDetached``) and every CALL (``DeviceCall``), and the actor answers them
+their own; the gateway hands the actor its connection (``Attached`` /
+``Detached``, ``actors/link.py``) and every CALL (``Incoming``), and the actor answers them
 as the station actor answers its station: ``boot`` first (else
 ``ProtocolError``); each event is recorded once with the state it leads to
 (``VehicleStore.record``) before its RESULT, a repeated id gets the stored
@@ -100,11 +100,21 @@ from typing import Any, Protocol, TypeAlias, assert_never
 import trio
 
 from actors.geo import distance_m
-from actors.link import CallRefused, CallTimeout, DeviceLink, DeviceLinks, LinkClosed
+from actors.link import (
+    Attached,
+    CommandFailed,
+    Detached,
+    DeviceLink,
+    DeviceLinks,
+    Failure,
+    Incoming,
+    LinkClosed,
+    PendingCommand,
+    send_command,
+)
 from actors.registry import ActorKind
 from actors.rent import CommandKind, EndedBy, Rent, RentBook, RentRefused, RentRequest, RentState, Return
 from actors.runtime import Actor
-from actors.station import CommandFailed, Failure, PendingCommand
 from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
@@ -193,31 +203,6 @@ class RentTick:
     """The rent's clock (or a start) asks the actor to look at its rent's deadlines and reconcile."""
 
 
-# The vehicle's own socket (free-floating vehicles, ``vehicle-protocol.md``), from the gateway.
-
-
-@dataclass(frozen=True, slots=True)
-class LinkAttached:
-    """The gateway has a new connection of the vehicle (an older one is already replaced)."""
-
-    link: DeviceLink
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDetached:
-    """The connection is gone (ignored unless it is the actor's current one)."""
-
-    link: DeviceLink
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceCall:
-    """A CALL of the vehicle, already parsed; the actor answers it on the link (RESULT or ERROR)."""
-
-    link: DeviceLink
-    call: wire.Call
-
-
 @dataclass(frozen=True, slots=True)
 class RentCommand:
     """A rider's command on the free-floating rent of this vehicle: ``UNLOCK`` resumes a paused rent (the
@@ -242,7 +227,7 @@ class SendUnlock:
 
 VehicleMessage: TypeAlias = (
     Docked | Undocked | StationOnline | Positioned | Snapshot | ReserveRent | UnlockFailed | RentTick
-    | LinkAttached | LinkDetached | DeviceCall | RentCommand | SendUnlock
+    | Attached | Detached | Incoming | RentCommand | SendUnlock
 )
 VehicleReply: TypeAlias = "VehicleView | Rent | RentRefused | PendingCommand | CommandFailed"
 
@@ -497,12 +482,12 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
                 if view.docked:
                     return view
                 new = dataclasses.replace(view, latitude=message.latitude, longitude=message.longitude)
-            case LinkAttached(link):
+            case Attached(link):
                 self._link = link
                 if not view.connected:
                     return view
                 new = self._with_connection(view, False)  # the older socket is gone; this one must boot
-            case LinkDetached(link):
+            case Detached(link):
                 if link is not self._link:
                     return view
                 self._link = None
@@ -515,7 +500,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
                     self.view = self._with_connection(view, False)
                     await self._announce(self.view)
                 return self.view
-            case DeviceCall(link, call):
+            case Incoming(link, call):
                 if link is self._link:
                     await self._device_call(link, call)
                 return self.view
@@ -710,20 +695,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         return pending
 
     async def _send_command(self, link: DeviceLink, pending: PendingCommand, payload: wire.Payload) -> None:
-        try:
-            outcome: dict[str, Any] | CommandFailed = await link.call(pending.action, payload, self.call_timeout)
-        except LinkClosed:
-            outcome = CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} went offline")
-        except CallTimeout:
-            outcome = CommandFailed(Failure.TIMEOUT, f"vehicle {self.vehicle_id} did not answer in time")
-        except CallRefused as refused:
-            outcome = CommandFailed(Failure.REJECTED, f"vehicle {self.vehicle_id} refused: {refused}")
-        except BaseException:  # cancelled with this incarnation (a crash, a stop): nobody is left waiting
-            pending.resolve(CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} is restarting"))
-            raise
-        if isinstance(outcome, dict) and outcome.get("status") != wire.CommandStatus.ACCEPTED.value:
-            outcome = CommandFailed(Failure.REJECTED, f"vehicle {self.vehicle_id} rejected the {pending.action}")
-        pending.resolve(outcome)
+        await send_command(link, pending, payload, self.call_timeout, f"vehicle {self.vehicle_id}")
 
     async def _rent_command(self, command: RentCommand) -> PendingCommand | CommandFailed | RentRefused:
         """A rider's resume, pause or end of the free-floating rent: checked against the rent the actor
