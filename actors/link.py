@@ -8,12 +8,15 @@ device's CALLs and to send its own. Both device protocols share the framing
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from actors.reply import OneShot
 from protocols.station import Call, Payload, UnlockStatus
+
+logger = logging.getLogger(__name__)
 
 
 class LinkClosed(Exception):
@@ -46,6 +49,14 @@ class DeviceLinks(Protocol):
     """The current connection of each device of one kind, by its id."""
 
     def current(self, device_id: int) -> DeviceLink | None: ...
+
+
+async def answer(link: DeviceLink, text: str) -> None:
+    """Answer the device's CALL; a link gone meanwhile is no fault (the device sends the CALL again)."""
+    try:
+        await link.send(text)
+    except LinkClosed:
+        logger.info("device link closed before its answer was sent")
 
 
 # Messages from the gateway to the device's actor -----------------------------------------------

@@ -57,6 +57,7 @@ from actors.link import (
     Incoming,
     LinkClosed,
     PendingCommand,
+    answer,
     send_command,
 )
 from actors.runtime import Actor
@@ -367,25 +368,17 @@ class StationActor(Actor[StationMessage, StationReply]):
 
     # station -> backend ----------------------------------------------------
 
-    @staticmethod
-    async def _answer(link: StationLink, text: str) -> None:
-        """Answer the station; a link gone meanwhile is no fault (the station resends)."""
-        try:
-            await link.send(text)
-        except LinkClosed:
-            log.info("station link closed before its answer was sent")
-
     async def _incoming(self, link: StationLink, call: wire.Call) -> None:
         if call.action is wire.Action.BOOT:
             await self._boot(link, call)
             return
         if not link.booted:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
             return
         try:
             result, changes = self._decide(call)
         except _Misfit as misfit:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
+            await answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
             return
         payload = call.payload.model_dump(mode="json")
         feed = self._feed_item(call, payload)
@@ -397,19 +390,19 @@ class StationActor(Actor[StationMessage, StationReply]):
             await self._internal_error(link, call, "record", exc)
             return
         if earlier is not None:  # a resend: same answer, nothing applied twice
-            await self._answer(link, wire.result(call.id, earlier))
+            await answer(link, wire.result(call.id, earlier))
             return
         if isinstance(call.payload, wire.UnlockedPayload):
             self._unlocks.pop(call.payload.unlock, None)
         await self._apply(call, changes)
         if isinstance(call.payload, wire.BadgeRfidPayload):
             await self._badge_read(call.payload)
-        await self._answer(link, wire.result(call.id, result))
+        await answer(link, wire.result(call.id, result))
 
     async def _internal_error(self, link: StationLink, call: wire.Call, what: str, exc: Exception) -> None:
         log.warning("station %s: %s of %s %r failed: %r; answered InternalError", self.station_id, what,
                     call.action.value, call.id, exc, extra={"station_id": self.station_id})
-        await self._answer(link, wire.error(
+        await answer(link, wire.error(
             call.id, wire.ErrorCode.INTERNAL_ERROR, "the event could not be recorded now; send it again later"
         ))
 
@@ -428,7 +421,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         if not self.view.enabled:
             rejected = wire.BootResult(status=wire.BootStatus.REJECTED, heartbeat_interval=self._heartbeat,
                                        server_time=now_ms())
-            await self._answer(link, wire.result(call.id, rejected))
+            await answer(link, wire.result(call.id, rejected))
             self.background.start_soon(link.close, 1008, "station disabled")
             return
         firmware = call.payload.model_dump(mode="json")
@@ -440,7 +433,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         link.booted = True
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self._heartbeat,
                                    server_time=now_ms())
-        await self._answer(link, wire.result(call.id, accepted))
+        await answer(link, wire.result(call.id, accepted))
 
     def _decide(self, call: wire.Call) -> tuple[dict[str, Any], Changes]:
         """The RESULT and the changes of an event, without applying anything."""

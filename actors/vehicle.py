@@ -108,8 +108,8 @@ from actors.link import (
     DeviceLinks,
     Failure,
     Incoming,
-    LinkClosed,
     PendingCommand,
+    answer,
     send_command,
 )
 from actors.registry import ActorKind
@@ -544,14 +544,6 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             return CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} is offline")
         return self._link
 
-    @staticmethod
-    async def _answer(link: DeviceLink, text: str) -> None:
-        """Answer the vehicle; a link gone meanwhile is no fault (the vehicle resends)."""
-        try:
-            await link.send(text)
-        except LinkClosed:
-            logger.info("vehicle link closed before its answer was sent")
-
     async def _device_call(self, link: DeviceLink, call: wire.Call) -> None:
         """A CALL of the module: ``boot`` first; every event recorded once (with the state it leads to)
         before its RESULT; a repeated id answered with the stored RESULT and applied nothing twice; a
@@ -560,7 +552,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             await self._boot(link, call)
             return
         if not link.booted:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
             return
         before = self.view
         new = self._decide(call.payload)
@@ -573,18 +565,18 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         except Exception as exc:
             logger.warning("vehicle %d: recording %s %r failed: %r; answered InternalError", self.vehicle_id,
                            call.action.value, call.id, exc, extra={"vehicle_id": self.vehicle_id})
-            await self._answer(link, wire.error(
+            await answer(link, wire.error(
                 call.id, wire.ErrorCode.INTERNAL_ERROR, "the event could not be recorded now; send it again later"
             ))
             return
         if earlier is not None:  # a resend: same answer, nothing applied twice
-            await self._answer(link, wire.result(call.id, earlier))
+            await answer(link, wire.result(call.id, earlier))
             return
         if changed:
             self.view = new
             await self._announce(new)
         await self._apply_event(call.payload)
-        await self._answer(link, wire.result(call.id, {}))
+        await answer(link, wire.result(call.id, {}))
 
     async def _boot(self, link: DeviceLink, call: wire.Call) -> None:
         view = self.view
@@ -592,13 +584,13 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             await self._change(self._with_connection(dataclasses.replace(view, has_module=True), True))
         except Exception as exc:
             logger.warning("vehicle %d: boot failed: %r; answered InternalError", self.vehicle_id, exc)
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.INTERNAL_ERROR, "try again later"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.INTERNAL_ERROR, "try again later"))
             return
         link.booted = True
         self._sent_limit = 0  # a module that booted has no limit until told
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self.heartbeat_interval,
                                    server_time=int(time.time() * 1000))
-        await self._answer(link, wire.result(call.id, accepted))
+        await answer(link, wire.result(call.id, accepted))
         if self.view.rent is not None:
             self.tell_self(RentTick())  # what it did while away (its resent events follow anyway)
             self._follow_speed_zone()
