@@ -35,7 +35,6 @@ and runs on the Trio thread; the finder is only ever used from that thread
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from functools import cache
 from importlib import resources
