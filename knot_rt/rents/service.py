@@ -63,8 +63,9 @@ import asyncpg
 import trio
 
 from actors import ActorError, AskTimeout
+from actors.link import CommandFailed, Failure, PendingCommand
 from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Via
-from actors.station import CommandFailed, Failure, PendingCommand, StationView
+from actors.station import StationView
 from actors.vehicle import VEHICLE, RentCommand, ReserveRent, SendUnlock, UnlockFailed, VehicleView
 from protocols.errors import ErrorCode
 
