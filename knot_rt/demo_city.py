@@ -34,7 +34,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from .stations.admin import hash_station_secret, new_station_secret
+from .devices.credentials import hash_device_secret, new_device_secret
 
 CENTER = (48.5734, 7.7521)  # latitude, longitude
 CURRENCY = "EUR"
@@ -468,7 +468,7 @@ async def _insert_stations(conn: asyncpg.Connection, plans: list[ClusterPlan], i
         """INSERT INTO stations (cluster_id, secret_hash, spot_count)
            SELECT t.cluster_id, t.secret_hash, $3 FROM unnest($1::bigint[], $2::text[]) AS t(cluster_id, secret_hash)
            RETURNING id, cluster_id""",
-        clusters, [hash_station_secret(new_station_secret()) for _ in clusters], SPOTS_PER_STATION,
+        clusters, [hash_device_secret(new_device_secret()) for _ in clusters], SPOTS_PER_STATION,
     )
     by_cluster: dict[int, list[int]] = {}
     for row in sorted(rows, key=lambda r: r["id"]):
@@ -611,11 +611,11 @@ async def issue_station_secrets(conn: asyncpg.Connection, network: int) -> list[
         "SELECT s.id FROM stations s JOIN clusters c ON c.id = s.cluster_id WHERE c.network_id = $1 ORDER BY s.id",
         network,
     )
-    issued = [(r["id"], new_station_secret()) for r in rows]
+    issued = [(r["id"], new_device_secret()) for r in rows]
     await conn.execute(
         """UPDATE stations s SET secret_hash = t.secret_hash
            FROM unnest($1::bigint[], $2::text[]) AS t(id, secret_hash) WHERE s.id = t.id""",
-        [station for station, _ in issued], [hash_station_secret(secret) for _, secret in issued],
+        [station for station, _ in issued], [hash_device_secret(secret) for _, secret in issued],
     )
     return issued
 

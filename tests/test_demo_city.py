@@ -16,7 +16,7 @@ import pytest
 
 from knot_rt.demo import DEMO_ACCOUNTS, demo_station_secrets, load_demo
 from knot_rt.demo_city import CENTER, NETWORK_SHAPE, city_plan, contains
-from knot_rt.stations.admin import station_secret_matches
+from knot_rt.devices.credentials import device_secret_matches
 from tests.station_client import station_socket
 from tests.support import Harness, wait_station_online
 
@@ -224,7 +224,7 @@ def test_demo_command_scale_and_stations_file(database_url: str, data_dir: Path)
     hashes = {r["id"]: r["secret_hash"] for r in fetch(database_url, "SELECT id, secret_hash FROM stations")}
     for line in lines:
         station_id, _, secret = line.partition(":")
-        assert station_secret_matches(secret, hashes[int(station_id)])
+        assert device_secret_matches(secret, hashes[int(station_id)])
         assert secret not in result.stdout + result.stderr  # nothing secret is printed
 
     again = run_cli(database_url, data_dir, "--scale", "2")
