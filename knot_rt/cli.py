@@ -76,26 +76,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import os
 
-    from .demo import demo_station_secrets, load_demo
-    from .demo_city import MAX_SCALE
+    from .demo import demo_station_secrets, demo_vehicle_secrets, load_demo
+    from .demo_city import MAX_SCALE, IssuedVehicle
+    from .simulator.cli import write_vehicles_file
+    from .simulator.vehicle import VehicleSpec
 
     settings = _settings(args)
     if not 1 <= args.scale <= MAX_SCALE:
         print(f"--scale takes 1 to {MAX_SCALE}", file=sys.stderr)
         return 2
 
-    async def main() -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    async def main() -> tuple[dict[str, Any], list[tuple[int, str]], list[IssuedVehicle]]:
         async with open_database(settings) as db:
             summary = await load_demo(db, scale=args.scale)
             issued = await demo_station_secrets(db) if args.stations_file else []
-            return summary, issued
+            vehicles = await demo_vehicle_secrets(db) if args.vehicles_file else []
+            return summary, issued, vehicles
 
-    summary, issued = run_with_loop(main)
+    summary, issued, vehicles = run_with_loop(main)
     if args.stations_file:
         descriptor = os.open(args.stations_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(descriptor, "w", encoding="utf-8") as out:
             out.writelines(f"{station}:{secret}\n" for station, secret in issued)
         summary["stations_file"] = args.stations_file
+    if args.vehicles_file:
+        write_vehicles_file(
+            args.vehicles_file,
+            [VehicleSpec(v.serial, v.secret, v.latitude, v.longitude, list(v.path)) for v in vehicles],
+            [{"vehicle_id": v.vehicle_id} for v in vehicles],
+        )
+        summary["vehicles_file"] = args.vehicles_file
     print(json.dumps(summary))
     return 0
 
@@ -281,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stations-file", metavar="F",
                       help="issue new secrets to the city's stations and write ID:SECRET lines to F (mode 600),"
                            " for `knot-rt simulate --stations-file F`")
+    demo.add_argument("--vehicles-file", metavar="F",
+                      help="issue new secrets to the city's free-floating vehicles with a module and write them"
+                           " (serial, secret, position, path) to F as JSON (mode 600),"
+                           " for `knot-rt simulate --vehicles-file F`")
     on_database(demo, cmd_demo)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
@@ -320,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .simulator.cli import add_arguments as simulate_arguments
 
-    simulate = sub.add_parser("simulate", help="simulate stations over real sockets until Ctrl-C")
+    simulate = sub.add_parser("simulate", help="simulate stations and vehicles over real sockets until Ctrl-C")
     simulate_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
     return parser

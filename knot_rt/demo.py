@@ -14,7 +14,7 @@ import asyncpg
 
 from .accounts.store import find_user_by_email, insert_user
 from .db import Database
-from .demo_city import ensure_app_labels, ensure_city, issue_station_secrets
+from .demo_city import IssuedVehicle, ensure_app_labels, ensure_city, issue_station_secrets, issue_vehicle_secrets
 from .services.passwords import Passwords
 from .services.permissions import grant
 
@@ -267,5 +267,16 @@ async def demo_station_secrets(db: Database) -> list[tuple[int, str]]:
     async def work(conn: asyncpg.Connection) -> list[tuple[int, str]]:
         network = await conn.fetchval("SELECT id FROM networks WHERE name = 'Strasbourg'")
         return [] if network is None else await issue_station_secrets(conn, network)
+
+    return await db.transaction(work)
+
+
+async def demo_vehicle_secrets(db: Database) -> list[IssuedVehicle]:
+    """New secrets for every free-floating vehicle with a module of the demo city (the old ones stop working),
+    with where each stands and the path it rides."""
+
+    async def work(conn: asyncpg.Connection) -> list[IssuedVehicle]:
+        network = await conn.fetchval("SELECT id FROM networks WHERE name = 'Strasbourg'")
+        return [] if network is None else await issue_vehicle_secrets(conn, network)
 
     return await db.transaction(work)

@@ -1,9 +1,14 @@
 """The demo city: Strasbourg, with clusters at real places, stations, vehicles, parkings and speed zones.
 
 ``knot-rt demo`` loads it once (scale 1): 35 clusters at real places of the
-city, 61 stations of 8 spots (488 spots), 244 docked vehicles and 60
-free-floating ones (304), 8 virtual parkings and 4 speed zones, the pedestrian
-Grande Île among them. ``knot-rt demo --scale N`` adds N - 1 more "units" of
+city, 61 stations of 8 spots (488 spots), 244 docked vehicles and 66
+free-floating ones (310), 8 virtual parkings and 4 speed zones, the pedestrian
+Grande Île among them. Six of the free-floating vehicles carry an IoT module
+(``vehicles.free_floating``: their own socket, ``vehicle-protocol.md``): each
+stands in a virtual parking and, once unlocked, rides a loop through three
+other clusters of the city and back into its parking (the first one crosses
+the Grande Île's 10 km/h zone); the other 60 are plain vehicles left on the
+street. ``knot-rt demo --scale N`` adds N - 1 more "units" of
 the same size at generated places inside the network (N=33: 1,155 clusters,
 2,013 stations, 10,032 vehicles), for benchmarks.
 
@@ -18,7 +23,15 @@ Stations follow the simulator's conventions so that ``knot-rt simulate
 ``station_id * 100 + spot`` docked in spots 1..4 (``spots.vehicle_id`` and
 ``vehicles.spot_id`` agree). Station secrets are stored as hashes only;
 :func:`issue_station_secrets` issues new ones and returns them, for
-``knot-rt demo --stations-file F``.
+``knot-rt demo --stations-file F``. So are the module vehicles' secrets:
+:func:`issue_vehicle_secrets` issues new ones with each vehicle's position and
+path, for ``knot-rt demo --vehicles-file F`` and ``knot-rt simulate
+--vehicles-file F``.
+
+The module vehicles are written here with the rest of the city, in its one
+transaction and by a bulk statement, and not through
+``VehicleService.create``: the demo loads before the services exist (``serve
+--demo``) and every secret is issued anew at each start anyway.
 
 Shapes are ``[[longitude, latitude], ...]`` polygons (GeoJSON order).
 """
@@ -42,6 +55,9 @@ SPOTS_PER_STATION = 8  # the simulator's default
 DOCKED_PER_STATION = 4  # spots 1..4 hold a vehicle: the simulator's default (half the spots)
 FREE_FLOATING_PER_UNIT = 60
 FREE_FLOATING_BASE_ID = 10_000_000  # docked vehicles are station_id * 100 + spot, far below
+MODULE_VEHICLES_PER_UNIT = 6  # free-floating vehicles with an IoT module, each in a parking of its unit
+MODULE_VEHICLE_BASE_ID = 9_000_000  # below the plain free-floating ones, far above the docked ones
+MODULE_PATH_STOPS = 3  # clusters a module vehicle rides through before coming back to its parking
 MAX_SCALE = 100
 
 Shape = list[list[float]]
@@ -375,9 +391,39 @@ def _free_vehicles(unit: int, clusters: list[ClusterPlan]) -> list[FreeVehiclePl
 
 
 @dataclass(frozen=True)
+class ModuleVehiclePlan:
+    """A free-floating vehicle with an IoT module: where it stands (a parking) and the loop it rides."""
+
+    vehicle_id: int
+    serial: str
+    latitude: float
+    longitude: float
+    path: tuple[tuple[float, float], ...]  # (latitude, longitude) points
+
+
+def _parking_centre(cluster: ClusterPlan) -> tuple[float, float]:
+    shape = _parking_near(cluster.latitude, cluster.longitude)
+    return (round((shape[0][1] + shape[2][1]) / 2, 6), round((shape[0][0] + shape[2][0]) / 2, 6))
+
+
+def _module_vehicles(unit: int, clusters: list[ClusterPlan]) -> list[ModuleVehiclePlan]:
+    """One vehicle in each of the unit's first parkings; its path: the next clusters of the unit, in order."""
+    found = []
+    parkings = [index for index, cluster in enumerate(clusters) if cluster.parking][:MODULE_VEHICLES_PER_UNIT]
+    for number, index in enumerate(parkings, start=1):
+        vehicle_id = MODULE_VEHICLE_BASE_ID + (unit - 1) * 100 + number
+        stops = [clusters[(index + step) % len(clusters)] for step in range(1, MODULE_PATH_STOPS + 1)]
+        lat, lng = _parking_centre(clusters[index])
+        found.append(ModuleVehiclePlan(vehicle_id, f"KNOT-FF-{vehicle_id}", lat, lng,
+                                       tuple((c.latitude, c.longitude) for c in stops)))
+    return found
+
+
+@dataclass(frozen=True)
 class CityPlan:
     clusters: list[ClusterPlan]
     free_vehicles: list[FreeVehiclePlan]
+    module_vehicles: list[ModuleVehiclePlan]
 
 
 def city_plan(scale: int = 1) -> CityPlan:
@@ -386,11 +432,13 @@ def city_plan(scale: int = 1) -> CityPlan:
         raise ValueError(f"the scale is 1 to {MAX_SCALE}, not {scale}")
     clusters: list[ClusterPlan] = []
     free: list[FreeVehiclePlan] = []
+    modules: list[ModuleVehiclePlan] = []
     for unit in range(1, scale + 1):
         unit_clusters = _base_clusters() if unit == 1 else _unit_clusters(unit)
         clusters += unit_clusters
         free += _free_vehicles(unit, unit_clusters)
-    return CityPlan(clusters, free)
+        modules += _module_vehicles(unit, unit_clusters)
+    return CityPlan(clusters, free, modules)
 
 
 # loading -----------------------------------------------------------------------------
@@ -536,6 +584,25 @@ async def _insert_free_vehicles(
     )
 
 
+async def _insert_module_vehicles(
+    conn: asyncpg.Connection, network: int, plans: list[ModuleVehiclePlan], models: list[tuple[int, int]]
+) -> None:
+    """Module vehicles not there yet, locked, with a secret nobody knows until :func:`issue_vehicle_secrets`."""
+    chosen = [models[MODEL_BY_LAST_DIGIT[p.vehicle_id % 10]] for p in plans]
+    await conn.execute(
+        """INSERT INTO vehicles (id, serial_number, model_id, network_id, avg_max_range, battery_level, online,
+                                 state, latitude, longitude, free_floating, secret_hash, locked)
+           SELECT t.id, t.serial, t.model_id, $1, t.avg_range, t.battery, false, 'available', t.lat, t.lng,
+                  true, t.secret_hash, true
+           FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::float8[], $8::float8[],
+                       $9::text[]) AS t(id, serial, model_id, avg_range, battery, lat, lng, secret_hash)
+           ON CONFLICT DO NOTHING""",
+        network, [p.vehicle_id for p in plans], [p.serial for p in plans], [m[0] for m in chosen],
+        [m[1] for m in chosen], [_battery(p.vehicle_id) for p in plans], [p.latitude for p in plans],
+        [p.longitude for p in plans], [hash_device_secret(new_device_secret()) for _ in plans],
+    )
+
+
 async def _insert_parkings(
     conn: asyncpg.Connection, network: int, plans: list[ClusterPlan], ids: dict[str, int]
 ) -> None:
@@ -567,7 +634,8 @@ async def _ensure_speed_zones(conn: asyncpg.Connection, network: int) -> None:
 
 
 async def city_counts(conn: asyncpg.Connection, network: int) -> dict[str, int]:
-    """What the network holds: clusters, stations, spots, vehicles (docked, free-floating), parkings, zones."""
+    """What the network holds: clusters, stations, spots, vehicles (docked, free-floating, of which with a
+    module), parkings, zones."""
     row = await conn.fetchrow(
         """SELECT
              (SELECT count(*) FROM clusters WHERE network_id = $1) AS clusters,
@@ -579,6 +647,7 @@ async def city_counts(conn: asyncpg.Connection, network: int) -> dict[str, int]:
              (SELECT count(*) FROM vehicles WHERE network_id = $1 AND spot_id IS NOT NULL) AS docked_vehicles,
              (SELECT count(*) FROM vehicles WHERE network_id = $1 AND spot_id IS NULL
                 AND latitude IS NOT NULL) AS free_floating_vehicles,
+             (SELECT count(*) FROM vehicles WHERE network_id = $1 AND free_floating) AS module_vehicles,
              (SELECT count(*) FROM virtual_parkings WHERE network_id = $1) AS parkings,
              (SELECT count(*) FROM speed_zones WHERE network_id = $1) AS speed_zones""",
         network,
@@ -601,6 +670,7 @@ async def ensure_city(conn: asyncpg.Connection, network: int, scale: int = 1) ->
         if CHRISTMAS_MARKET in ids:
             await _close_for_christmas(conn, ids[CHRISTMAS_MARKET])
     await _insert_free_vehicles(conn, network, plan.free_vehicles, models)
+    await _insert_module_vehicles(conn, network, plan.module_vehicles, models)
     await _ensure_speed_zones(conn, network)
     return await city_counts(conn, network)
 
@@ -619,3 +689,45 @@ async def issue_station_secrets(conn: asyncpg.Connection, network: int) -> list[
     )
     return issued
 
+
+
+@dataclass(frozen=True)
+class IssuedVehicle:
+    """A module vehicle's new secret, where it stands and the path it rides (empty: not one of the plan's)."""
+
+    vehicle_id: int
+    serial: str
+    secret: str
+    latitude: float
+    longitude: float
+    path: tuple[tuple[float, float], ...]
+
+
+def _units_of(vehicle_ids: list[int]) -> int:
+    """The scale whose plan holds these module vehicles (ids outside the plan count for nothing)."""
+    units = [(v - MODULE_VEHICLE_BASE_ID - 1) // 100 + 1 for v in vehicle_ids if v > MODULE_VEHICLE_BASE_ID]
+    return min(MAX_SCALE, max([1, *units]))
+
+
+async def issue_vehicle_secrets(conn: asyncpg.Connection, network: int) -> list[IssuedVehicle]:
+    """New secrets for every module vehicle of the network (the old ones stop working), with where each
+    stands now (its last known position, else its plan's) and its plan's path."""
+    rows = await conn.fetch(
+        """SELECT id, serial_number, latitude, longitude FROM vehicles WHERE network_id = $1 AND free_floating
+           ORDER BY id""",
+        network,
+    )
+    paths = {p.vehicle_id: p for p in city_plan(_units_of([r["id"] for r in rows])).module_vehicles}
+    issued = []
+    for row in rows:
+        plan = paths.get(row["id"])
+        lat = row["latitude"] if row["latitude"] is not None else plan.latitude if plan else CENTER[0]
+        lng = row["longitude"] if row["longitude"] is not None else plan.longitude if plan else CENTER[1]
+        issued.append(IssuedVehicle(row["id"], row["serial_number"], new_device_secret(), lat, lng,
+                                    plan.path if plan else ()))
+    await conn.execute(
+        """UPDATE vehicles v SET secret_hash = t.secret_hash
+           FROM unnest($1::bigint[], $2::text[]) AS t(id, secret_hash) WHERE v.id = t.id""",
+        [v.vehicle_id for v in issued], [hash_device_secret(v.secret) for v in issued],
+    )
+    return issued

@@ -1,4 +1,5 @@
-"""``make run``: the demo city alive — ``knot-rt serve --demo`` and the city's stations through ``knot-rt simulate``.
+"""``make run``: the demo city alive — ``knot-rt serve --demo``, and the city's stations and free-floating
+vehicles through ``knot-rt simulate``.
 
 Run: ``make run`` (or ``.venv/bin/python -m knot_rt.launcher``). Steps:
 
@@ -6,15 +7,20 @@ Run: ``make run`` (or ``.venv/bin/python -m knot_rt.launcher``). Steps:
    gateway addresses are read from it, so ``PORT=0`` and ``KNOT_STATION_PORT=0``
    work too;
 2. wait for ``/health``;
-3. issue the stations file: ``knot-rt demo --stations-file <data>/demo-stations.txt``
-   (mode 600) gives every station of the demo city a new secret — secrets are
-   kept as hashes only, so they are issued anew at each start and a simulator
-   left over from an earlier run is locked out;
-4. start ``knot-rt simulate --stations-file F --url <gateway> --ride S``: the
-   stations boot, report their docked vehicles and answer unlocks, and a
-   vehicle unlocked is docked back at its station S seconds later (env
-   ``KNOT_DEMO_RIDE_SECONDS``, default ``RIDE_SECONDS``), so a rent started
-   with the demo rider ends and is priced by itself;
+3. issue the stations and vehicles files: ``knot-rt demo --stations-file
+   <data>/demo-stations.txt --vehicles-file <data>/demo-vehicles.json`` (mode
+   600) gives every station and every free-floating vehicle with a module of
+   the demo city a new secret — secrets are kept as hashes only, so they are
+   issued anew at each start and a simulator left over from an earlier run is
+   locked out;
+4. start ``knot-rt simulate --stations-file F --vehicles-file V --url <gateway>
+   --ride S``: the stations boot, report their docked vehicles and answer
+   unlocks, and a vehicle unlocked is docked back at its station S seconds
+   later (env ``KNOT_DEMO_RIDE_SECONDS``, default ``RIDE_SECONDS``), so a rent
+   started with the demo rider ends and is priced by itself; the free-floating
+   vehicles boot on the gateway's vehicle socket, report their status, and ride
+   their loop while unlocked (a rider locks them again: they do not lock
+   themselves);
 5. wait until they are online (``/metrics``, at most ``ONLINE_SECONDS``: past
    that it says how many are and goes on) and print how to rent.
 
@@ -33,6 +39,7 @@ child exits by itself, the other is stopped and the launcher exits with 1.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,6 +55,7 @@ import trio
 from .config import Settings
 
 STATIONS_FILE = "demo-stations.txt"
+VEHICLES_FILE = "demo-vehicles.json"
 START_SECONDS = 180.0  # the first start of the embedded PostgreSQL runs initdb
 ONLINE_SECONDS = 60.0
 STOP_SECONDS = 20.0
@@ -87,11 +95,17 @@ class Launcher:
     knot_rt: list[str]
     stations_file: Path
     ride: float = RIDE_SECONDS
+    vehicles_file: Path | None = None  # default: VEHICLES_FILE beside the stations file
     out: TextIO = sys.stdout
     server: trio.Process | None = None
     simulator: trio.Process | None = None
     addresses: Addresses = field(default_factory=Addresses)
     stations: int = 0
+    vehicles: int = 0
+
+    def __post_init__(self) -> None:
+        if self.vehicles_file is None:
+            self.vehicles_file = self.stations_file.with_name(VEHICLES_FILE)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -121,20 +135,23 @@ class Launcher:
             while (await client.get("/health")).status_code != 200:  # noqa: ASYNC110 - polling another process
                 await trio.sleep(0.2)
             self.stations_file.parent.mkdir(parents=True, exist_ok=True)
+            assert self.vehicles_file is not None
             issued = await trio.run_process(
-                [*self.knot_rt, "demo", "--stations-file", str(self.stations_file)], capture_stdout=True,
-                start_new_session=True,
+                [*self.knot_rt, "demo", "--stations-file", str(self.stations_file),
+                 "--vehicles-file", str(self.vehicles_file)], capture_stdout=True, start_new_session=True,
             )
             del issued  # the city's summary: the banner already says what matters
             self.stations = sum(1 for line in self.stations_file.read_text().splitlines() if line.strip())
+            self.vehicles = len(json.loads(self.vehicles_file.read_text()))
             self.simulator = await self.open_child(
-                "simulate", "--stations-file", str(self.stations_file), "--url", self.addresses.gateway,
-                "--ride", str(self.ride), "--quiet",
+                "simulate", "--stations-file", str(self.stations_file), "--vehicles-file", str(self.vehicles_file),
+                "--url", self.addresses.gateway, "--ride", str(self.ride), "--quiet",
             )
             nursery.start_soon(self.watch, self.simulator, "knot-rt simulate")
             online = await self.wait_online(client)
         self.say(f"demo city live: {online}/{self.stations} stations online through the simulator"
-                 f" (pid {self.simulator.pid}); a vehicle unlocked is docked back {self.ride:g} s later")
+                 f" (pid {self.simulator.pid}); a vehicle unlocked is docked back {self.ride:g} s later;"
+                 f" {self.vehicles} free-floating vehicles with a module simulated too")
         self.say(f"rent one as the demo rider: see 'A rent with curl' in README.md (API {self.addresses.api});"
                  " Ctrl-C stops everything")
 

@@ -1,14 +1,15 @@
-"""A small but strict backend side of the station protocol, for tests.
+"""A small but strict backend side of the device protocols (stations, vehicles), for tests.
 
 A trio-websocket server on 127.0.0.1 that checks what ``station-protocol.md``
-asks of a station, answers its CALLs with RESULTs built with
-``protocols.station`` and can send CALLs of its own. Anything a station does
-wrong is recorded in :attr:`StationPeer.violations` (tests assert it stays
-empty):
+(:class:`StationPeer`) or ``vehicle-protocol.md`` (:class:`VehiclePeer`: the
+same framing and delivery rules, other actions) asks of a device, answers its
+CALLs with RESULTs built with ``protocols`` and can send CALLs of its own.
+Anything a device does wrong is recorded in :attr:`DevicePeer.violations`
+(tests assert it stays empty):
 
-- the path, HTTP Basic auth (a wrong or unknown station gets HTTP 401) and the
-  ``knot-station.v1`` subprotocol;
-- every frame parses (``parse_frame`` with the station's actions);
+- the path, HTTP Basic auth (a wrong or unknown device gets HTTP 401) and the
+  protocol's subprotocol;
+- every frame parses (the protocol's ``parse_frame`` with the device's actions);
 - ``boot`` is the first CALL of a connection and nothing else is sent before
   its RESULT;
 - a call id is never reused for a different frame (a resend repeats the frame
@@ -19,8 +20,9 @@ empty):
 Knobs: ``withhold`` (actions left unanswered), ``error_for`` (actions answered
 with an ERROR), ``unavailable_for`` (actions answered ``InternalError`` without
 being recorded, as the backend does while its database is down), ``locked_answer``, ``boot_status``, ``heartbeat_interval``.
-Like the real gateway, the newest connection of a station wins: the older one
-is closed with 4001.
+Like the real gateway, the newest connection of a device wins: the older one
+is closed with 4001. Devices are known by their Basic-auth user: a station by
+its id (an int), a vehicle by its serial number.
 """
 
 from __future__ import annotations
@@ -28,28 +30,103 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from protocols import station as st
+from protocols import vehicle as vh
+
+if TYPE_CHECKING:
+    from knot_rt.simulator.device import SimulatedDevice
 
 TIMEOUT = 10.0  # seconds a wait may take before the test fails (a hang guard, not a timing assertion)
+T = TypeVar("T")
+D = TypeVar("D", bound="SimulatedDevice")
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    """Await with a hang guard (never a timing assertion)."""
+    with trio.fail_after(TIMEOUT):
+        return await awaitable
+
+
+async def started(nursery: trio.Nursery, device: D) -> D:
+    """Run a simulated device in ``nursery`` until it is connected and booted."""
+    nursery.start_soon(device.run)
+    await within(device.wait_connected())
+    return device
+
+
+@asynccontextmanager
+async def simulating(*argv: str) -> AsyncIterator[trio.Process]:
+    """``knot-rt simulate ARGV`` as a subprocess, its stderr piped; killed at the end if it still runs."""
+    command = [sys.executable, "-m", "knot_rt.cli", "simulate", *argv]
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stderr_of(process: trio.Process) -> str:
+    """Everything the process wrote on its stderr (read to its end)."""
+    assert process.stderr is not None
+    output = b""
+    while chunk := await process.stderr.receive_some():
+        output += chunk
+    return output.decode()
+
+
+@dataclass(frozen=True)
+class PeerProtocol:
+    """What the peer needs to know of one device protocol."""
+
+    ws_path: str
+    subprotocol: str
+    parse: Callable[[str], st.Frame]  # a frame from the device
+    call: Callable[[str, str, st.Payload], str]  # a CALL frame to the device
+    backend_actions: Mapping[str, type[st.Payload]]
+    results: Mapping[str, type[st.Payload]]
+    device: Callable[[str], Hashable]  # the Basic-auth user -> the device's key; ValueError if it is none
+
+
+STATION: Final = PeerProtocol(st.WS_PATH, st.SUBPROTOCOL, st.parse_frame, st.call, st.BACKEND_ACTIONS, st.RESULTS, int)
+
+
+def _serial(user: str) -> str:
+    if not vh.valid_serial(user):
+        raise ValueError(user)
+    return user
+
+
+VEHICLE: Final = PeerProtocol(vh.WS_PATH, vh.SUBPROTOCOL, vh.parse_frame, vh.call, vh.BACKEND_ACTIONS, vh.RESULTS,
+                              _serial)
 
 
 @dataclass(frozen=True)
 class Received:
-    """A CALL from a station, as it arrived."""
+    """A CALL from a device, as it arrived."""
 
-    station_id: int
+    device: Any  # a station id, a vehicle serial
     connection: int  # the peer-wide number of the connection it arrived on
     call: st.Call
     text: str
+
+    @property
+    def station_id(self) -> int:
+        assert isinstance(self.device, int)
+        return self.device
 
     @property
     def id(self) -> str:
@@ -66,8 +143,8 @@ class Received:
 
 @dataclass(eq=False)
 class PeerConnection:
-    peer: StationPeer
-    station_id: int
+    peer: DevicePeer
+    device: Any
     number: int
     ws: WebSocketConnection
     booted: bool = False
@@ -80,8 +157,8 @@ class PeerConnection:
         """Send a CALL and return the station's answer."""
         self.peer._ids += 1
         id = f"peer-{self.peer._ids}"
-        model = st.BACKEND_ACTIONS[action]
-        text = st.call(id, action, payload if payload is not None else model())
+        model = self.peer.protocol.backend_actions[action]
+        text = self.peer.protocol.call(id, action, payload if payload is not None else model())
         return await self.send_raw(text, id)
 
     async def send_raw(self, text: str, answer_id: str) -> st.Result | st.Error:
@@ -96,10 +173,12 @@ class PeerConnection:
         await self.closed.wait()
 
 
-class StationPeer:
+class DevicePeer:
+    protocol: ClassVar[PeerProtocol]
+
     def __init__(
         self,
-        credentials: Mapping[int, str],
+        credentials: Mapping[Any, str],
         *,
         heartbeat_interval: int = 1800,
         boot_status: st.BootStatus = st.BootStatus.ACCEPTED,
@@ -114,24 +193,24 @@ class StationPeer:
         self.received: list[Received] = []
         self.violations: list[str] = []
         self.connections: list[PeerConnection] = []
-        self.current: dict[int, PeerConnection] = {}
+        self.current: dict[Any, PeerConnection] = {}
         self.unauthorized = 0
         self.duplicates = 0  # repeated ids answered from the cache
         self.port = 0
         self._ids = 0
-        self._frames: dict[int, dict[str, str]] = {}  # station -> id -> first frame text
-        self._answered: dict[int, dict[str, str]] = {}  # station -> id -> RESULT text
+        self._frames: dict[Any, dict[str, str]] = {}  # device -> id -> first frame text
+        self._answered: dict[Any, dict[str, str]] = {}  # device -> id -> RESULT text
         self._changed = trio.lowlevel.ParkingLot()
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{st.WS_PATH}"
+        return f"ws://127.0.0.1:{self.port}{self.protocol.ws_path}"
 
     # -- serving ---------------------------------------------------------
 
-    async def serve(self, port: int = 0, *, task_status: trio.TaskStatus[StationPeer] = trio.TASK_STATUS_IGNORED
+    async def serve(self, port: int = 0, *, task_status: trio.TaskStatus[DevicePeer] = trio.TASK_STATUS_IGNORED
                     ) -> None:
         """Serve until :meth:`go_away`; ``await nursery.start(peer.serve)``."""
         self._done = trio.Event()
@@ -153,25 +232,25 @@ class StationPeer:
         await self._done.wait()
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        if request.path != st.WS_PATH:
+        if request.path != self.protocol.ws_path:
             self.violations.append(f"path {request.path!r}")
             await request.reject(404)
             return
-        station_id = self._authenticate(request.headers)
-        if station_id is None:
+        device = self._authenticate(request.headers)
+        if device is None:
             self.unauthorized += 1
             self._notify()
-            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="stations"')])
+            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="devices"')])
             return
-        if st.SUBPROTOCOL not in request.proposed_subprotocols:
-            self.violations.append(f"station {station_id}: subprotocols {request.proposed_subprotocols}")
+        if self.protocol.subprotocol not in request.proposed_subprotocols:
+            self.violations.append(f"{device}: subprotocols {request.proposed_subprotocols}")
             await request.reject(400)
             return
-        ws = await request.accept(subprotocol=st.SUBPROTOCOL)
-        conn = PeerConnection(self, station_id, len(self.connections) + 1, ws)
+        ws = await request.accept(subprotocol=self.protocol.subprotocol)
+        conn = PeerConnection(self, device, len(self.connections) + 1, ws)
         self.connections.append(conn)
-        older = self.current.get(station_id)
-        self.current[station_id] = conn
+        older = self.current.get(device)
+        self.current[device] = conn
         self._notify()
         try:
             if older is not None:
@@ -184,11 +263,11 @@ class StationPeer:
                 await self._on_frame(conn, text)
         finally:
             conn.closed.set()
-            if self.current.get(station_id) is conn:
-                del self.current[station_id]
+            if self.current.get(device) is conn:
+                del self.current[device]
             self._notify()
 
-    def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> int | None:
+    def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> Hashable | None:
         for name, value in headers:
             if name.lower() != b"authorization":
                 continue
@@ -197,21 +276,21 @@ class StationPeer:
                 return None
             try:
                 user, _, secret = base64.b64decode(token, validate=True).decode().partition(":")
-                station_id = int(user)
+                device = self.protocol.device(user)
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 return None
-            return station_id if self.credentials.get(station_id) == secret else None
+            return device if self.credentials.get(device) == secret else None
         return None
 
     # -- frames ----------------------------------------------------------
 
     async def _on_frame(self, conn: PeerConnection, text: str | bytes) -> None:
-        where = f"station {conn.station_id}, connection {conn.number}"
+        where = f"{conn.device}, connection {conn.number}"
         if isinstance(text, bytes):
             self.violations.append(f"{where}: binary frame")
             return
         try:
-            frame = st.parse_frame(text)
+            frame = self.protocol.parse(text)
         except st.FrameError as exc:
             self.violations.append(f"{where}: {exc}: {text}")
             await conn.ws.send_message(exc.frame)
@@ -223,13 +302,14 @@ class StationPeer:
             self._notify()
             return
 
-        self.received.append(Received(conn.station_id, conn.number, frame, text))
+        self.received.append(Received(conn.device, conn.number, frame, text))
         self._notify()
-        frames = self._frames.setdefault(conn.station_id, {})
+        frames = self._frames.setdefault(conn.device, {})
         first = frames.setdefault(frame.id, text)
         if first != text:
             self.violations.append(f"{where}: id {frame.id} reused for another frame: {text}")
-        if frame.action is st.Action.BOOT:
+        boot = frame.action == "boot"
+        if boot:
             if conn.boot_sent:
                 self.violations.append(f"{where}: second boot")
             if first is not text:
@@ -240,7 +320,7 @@ class StationPeer:
             await conn.ws.send_message(st.error(frame.id, st.ErrorCode.PROTOCOL_ERROR, "boot first"))
             return
 
-        answered = self._answered.setdefault(conn.station_id, {})
+        answered = self._answered.setdefault(conn.device, {})
         if frame.id in answered:
             self.duplicates += 1
             await conn.ws.send_message(answered[frame.id])
@@ -250,24 +330,25 @@ class StationPeer:
         if frame.action in self.error_for:
             await conn.ws.send_message(st.error(frame.id, st.ErrorCode.GENERIC_ERROR, "refused by the test peer"))
             return
-        if frame.action in self.unavailable_for:  # not recorded: the station is expected to send it again
+        if frame.action in self.unavailable_for:  # not recorded: the device is expected to send it again
             await conn.ws.send_message(st.error(frame.id, st.ErrorCode.INTERNAL_ERROR, "not recorded, send it later"))
             return
         payload: st.Payload
-        if frame.action is st.Action.BOOT:
+        model = self.protocol.results[frame.action]
+        if boot:
             payload = st.BootResult(status=self.boot_status, heartbeat_interval=self.heartbeat_interval,
                                     server_time=int(time.time() * 1000))
-        elif frame.action is st.Action.LOCKED:
+        elif model is st.LockedResult:
             payload = st.LockedResult(accepted=self.locked_answer)
         else:
-            payload = st.EmptyResult()
+            payload = model()
         answer = st.result(frame.id, payload)
         answered[frame.id] = answer
-        if frame.action is st.Action.BOOT:
+        if boot:
             conn.booted = self.boot_status is st.BootStatus.ACCEPTED
         await conn.ws.send_message(answer)
-        if frame.action is st.Action.BOOT and not conn.booted:
-            await conn.ws.aclose(1008, "station disabled")
+        if boot and not conn.booted:
+            await conn.ws.aclose(1008, "device disabled")
 
     # -- waiting and looking -----------------------------------------------
 
@@ -279,22 +360,34 @@ class StationPeer:
             while not predicate():
                 await self._changed.park()
 
-    def calls(self, action: str | None = None, station_id: int | None = None) -> list[Received]:
+    def calls(self, action: str | None = None, device: Hashable | None = None) -> list[Received]:
         return [
             r for r in self.received
-            if (action is None or r.action == action) and (station_id is None or r.station_id == station_id)
+            if (action is None or r.action == action) and (device is None or r.device == device)
         ]
 
-    async def wait_calls(self, action: str, count: int = 1, station_id: int | None = None) -> list[Received]:
+    async def wait_calls(self, action: str, count: int = 1, device: Hashable | None = None) -> list[Received]:
         """Wait until ``count`` CALLs of ``action`` have arrived; return them all."""
-        await self.wait_until(lambda: len(self.calls(action, station_id)) >= count)
-        return self.calls(action, station_id)
+        await self.wait_until(lambda: len(self.calls(action, device)) >= count)
+        return self.calls(action, device)
 
-    async def wait_connection(self, station_id: int, number: int = 1) -> PeerConnection:
-        """The ``number``-th booted connection of the station (1: the first)."""
+    async def wait_connection(self, device: Hashable, number: int = 1) -> PeerConnection:
+        """The ``number``-th booted connection of the device (1: the first)."""
 
         def booted() -> list[PeerConnection]:
-            return [c for c in self.connections if c.station_id == station_id and c.booted]
+            return [c for c in self.connections if c.device == device and c.booted]
 
         await self.wait_until(lambda: len(booted()) >= number)
         return booted()[number - 1]
+
+
+class StationPeer(DevicePeer):
+    """The backend side of ``station-protocol.md``; credentials by station id."""
+
+    protocol = STATION
+
+
+class VehiclePeer(DevicePeer):
+    """The backend side of ``vehicle-protocol.md``; credentials by serial number."""
+
+    protocol = VEHICLE

@@ -16,7 +16,8 @@ import pytest
 
 from knot_rt.demo import DEMO_ACCOUNTS, demo_station_secrets, load_demo
 from knot_rt.demo_city import CENTER, NETWORK_SHAPE, city_plan, contains
-from knot_rt.devices.credentials import device_secret_matches
+from knot_rt.devices.credentials import device_secret_matches, hash_device_secret
+from knot_rt.simulator.cli import read_vehicles_file
 from tests.station_client import station_socket
 from tests.support import Harness, wait_station_online
 
@@ -232,3 +233,33 @@ def test_demo_command_scale_and_stations_file(database_url: str, data_dir: Path)
     assert json.loads(again.stdout)["city"] == summary["city"]
     refused = run_cli(database_url, data_dir, "--scale", "0")
     assert refused.returncode == 2 and "--scale" in refused.stderr
+
+
+def test_demo_vehicles_file_holds_the_module_vehicles_in_their_parkings(database_url: str, data_dir: Path) -> None:
+    vehicles_file = data_dir / "vehicles.json"
+    result = run_cli(database_url, data_dir, "--vehicles-file", str(vehicles_file))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["vehicles_file"] == str(vehicles_file)
+    assert stat.S_IMODE(vehicles_file.stat().st_mode) == 0o600
+    vehicles = read_vehicles_file(str(vehicles_file))  # what `knot-rt simulate --vehicles-file` reads
+    assert len(vehicles) == summary["city"]["module_vehicles"] == len(city_plan(1).module_vehicles) == 6
+    rows = {r["serial_number"]: r for r in fetch(
+        database_url, "SELECT id, serial_number, secret_hash, free_floating, locked, network_id FROM vehicles"
+                      " WHERE free_floating")}
+    parkings = [r["shape"] for r in fetch(database_url, "SELECT shape FROM virtual_parkings")]
+    written = json.loads(vehicles_file.read_text())
+    for vehicle, entry in zip(vehicles, written, strict=True):
+        row = rows[vehicle.serial]
+        assert entry["vehicle_id"] == row["id"] and row["locked"] is True
+        assert hash_device_secret(vehicle.secret) == row["secret_hash"]
+        assert vehicle.secret not in result.stdout + result.stderr  # nothing secret is printed
+        assert any(contains(json.loads(shape), vehicle.lat, vehicle.lng) for shape in parkings)
+        assert len(vehicle.path) == 3 and all(contains(NETWORK_SHAPE, *point) for point in vehicle.path)
+
+    again = run_cli(database_url, data_dir, "--vehicles-file", str(vehicles_file))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["city"] == summary["city"]  # nothing added the second time
+    renewed = {v.serial: v.secret for v in read_vehicles_file(str(vehicles_file))}
+    assert renewed.keys() == {v.serial for v in vehicles}
+    assert all(renewed[v.serial] != v.secret for v in vehicles)  # new secrets: the old ones stop working

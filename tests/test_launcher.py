@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from knot_rt.demo import DEMO_ACCOUNTS
-from knot_rt.launcher import STATIONS_FILE
+from knot_rt.launcher import STATIONS_FILE, VEHICLES_FILE
 from tests.test_cli import STOP_TIMEOUT, Served, cli_env, processes_mentioning
 
 KLEBER = {"lat": 48.58336, "lng": 7.74583}
@@ -83,6 +84,8 @@ def test_make_run_brings_the_demo_city_to_life_and_the_demo_rider_rents(database
         live = launched.line_starting("demo city live:").split()
         online, _, total = live[3].partition("/")
         assert int(online) == int(total) > 60
+        assert "; 6 free-floating vehicles with a module simulated too" in " ".join(live)
+        assert len(json.loads((data_dir / VEHICLES_FILE).read_text())) == 6  # handed to the simulator
         simulator = int(live[live.index("(pid") + 1].rstrip(");"))
         children = children_of(launched.process.pid)
         assert simulator in children and len(children) == 2  # the server and the simulator, side by side

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import trio
@@ -19,16 +17,9 @@ from knot_rt.simulator.cli import parse_station, read_stations_file, run_from_ar
 from knot_rt.simulator.device import StopReason
 from knot_rt.simulator.station import SimulatedStation, Simulator, SpotStatus
 from protocols import station as st
-from tests.station_peer import TIMEOUT, StationPeer
+from tests.station_peer import StationPeer, simulating, started, stderr_of, within
 
 SECRET = "simulated-secret-0001"
-T = TypeVar("T")
-
-
-async def within(awaitable: Awaitable[T]) -> T:
-    """Await with a hang guard (never a timing assertion)."""
-    with trio.fail_after(TIMEOUT):
-        return await awaitable
 
 
 @pytest.fixture
@@ -44,11 +35,6 @@ def make_station(peer: StationPeer, station_id: int = 1, secret: str = SECRET, *
     settings.update(options)
     return SimulatedStation(station_id, secret, peer.url, **settings)
 
-
-async def started(nursery: trio.Nursery, station: SimulatedStation) -> SimulatedStation:
-    nursery.start_soon(station.run)
-    await within(station.wait_connected())
-    return station
 
 
 async def settled(station: SimulatedStation) -> None:
@@ -507,10 +493,8 @@ def test_station_credentials_parsing(tmp_path: Path) -> None:
 async def test_cli_simulate_until_interrupted(peer: StationPeer, nursery: trio.Nursery, tmp_path: Path) -> None:
     path = tmp_path / "stations.txt"
     path.write_text(f"2:{SECRET}\n")
-    command = [sys.executable, "-m", "knot_rt.cli", "simulate", "--url", peer.url, "--station", f"1:{SECRET}",
-               "--stations-file", str(path), "--stations", "1", "--spots", "2"]
-    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
-    try:
+    async with simulating("--url", peer.url, "--station", f"1:{SECRET}", "--stations-file", str(path),
+                          "--stations", "1", "--spots", "2") as process:
         await peer.wait_calls("state", 2)
         conn = await peer.wait_connection(2)
         answer = await conn.call("unlock", st.UnlockPayload(spot=1, unlock=3))  # --vehicles: half the spots
@@ -520,15 +504,7 @@ async def test_cli_simulate_until_interrupted(peer: StationPeer, nursery: trio.N
         await peer.wait_until(lambda: sum(1 for c in peer.connections if c.booted) == 2)
         process.send_signal(signal.SIGINT)
         assert await within(process.wait()) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    output = b""
-    while chunk := await process.stderr.receive_some():
-        output += chunk
-    text = output.decode()
+    text = await stderr_of(process)
     assert "simulating 2 station(s)" in text
     # the last RESULT may still be on its way when SIGINT arrives: then it is reported pending
     counts = re.search(r"events sent (\d+), acknowledged (\d+), pending (\d+), failed 0", text.splitlines()[-1])

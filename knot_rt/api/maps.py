@@ -222,11 +222,18 @@ class _Layers:
         return found
 
 
+def _state(facts: VehicleFacts, state: VehicleView) -> str:
+    """The vehicle's state as a map shows it: ``rented`` while its actor holds a rent (live), else its row's."""
+    return "rented" if state.rented else facts.state
+
+
 def _is_available(facts: VehicleFacts, state: VehicleView) -> bool:
-    """Ready to be rented: available, not exceptionally out of order, battery above the auto-lock level."""
+    """Ready to be rented: available and not rented now, not exceptionally out of order, battery above the
+    auto-lock level, and for a vehicle with its own module, connected (else it cannot be unlocked)."""
     return (
-        facts.state == "available" and facts.out_of_order is None
+        _state(facts, state) == "available" and facts.out_of_order is None
         and (state.battery_level is None or state.battery_level > facts.min_battery_to_auto_lock)
+        and (state.connected or not state.has_module)
     )
 
 
@@ -249,7 +256,7 @@ def _public_vehicle(facts: VehicleFacts, state: VehicleView) -> dict[str, Any]:
 def _map_vehicle(facts: VehicleFacts, state: VehicleView, usable: set[int]) -> dict[str, Any]:
     return {
         **_public_vehicle(facts, state),
-        "state": facts.state,
+        "state": _state(facts, state),
         "is_accessible": facts.network_id in usable,
         "is_available": _is_available(facts, state),
         "exceptional_out_of_order": out_of_order(facts.out_of_order),
@@ -289,7 +296,7 @@ async def user_map(query_args: MapQuery) -> Response:
         "clusters": layers.clusters(MAP_CLUSTER_KEYS, with_access=True),
         "vehicles": [
             _map_vehicle(facts, state, layers.usable) for facts, state in layers.vehicles()
-            if facts.state != "rented" or facts.id in mine
+            if _state(facts, state) != "rented" or facts.id in mine
         ],
         "parkings": layers.parkings(with_access=True),
         "rents": rents,

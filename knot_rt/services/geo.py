@@ -35,7 +35,6 @@ and runs on the Trio thread; the finder is only ever used from that thread
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from functools import cache
 from importlib import resources
@@ -45,22 +44,14 @@ import trio
 from pydantic import Field
 from timezonefinder import TimezoneFinder
 
+# One haversine for the whole project: the actors' (a vehicle's movement) is the services' too.
+from actors.geo import EARTH_RADIUS_M as EARTH_RADIUS_M
+from actors.geo import distance_m as distance_m
+
 log = logging.getLogger(__name__)
 
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="Latitude in degrees.")]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="Longitude in degrees.")]
-
-EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
-
-
-def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """Great-circle distance in metres between two points in degrees (haversine)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlambda = math.radians(lng2 - lng1)
-    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
 
 def _read_tab(name: str) -> dict[str, list[str]]:
     """Zone name -> ISO country codes, from one of tzdata's ``.tab`` files."""

@@ -1,7 +1,7 @@
 """A simulated device: a firmware-like client of a device protocol over a real WebSocket.
 
-:class:`SimulatedDevice` is what a simulated station (``station.py``) and,
-next, a simulated free-floating vehicle share: ``vehicle-protocol.md`` is the
+:class:`SimulatedDevice` is what a simulated station (``station.py``) and a
+simulated free-floating vehicle (``vehicle.py``) share: ``vehicle-protocol.md`` is the
 station protocol with other actions (same gateway, framing, Basic auth, boot,
 delivery guarantee, close codes). A device:
 
@@ -43,9 +43,11 @@ Choices:
 - Framing is ``protocols.station``'s (``Call``/``Result``/``Error``,
   ``parse_frame``, ``call``/``result``/``error``): the vehicle protocol's
   frames are "exactly as" the station protocol's, so that framing serves both;
-  a device protocol brings its own action and RESULT tables
-  (:class:`DeviceProtocol`). The boot RESULT is the same for both
-  (``status``, ``heartbeat_interval``, ``server_time``).
+  a device protocol brings its own action names, action and RESULT tables
+  and frame limit (:class:`DeviceProtocol`, whose ``parse`` and ``call`` apply
+  them; the outbox writes its events' frames with that ``call``). The boot
+  RESULT is the same for both (``status``, ``heartbeat_interval``,
+  ``server_time``).
 - Waiting is by predicate: every change wakes the device's waiters (and its
   fleet's), which check their condition again. Simple for tests and the fleet,
   at the cost of waking every waiter per change (there are few).
@@ -89,13 +91,24 @@ def gateway_url(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeviceProtocol:
-    """What the shared connection logic needs to know of one device protocol."""
+    """What the shared connection logic needs to know of one device protocol (its framing is the station's)."""
 
     name: str  # names the device in logs: "station 12"
     subprotocol: str
     max_frame_bytes: int
+    actions: Mapping[str, type[st.Payload]]  # every action of the protocol, with its payload (to write CALLs)
+    action_type: type[StrEnum]  # the protocol's action names
     backend_actions: Mapping[str, type[st.Payload]]  # the CALLs the backend may send, with their payloads
     results: Mapping[str, type[st.Payload]]  # the RESULT payload of each event the device sends
+
+    def parse(self, text: str | bytes) -> st.Frame:
+        """A frame from the backend; raises ``FrameError`` with the ERROR to answer."""
+        return st.parse_frame(
+            text, actions=self.backend_actions, action_type=self.action_type, max_bytes=self.max_frame_bytes)
+
+    def call(self, id: str, action: str, payload: st.Payload) -> str:
+        """A CALL frame of this protocol (``payload`` must be the model of ``action``)."""
+        return st.call(id, action, payload, actions=self.actions)
 
 
 class DeviceOptions(TypedDict, total=False):
@@ -187,7 +200,7 @@ class SimulatedDevice(ABC):
         self.stats = DeviceStats()
         self.last_close_code: int | None = None
         self._auth = basic_authorization(user, secret).encode()
-        self._outbox = Outbox()
+        self._outbox = Outbox(self.protocol.call)
         self._session: Session | None = None  # the open connection
         self._active: Session | None = None  # ... once its boot is accepted
         self._attempt_scope: trio.CancelScope | None = None
@@ -383,7 +396,7 @@ class SimulatedDevice(ABC):
 
     async def _boot(self, session: Session) -> None:
         session.boot_id = self._outbox.next_id()
-        await session.send(st.call(session.boot_id, st.Action.BOOT, self.boot_payload()))
+        await session.send(self.protocol.call(session.boot_id, st.Action.BOOT, self.boot_payload()))
         with trio.move_on_after(self.call_timeout):
             await session.boot_done.wait()
         answer = session.boot_answer
@@ -431,7 +444,7 @@ class SimulatedDevice(ABC):
 
     async def _on_frame(self, session: Session, text: str | bytes) -> None:
         try:
-            frame = st.parse_frame(text, actions=self.protocol.backend_actions)
+            frame = self.protocol.parse(text)
         except st.FrameError as exc:
             log.warning("%s: bad frame from the backend: %s", self.label, exc)
             await self._answer(session, exc.frame, failed=True)

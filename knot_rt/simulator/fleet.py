@@ -12,8 +12,8 @@ Choices: one Trio task tree per device in one nursery, no threads (10,000
 stations run in one process); the devices share one change signal
 (:class:`~knot_rt.simulator.device.Changes`) given to them at construction, so
 a fleet-wide wait wakes on any device's change without polling. A fleet of
-stations is :class:`~knot_rt.simulator.station.Simulator`; a fleet of
-vehicles will be the same with vehicles.
+stations is :class:`~knot_rt.simulator.station.Simulator`, a fleet of
+free-floating vehicles :class:`~knot_rt.simulator.vehicle.VehicleFleet`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ D = TypeVar("D", bound=SimulatedDevice)
 
 class Fleet(Generic[D]):
     """Many devices in one nursery; a subclass builds them with ``changed=self.changes`` and :meth:`add`."""
+
+    url: str  # where its devices connect (the subclass sets it)
 
     def __init__(self, *, ramp: float = 0.0, noun: str = "devices") -> None:
         """``ramp``: seconds over which the devices are started; ``noun`` names them in the summary line."""

@@ -27,7 +27,7 @@ Choices:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from actors.reply import OneShot
@@ -39,11 +39,11 @@ class Delivery:
 
     __slots__ = ("_answered", "action", "error", "frame", "id", "internal_errors", "payload", "result", "sends")
 
-    def __init__(self, id: str, action: str, payload: st.Payload) -> None:
+    def __init__(self, id: str, action: str, payload: st.Payload, frame: str) -> None:
         self.id = id
         self.action = action
         self.payload = payload
-        self.frame = st.call(id, action, payload)  # written once: a resend is byte-identical
+        self.frame = frame  # written once: a resend is byte-identical
         self.sends = 0
         self.internal_errors = 0
         self.result: dict[str, Any] | None = None
@@ -70,12 +70,18 @@ class Delivery:
         return f"<Delivery {self.action} {self.id} sends={self.sends} answered={self.answered}>"
 
 
+#: Writes one CALL frame of a device protocol: ``(id, action, payload) -> text``.
+CallWriter = Callable[[str, str, st.Payload], str]
+
+
 class Outbox:
     """The unanswered events of one device, oldest first, and the ids of its CALLs."""
 
-    __slots__ = ("_boots", "_events", "_sequence", "_token")
+    __slots__ = ("_boots", "_events", "_sequence", "_token", "_write")
 
-    def __init__(self) -> None:
+    def __init__(self, write: CallWriter = st.call) -> None:
+        """``write`` encodes an event's CALL frame (its protocol's ``call``; the station's by default)."""
+        self._write = write
         self._token = secrets.token_hex(4)
         self._boots = 0
         self._sequence = 0
@@ -96,7 +102,8 @@ class Outbox:
         return f"{self._token}-{self._boots}-{self._sequence}"
 
     def add(self, action: str, payload: st.Payload) -> Delivery:
-        delivery = Delivery(self.next_id(), action, payload)
+        id = self.next_id()
+        delivery = Delivery(id, action, payload, self._write(id, action, payload))
         self._events[delivery.id] = delivery
         return delivery
 

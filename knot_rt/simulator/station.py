@@ -57,6 +57,8 @@ STATION_PROTOCOL: Final = DeviceProtocol(
     name="station",
     subprotocol=st.SUBPROTOCOL,
     max_frame_bytes=st.MAX_FRAME_BYTES,
+    actions=st.ACTIONS,
+    action_type=st.Action,
     backend_actions=st.BACKEND_ACTIONS,
     results=st.RESULTS,
 )

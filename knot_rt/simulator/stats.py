@@ -81,13 +81,13 @@ class Summary:
         )
 
 
-async def print_live(summary: Callable[[], Summary], stream: TextIO | None = None, interval: float = 1.0) -> None:
-    """Print ``summary().line()`` every ``interval`` seconds: one refreshed line on a terminal."""
+async def print_live(line_now: Callable[[], str], stream: TextIO | None = None, interval: float = 1.0) -> None:
+    """Print ``line_now()`` (a summary line) every ``interval`` seconds: one refreshed line on a terminal."""
     out = stream or sys.stderr
     tty = out.isatty()
     try:
         while True:
-            line = summary().line()
+            line = line_now()
             out.write(f"\r{line}\x1b[K" if tty else f"{line}\n")
             out.flush()
             await trio.sleep(interval)

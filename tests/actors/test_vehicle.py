@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -39,6 +40,7 @@ class MemoryVehicleStore:
         self.saved: list[VehicleView] = []
         self.events = events if events is not None else []
         self.fail_next_save = False
+        self.messages: dict[tuple[int, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
 
     async def load(self, vehicle_id: int) -> VehicleRecord | None:
         await trio.lowlevel.checkpoint()
@@ -61,9 +63,26 @@ class MemoryVehicleStore:
             latitude=view.latitude,
             longitude=view.longitude,
             online=view.online,
+            has_module=view.has_module,
+            speed=view.speed,
+            locked=view.locked,
         )
         self.saved.append(view)
         self.events.append(f"save {view.vehicle_id}")
+
+    async def record(
+        self, vehicle_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
+        view: VehicleView | None,
+    ) -> dict[str, Any] | None:
+        """A module's CALL recorded once (``messages``), with the state it leads to."""
+        await trio.lowlevel.checkpoint()
+        if (vehicle_id, message_id) in self.messages:
+            return self.messages[(vehicle_id, message_id)][2]
+        if view is not None:
+            await self.save(view)
+        self.messages[(vehicle_id, message_id)] = (action, payload, result)
+        self.events.append(f"record {action} {message_id}")
+        return None
 
 
 class RecordingListener:
@@ -123,6 +142,10 @@ async def test_docking_sets_location_battery_and_online_saved_before_listeners_h
         "latitude": None,
         "longitude": None,
         "rent": None,
+        "has_module": False,
+        "connected": False,
+        "speed": None,
+        "locked": None,
         "estimated_range": 32,
     }
     assert view.docked

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from actors import ActorRef, ActorSpec, Supervisor
-from actors.rent import Rent, RentRefused, RentRequest, RentState, Return, Via
+from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Return, TripRules, Via
 from actors.vehicle import RentTick, ReserveRent, Snapshot, Undocked, UnlockFailed, Vehicle, VehicleView
 from protocols.errors import ErrorCode
 from tests.actors.test_vehicle import DOCKED, MemoryVehicleStore, RecordingListener, VehicleRef
@@ -32,6 +32,8 @@ class MemoryRentBook:
         self.recorded_return: Return | None = None
         self.down = False
         self.max_rents = 1
+        self.reports: dict[int, Return | bool] = {}
+        self.rules = TripRules()
 
     def _check(self) -> None:
         if self.down:
@@ -49,7 +51,8 @@ class MemoryRentBook:
         if len(mine) >= self.max_rents:
             return RentRefused(ErrorCode.TOO_MANY_RENTS, "too many")
         rent = Rent(next(self.ids), request.user_id, vehicle_id, request.network_id, RentState.UNLOCKING,
-                    time.time(), next(self.unlock_ids), request.station_id, request.spot, too_long_after=None)
+                    time.time(), next(self.unlock_ids), request.station_id, request.spot, too_long_after=None,
+                    free_floating=request.station_id is None, rules=self.rules)
         self.rents[rent.rent_id] = rent
         self.journal.append(f"reserve {rent.rent_id}")
         return rent
@@ -72,7 +75,8 @@ class MemoryRentBook:
     async def end(self, rent: Rent, returned: Return) -> Rent:
         await trio.lowlevel.checkpoint()
         self._check()
-        return self._put(dataclasses.replace(rent, state=RentState.ENDED), f"end@{returned.station_id}")
+        where = returned.station_id if returned.station_id is not None else returned.ended_by.value
+        return self._put(dataclasses.replace(rent, state=RentState.ENDED), f"end@{where}")
 
     async def released(self, rent: Rent) -> bool:
         await trio.lowlevel.checkpoint()
@@ -87,6 +91,38 @@ class MemoryRentBook:
     async def warn_too_long(self, rent: Rent) -> Rent:
         await trio.lowlevel.checkpoint()
         return self._put(dataclasses.replace(rent, too_long_warned=True), "warn")
+
+    # free-floating: what the vehicle recorded is ``reports`` (command id -> True or a Return) -------------
+
+    async def command(self, rent: Rent, kind: CommandKind) -> Rent:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return self._put(dataclasses.replace(rent, command=kind, command_id=next(self.unlock_ids),
+                                             command_at=time.time()), f"command {kind.value}")
+
+    async def pause(self, rent: Rent, at_ms: int) -> Rent:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return self._put(dataclasses.replace(rent, state=RentState.PAUSED, paused_at=at_ms / 1000, command=None,
+                                             command_id=None), "pause")
+
+    async def resume(self, rent: Rent) -> Rent:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return self._put(dataclasses.replace(rent, state=RentState.ONGOING, paused_at=None, command=None,
+                                             command_id=None), "resume")
+
+    async def moved(self, rent: Rent, at: float) -> Rent:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        self.rents[rent.rent_id] = moved = dataclasses.replace(rent, moved_at=at)
+        return moved
+
+    async def reported(self, rent: Rent) -> Return | bool:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        key = rent.unlock_id if rent.state is RentState.UNLOCKING else rent.command_id
+        return self.reports.get(key or 0, False)
 
 
 @asynccontextmanager
