@@ -36,8 +36,10 @@ class RawVehicle(RawDevice):
     async def boot(self, firmware_version: str = "1.0.0", model: str = "test-scooter") -> list[Any]:
         return await self.call(wire.Action.BOOT, {"firmware_version": firmware_version, "model": model})
 
-    async def status(self, lat: float = 48.58, lng: float = 7.73, **fields: Any) -> list[Any]:
-        return await self.call(wire.Action.STATUS, status_payload(lat, lng, **fields))
+    async def status(self, lat: float = 48.58, lng: float = 7.73, *, call_id: str | None = None,
+                     **fields: Any) -> list[Any]:
+        """A ``status`` (``fields``: those of ``status_payload``) and its answer."""
+        return await self.call(wire.Action.STATUS, status_payload(lat, lng, **fields), call_id)
 
     async def locked(self, lat: float = 48.58, lng: float = 7.73, *, lock: int = 0, time: int = NOW_MS) -> list[Any]:
         return await self.call(wire.Action.LOCKED, {"lat": lat, "lng": lng, "time": time, "lock": lock})

@@ -11,32 +11,28 @@ one (an operator's writes, run by ``VehicleService`` in one unit of work).
 
 The CALLs of a vehicle's module are recorded by id in ``vehicle_messages``
 with their RESULT, in the transaction that saves what they changed: a repeated
-id finds the row, gets the stored RESULT and writes nothing. Ids are kept
-``MESSAGE_RETENTION`` (a day over the framing's ``ID_RETENTION_DAYS``, as the
-stations' are), pruned hourly with the stations'.
+id finds the row, gets the stored RESULT and writes nothing; ids are pruned
+as the stations' are (``knot_rt/devices/messages.py``).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
 from actors.vehicle import VehicleRecord, VehicleView
-from protocols import station as framing
 from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
 from ..db import Database
 from ..devices.credentials import hash_device_secret, new_device_secret
+from ..devices.messages import VEHICLE_MESSAGES
 from ..errors import ApiError
 
 _RECORD = """SELECT v.id, v.battery_level, v.voltage, v.avg_max_range, v.online, v.latitude, v.longitude,
                     v.free_floating, v.speed, v.locked, s.id AS spot_id, s.number AS spot_number, s.station_id
              FROM vehicles v LEFT JOIN spots s ON s.id = v.spot_id"""
-
-MESSAGE_RETENTION = timedelta(days=framing.ID_RETENTION_DAYS + 1)  # as the stations': a day over the contract
 
 
 def _record(row: asyncpg.Record) -> VehicleRecord:
@@ -90,16 +86,8 @@ class PgVehicleStore:
         transaction; the earlier RESULT when the id was seen already (then nothing is written)."""
 
         async def record(conn: asyncpg.Connection) -> dict[str, Any] | None:
-            inserted = await conn.fetchval(
-                """INSERT INTO vehicle_messages (vehicle_id, message_id, action, payload, result)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
-                vehicle_id, message_id, action, payload, result,
-            )
-            if not inserted:
-                earlier: dict[str, Any] = await conn.fetchval(
-                    "SELECT result FROM vehicle_messages WHERE vehicle_id = $1 AND message_id = $2",
-                    vehicle_id, message_id,
-                )
+            earlier = await VEHICLE_MESSAGES.record(conn, vehicle_id, message_id, action, payload, result)
+            if earlier is not None:
                 return earlier
             if view is not None:
                 await _save(conn, view)
@@ -128,11 +116,8 @@ class PgVehicleStore:
         return {row["id"]: row["secret_hash"] for row in rows}
 
     async def prune_messages(self) -> int:
-        """Forget the CALL ids older than ``MESSAGE_RETENTION``; how many."""
-        status = await self._db.execute(
-            "DELETE FROM vehicle_messages WHERE received_at < now() - $1::interval", MESSAGE_RETENTION
-        )
-        return int(status.split()[-1])
+        """Forget the CALL ids past their retention; how many."""
+        return await VEHICLE_MESSAGES.prune(self._db)
 
 
 async def _save(conn: asyncpg.Connection, view: VehicleView) -> None:
