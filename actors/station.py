@@ -28,7 +28,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any, Protocol
 
 import trio
@@ -46,8 +45,21 @@ from actors.badge_reader import (
     StartBadgeLink,
 )
 from actors.errors import ActorStopped
-from actors.link import CallRefused, CallTimeout, DeviceLink, DeviceLinks, LinkClosed
-from actors.reply import OneShot
+from actors.link import (
+    Attached,
+    CallRefused,
+    CallTimeout,
+    CommandFailed,
+    Detached,
+    DeviceLink,
+    DeviceLinks,
+    Failure,
+    Incoming,
+    LinkClosed,
+    PendingCommand,
+    answer,
+    send_command,
+)
 from actors.runtime import Actor
 from protocols import station as wire
 from protocols.feed import EventName
@@ -194,26 +206,6 @@ class StationListener(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Attached:
-    """The gateway has a new connection for the station (the older one is already replaced)."""
-
-    link: StationLink
-
-
-@dataclass(frozen=True, slots=True)
-class Detached:
-    link: StationLink
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A CALL from the station; the actor answers it on the link."""
-
-    link: StationLink
-    call: wire.Call
-
-
-@dataclass(frozen=True, slots=True)
 class Command:
     """A backend CALL to the station; answered with a ``PendingCommand`` or ``CommandFailed``."""
 
@@ -256,36 +248,6 @@ StationMessage = (
     Attached | Detached | Incoming | Command | UnlockSpot | SetSpotMaintenance | GetView | Crash
     | StartBadgeLink | BadgeLinkExpired | BadgeLinkAbandoned
 )
-
-
-class Failure(StrEnum):
-    OFFLINE = "offline"  # not connected (HTTP 503, code 50)
-    TIMEOUT = "timeout"  # no answer in time (HTTP 504, code 40)
-    REJECTED = "rejected"  # the station refused or answered an ERROR
-    INVALID = "invalid"  # the command does not fit the station (HTTP 400)
-    UNAVAILABLE = "unavailable"  # the backend could not record the command (database down; HTTP 503, code 48)
-
-
-@dataclass(frozen=True, slots=True)
-class CommandFailed:
-    failure: Failure
-    message: str
-
-
-class PendingCommand(OneShot[dict[str, Any] | CommandFailed]):
-    """A command sent to the station; ``await wait()`` gives its RESULT payload or a ``CommandFailed``.
-
-    A typed ``OneShot`` that carries the command's ``action`` and ``unlock_id``.
-    It never fails: like every reply of this actor, a command that did not go
-    through is a value (``CommandFailed``), which the actor ``resolve``s once.
-    """
-
-    __slots__ = ("action", "unlock_id")
-
-    def __init__(self, action: str, unlock_id: int | None = None) -> None:
-        super().__init__()
-        self.action = action
-        self.unlock_id = unlock_id
 
 
 StationReply = StationView | PendingCommand | CommandFailed | BadgeReaderBusy | None
@@ -406,25 +368,17 @@ class StationActor(Actor[StationMessage, StationReply]):
 
     # station -> backend ----------------------------------------------------
 
-    @staticmethod
-    async def _answer(link: StationLink, text: str) -> None:
-        """Answer the station; a link gone meanwhile is no fault (the station resends)."""
-        try:
-            await link.send(text)
-        except LinkClosed:
-            log.info("station link closed before its answer was sent")
-
     async def _incoming(self, link: StationLink, call: wire.Call) -> None:
         if call.action is wire.Action.BOOT:
             await self._boot(link, call)
             return
         if not link.booted:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
             return
         try:
             result, changes = self._decide(call)
         except _Misfit as misfit:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
+            await answer(link, wire.error(call.id, wire.ErrorCode.FORMAT_VIOLATION, str(misfit)))
             return
         payload = call.payload.model_dump(mode="json")
         feed = self._feed_item(call, payload)
@@ -436,19 +390,19 @@ class StationActor(Actor[StationMessage, StationReply]):
             await self._internal_error(link, call, "record", exc)
             return
         if earlier is not None:  # a resend: same answer, nothing applied twice
-            await self._answer(link, wire.result(call.id, earlier))
+            await answer(link, wire.result(call.id, earlier))
             return
         if isinstance(call.payload, wire.UnlockedPayload):
             self._unlocks.pop(call.payload.unlock, None)
         await self._apply(call, changes)
         if isinstance(call.payload, wire.BadgeRfidPayload):
             await self._badge_read(call.payload)
-        await self._answer(link, wire.result(call.id, result))
+        await answer(link, wire.result(call.id, result))
 
     async def _internal_error(self, link: StationLink, call: wire.Call, what: str, exc: Exception) -> None:
         log.warning("station %s: %s of %s %r failed: %r; answered InternalError", self.station_id, what,
                     call.action.value, call.id, exc, extra={"station_id": self.station_id})
-        await self._answer(link, wire.error(
+        await answer(link, wire.error(
             call.id, wire.ErrorCode.INTERNAL_ERROR, "the event could not be recorded now; send it again later"
         ))
 
@@ -467,7 +421,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         if not self.view.enabled:
             rejected = wire.BootResult(status=wire.BootStatus.REJECTED, heartbeat_interval=self._heartbeat,
                                        server_time=now_ms())
-            await self._answer(link, wire.result(call.id, rejected))
+            await answer(link, wire.result(call.id, rejected))
             self.background.start_soon(link.close, 1008, "station disabled")
             return
         firmware = call.payload.model_dump(mode="json")
@@ -479,7 +433,7 @@ class StationActor(Actor[StationMessage, StationReply]):
         link.booted = True
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self._heartbeat,
                                    server_time=now_ms())
-        await self._answer(link, wire.result(call.id, accepted))
+        await answer(link, wire.result(call.id, accepted))
 
     def _decide(self, call: wire.Call) -> tuple[dict[str, Any], Changes]:
         """The RESULT and the changes of an event, without applying anything."""
@@ -608,25 +562,7 @@ class StationActor(Actor[StationMessage, StationReply]):
             log.info("station %s: refresh of spot %s failed: %r", self.station_id, spot, exc)
 
     async def _send_command(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
-        try:
-            await self._exchange(link, pending, payload)
-        finally:  # cancelled with this incarnation (a crash, a stop): nobody is left waiting
-            pending.resolve(CommandFailed(Failure.OFFLINE, f"station {self.station_id} is restarting"))
-
-    async def _exchange(self, link: StationLink, pending: PendingCommand, payload: wire.Payload) -> None:
-        try:
-            outcome: dict[str, Any] | CommandFailed = await link.call(pending.action, payload, self._call_timeout)
-        except LinkClosed:
-            outcome = CommandFailed(Failure.OFFLINE, f"station {self.station_id} went offline")
-        except CallTimeout:
-            outcome = CommandFailed(Failure.TIMEOUT, f"station {self.station_id} did not answer in time")
-        except CallRefused as refused:
-            outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} refused: {refused}")
-        except TypeError as mismatch:  # a payload that is not the action's: a caller's mistake
-            outcome = CommandFailed(Failure.INVALID, str(mismatch))
-        if isinstance(outcome, dict) and outcome.get("status") == wire.UnlockStatus.REJECTED.value:
-            outcome = CommandFailed(Failure.REJECTED, f"station {self.station_id} rejected the unlock")
-        pending.resolve(outcome)
+        await send_command(link, pending, payload, self._call_timeout, f"station {self.station_id}")
 
     # badges: links waiting at the readers (bookkeeping in actors/badge_reader.py) ------------
 

@@ -47,8 +47,8 @@ clock tries again ``rent_retry`` seconds later, and a refused reservation is
 a value (code 48), never a crash.
 
 Free-floating vehicles (``vehicle-protocol.md``) carry a module with a socket of
-their own; the gateway hands the actor its connection (``LinkAttached`` /
-``LinkDetached``) and every CALL (``DeviceCall``), and the actor answers them
+their own; the gateway hands the actor its connection (``Attached`` /
+``Detached``, ``actors/link.py``) and every CALL (``Incoming``), and the actor answers them
 as the station actor answers its station: ``boot`` first (else
 ``ProtocolError``); each event is recorded once with the state it leads to
 (``VehicleStore.record``) before its RESULT, a repeated id gets the stored
@@ -100,11 +100,21 @@ from typing import Any, Protocol, TypeAlias, assert_never
 import trio
 
 from actors.geo import distance_m
-from actors.link import CallRefused, CallTimeout, DeviceLink, DeviceLinks, LinkClosed
+from actors.link import (
+    Attached,
+    CommandFailed,
+    Detached,
+    DeviceLink,
+    DeviceLinks,
+    Failure,
+    Incoming,
+    PendingCommand,
+    answer,
+    send_command,
+)
 from actors.registry import ActorKind
 from actors.rent import CommandKind, EndedBy, Rent, RentBook, RentRefused, RentRequest, RentState, Return
 from actors.runtime import Actor
-from actors.station import CommandFailed, Failure, PendingCommand
 from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
@@ -193,31 +203,6 @@ class RentTick:
     """The rent's clock (or a start) asks the actor to look at its rent's deadlines and reconcile."""
 
 
-# The vehicle's own socket (free-floating vehicles, ``vehicle-protocol.md``), from the gateway.
-
-
-@dataclass(frozen=True, slots=True)
-class LinkAttached:
-    """The gateway has a new connection of the vehicle (an older one is already replaced)."""
-
-    link: DeviceLink
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDetached:
-    """The connection is gone (ignored unless it is the actor's current one)."""
-
-    link: DeviceLink
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceCall:
-    """A CALL of the vehicle, already parsed; the actor answers it on the link (RESULT or ERROR)."""
-
-    link: DeviceLink
-    call: wire.Call
-
-
 @dataclass(frozen=True, slots=True)
 class RentCommand:
     """A rider's command on the free-floating rent of this vehicle: ``UNLOCK`` resumes a paused rent (the
@@ -242,7 +227,7 @@ class SendUnlock:
 
 VehicleMessage: TypeAlias = (
     Docked | Undocked | StationOnline | Positioned | Snapshot | ReserveRent | UnlockFailed | RentTick
-    | LinkAttached | LinkDetached | DeviceCall | RentCommand | SendUnlock
+    | Attached | Detached | Incoming | RentCommand | SendUnlock
 )
 VehicleReply: TypeAlias = "VehicleView | Rent | RentRefused | PendingCommand | CommandFailed"
 
@@ -497,12 +482,12 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
                 if view.docked:
                     return view
                 new = dataclasses.replace(view, latitude=message.latitude, longitude=message.longitude)
-            case LinkAttached(link):
+            case Attached(link):
                 self._link = link
                 if not view.connected:
                     return view
                 new = self._with_connection(view, False)  # the older socket is gone; this one must boot
-            case LinkDetached(link):
+            case Detached(link):
                 if link is not self._link:
                     return view
                 self._link = None
@@ -515,7 +500,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
                     self.view = self._with_connection(view, False)
                     await self._announce(self.view)
                 return self.view
-            case DeviceCall(link, call):
+            case Incoming(link, call):
                 if link is self._link:
                     await self._device_call(link, call)
                 return self.view
@@ -559,14 +544,6 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             return CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} is offline")
         return self._link
 
-    @staticmethod
-    async def _answer(link: DeviceLink, text: str) -> None:
-        """Answer the vehicle; a link gone meanwhile is no fault (the vehicle resends)."""
-        try:
-            await link.send(text)
-        except LinkClosed:
-            logger.info("vehicle link closed before its answer was sent")
-
     async def _device_call(self, link: DeviceLink, call: wire.Call) -> None:
         """A CALL of the module: ``boot`` first; every event recorded once (with the state it leads to)
         before its RESULT; a repeated id answered with the stored RESULT and applied nothing twice; a
@@ -575,7 +552,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             await self._boot(link, call)
             return
         if not link.booted:
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.PROTOCOL_ERROR, "the first CALL must be boot"))
             return
         before = self.view
         new = self._decide(call.payload)
@@ -588,18 +565,18 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         except Exception as exc:
             logger.warning("vehicle %d: recording %s %r failed: %r; answered InternalError", self.vehicle_id,
                            call.action.value, call.id, exc, extra={"vehicle_id": self.vehicle_id})
-            await self._answer(link, wire.error(
+            await answer(link, wire.error(
                 call.id, wire.ErrorCode.INTERNAL_ERROR, "the event could not be recorded now; send it again later"
             ))
             return
         if earlier is not None:  # a resend: same answer, nothing applied twice
-            await self._answer(link, wire.result(call.id, earlier))
+            await answer(link, wire.result(call.id, earlier))
             return
         if changed:
             self.view = new
             await self._announce(new)
         await self._apply_event(call.payload)
-        await self._answer(link, wire.result(call.id, {}))
+        await answer(link, wire.result(call.id, {}))
 
     async def _boot(self, link: DeviceLink, call: wire.Call) -> None:
         view = self.view
@@ -607,13 +584,13 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
             await self._change(self._with_connection(dataclasses.replace(view, has_module=True), True))
         except Exception as exc:
             logger.warning("vehicle %d: boot failed: %r; answered InternalError", self.vehicle_id, exc)
-            await self._answer(link, wire.error(call.id, wire.ErrorCode.INTERNAL_ERROR, "try again later"))
+            await answer(link, wire.error(call.id, wire.ErrorCode.INTERNAL_ERROR, "try again later"))
             return
         link.booted = True
         self._sent_limit = 0  # a module that booted has no limit until told
         accepted = wire.BootResult(status=wire.BootStatus.ACCEPTED, heartbeat_interval=self.heartbeat_interval,
                                    server_time=int(time.time() * 1000))
-        await self._answer(link, wire.result(call.id, accepted))
+        await answer(link, wire.result(call.id, accepted))
         if self.view.rent is not None:
             self.tell_self(RentTick())  # what it did while away (its resent events follow anyway)
             self._follow_speed_zone()
@@ -710,20 +687,7 @@ class Vehicle(Actor[VehicleMessage, VehicleReply]):
         return pending
 
     async def _send_command(self, link: DeviceLink, pending: PendingCommand, payload: wire.Payload) -> None:
-        try:
-            outcome: dict[str, Any] | CommandFailed = await link.call(pending.action, payload, self.call_timeout)
-        except LinkClosed:
-            outcome = CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} went offline")
-        except CallTimeout:
-            outcome = CommandFailed(Failure.TIMEOUT, f"vehicle {self.vehicle_id} did not answer in time")
-        except CallRefused as refused:
-            outcome = CommandFailed(Failure.REJECTED, f"vehicle {self.vehicle_id} refused: {refused}")
-        except BaseException:  # cancelled with this incarnation (a crash, a stop): nobody is left waiting
-            pending.resolve(CommandFailed(Failure.OFFLINE, f"vehicle {self.vehicle_id} is restarting"))
-            raise
-        if isinstance(outcome, dict) and outcome.get("status") != wire.CommandStatus.ACCEPTED.value:
-            outcome = CommandFailed(Failure.REJECTED, f"vehicle {self.vehicle_id} rejected the {pending.action}")
-        pending.resolve(outcome)
+        await send_command(link, pending, payload, self.call_timeout, f"vehicle {self.vehicle_id}")
 
     async def _rent_command(self, command: RentCommand) -> PendingCommand | CommandFailed | RentRefused:
         """A rider's resume, pause or end of the free-floating rent: checked against the rent the actor

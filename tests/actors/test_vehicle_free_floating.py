@@ -19,12 +19,9 @@ from typing import Any
 import trio
 
 from actors import ActorRef, ActorSpec, Supervisor
+from actors.link import Attached, CommandFailed, Detached, Incoming, PendingCommand
 from actors.rent import CommandKind, EndedBy, Rent, RentRefused, RentRequest, RentState, Return, TripRules, Via
-from actors.station import CommandFailed, PendingCommand
 from actors.vehicle import (
-    DeviceCall,
-    LinkAttached,
-    LinkDetached,
     RentCommand,
     RentTick,
     ReserveRent,
@@ -131,14 +128,14 @@ async def view_of(ref: VehicleRef) -> VehicleView:
 
 async def say(ref: VehicleRef, link: MemoryLink, call: wire.Call) -> list[Any]:
     """The vehicle sends ``call``; the actor's answer to it."""
-    await ref.ask(DeviceCall(link, call))
+    await ref.ask(Incoming(link, call))
     answer = link.answers[-1]
     assert answer[1] == call.id
     return answer
 
 
 async def booted(ref: VehicleRef, world: World) -> None:
-    await ref.ask(LinkAttached(world.link))
+    await ref.ask(Attached(world.link))
     answer = await say(ref, world.link, frame("boot", firmware_version="1.2", model="G30"))
     assert answer[0] == 3 and answer[2]["status"] == "accepted"
     await say(ref, world.link, status())
@@ -173,7 +170,7 @@ async def command(ref: VehicleRef, kind: CommandKind, user: int = 5, trip_id: in
 async def test_nothing_before_boot_then_status_moves_the_vehicle_recorded_once() -> None:
     world = World()
     async with running(world) as ref:
-        await ref.ask(LinkAttached(world.link))
+        await ref.ask(Attached(world.link))
         early = await say(ref, world.link, status())
         assert early[0] == 4 and early[2] == "ProtocolError"
         assert world.store.messages == {}
@@ -216,14 +213,14 @@ async def test_an_old_socket_is_ignored_and_a_detached_one_makes_the_vehicle_off
         old = world.link
         new = MemoryLink()
         world.links.links[VEHICLE_ID] = new
-        await ref.ask(LinkAttached(new))
+        await ref.ask(Attached(new))
         assert not (await view_of(ref)).connected  # until the new socket boots
-        await ref.ask(DeviceCall(old, status(48.6, 7.7)))
+        await ref.ask(Incoming(old, status(48.6, 7.7)))
         assert old.answers[-1][0] == 3 and (await view_of(ref)).latitude == HOME[0]  # from before: unanswered
-        await ref.ask(LinkDetached(old))  # the replaced socket's end changes nothing
+        await ref.ask(Detached(old))  # the replaced socket's end changes nothing
         await say(ref, new, frame("boot", firmware_version="1", model="m"))
         assert (await view_of(ref)).connected
-        await ref.ask(LinkDetached(new))
+        await ref.ask(Detached(new))
         view = await view_of(ref)
         assert (view.connected, view.online) == (False, False)
         refused = await ref.ask(ReserveRent(RentRequest(5, network_id=3, via=Via.APP)))
@@ -297,7 +294,7 @@ async def test_an_offline_vehicle_refuses_commands_and_a_rejected_unlock_is_a_fa
         assert isinstance(pending, PendingCommand)
         outcome = await pending.wait()
         assert isinstance(outcome, CommandFailed) and outcome.failure.value == "rejected"
-        await ref.ask(LinkDetached(world.link))
+        await ref.ask(Detached(world.link))
         offline = await ref.ask(SendUnlock(rent.rent_id))
         assert isinstance(offline, CommandFailed) and offline.failure.value == "offline"
 
