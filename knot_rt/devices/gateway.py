@@ -17,6 +17,9 @@ module's, the same for every door:
 - One live connection per device (the newest wins; the older one is closed
   with 4001). Every connection is pinged every ``ping_interval`` and dropped
   when it misses two pongs.
+- The device's actor hears ``Attached`` when its socket is accepted,
+  ``Incoming`` for each CALL and ``Detached`` once when the socket ends
+  (``actors/link.py``: the same messages for every kind of device).
 - Frames are parsed by the door's protocol: CALLs go to the device's actor (in
   order, one at a time, ``actor.send`` waiting for room: backpressure on the
   socket), RESULTs and ERRORs settle the backend's own CALLs, a malformed
@@ -74,7 +77,7 @@ from limits.strategies import MovingWindowRateLimiter
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from actors import ActorError, ActorRef, ActorStopped
-from actors.link import CallRefused, CallTimeout, LinkClosed
+from actors.link import Attached, CallRefused, CallTimeout, Detached, Incoming, LinkClosed
 from actors.reply import OneShot
 from protocols import station as framing
 from protocols.credentials import parse_basic_authorization
@@ -253,18 +256,6 @@ class Door(ABC, Generic[UserT]):
     @abstractmethod
     def write_call(self, call_id: str, action: str, payload: framing.Payload) -> str:
         """A CALL of the backend in this protocol."""
-
-    @abstractmethod
-    def attached(self, connection: DeviceConnection) -> Any:
-        """The message telling the actor of a new connection."""
-
-    @abstractmethod
-    def detached(self, connection: DeviceConnection) -> Any:
-        """The message telling the actor its connection is gone."""
-
-    @abstractmethod
-    def incoming(self, connection: DeviceConnection, call: framing.Call) -> Any:
-        """The message handing the actor one CALL of its device."""
 
     # shared -----------------------------------------------------------------------
 
@@ -472,7 +463,7 @@ class DeviceGateway:
 
             actor.add_done_callback(actor_gone)
             try:
-                await actor.send(door.attached(connection))
+                await actor.send(Attached(connection))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._keep_alive, door, connection)
                     await self._read(door, connection, actor)
@@ -491,7 +482,7 @@ class DeviceGateway:
                         await connection.close(framing.TRY_AGAIN_LATER, unavailable)
                     else:
                         with trio.move_on_after(5), contextlib.suppress(ActorStopped):
-                            await actor.send(door.detached(connection))
+                            await actor.send(Detached(connection))
 
     async def _read(self, door: Door[Any], connection: DeviceConnection, actor: DeviceRef) -> None:
         while True:
@@ -507,7 +498,7 @@ class DeviceGateway:
                     await connection.send(bad.frame)
                 continue
             if isinstance(frame, framing.Call):
-                await actor.send(door.incoming(connection, frame))  # waits for room: backpressure on the socket
+                await actor.send(Incoming(connection, frame))  # waits for room: backpressure on the socket
             else:
                 connection.settle(frame)
 

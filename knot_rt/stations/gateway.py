@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from actors import ActorRef
-from actors.station import Attached, Detached, Incoming, StationMessage, StationReply
+from actors.station import StationMessage, StationReply
 from protocols import station as wire
 
-from ..devices.gateway import DeviceConnection, Door, LinkTable, SecretHashes
+from ..devices.gateway import Door, LinkTable, SecretHashes
 
 StationRef = ActorRef[StationMessage, StationReply]
 
@@ -62,12 +62,3 @@ class StationDoor(Door[int]):
 
     def write_call(self, call_id: str, action: str, payload: wire.Payload) -> str:
         return wire.call(call_id, action, payload)
-
-    def attached(self, connection: DeviceConnection) -> StationMessage:
-        return Attached(connection)
-
-    def detached(self, connection: DeviceConnection) -> StationMessage:
-        return Detached(connection)
-
-    def incoming(self, connection: DeviceConnection, call: wire.Call) -> StationMessage:
-        return Incoming(connection, call)

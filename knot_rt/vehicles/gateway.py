@@ -10,43 +10,33 @@ module (``free_floating``) and a secret may connect; a docked vehicle talks
 through its station. The socket, its caps, throttling, pings, replacement and
 the rotated-secret check are the gateway's, shared with the stations' door.
 
-The vehicle's actor (``actors/vehicle.py``) hears ``LinkAttached`` when a
-socket is accepted, ``DeviceCall`` for each well-formed CALL, ``LinkDetached``
-when it ends; it answers the CALLs on the link itself.
+The vehicle's actor (``actors/vehicle.py``) hears ``Attached`` when a socket is
+accepted, ``Incoming`` for each well-formed CALL, ``Detached`` when it ends
+(``actors/link.py``, as a station's actor does); it answers the CALLs on the
+link itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from actors import ActorRef
-from actors.vehicle import DeviceCall, LinkAttached, LinkDetached, VehicleMessage, VehicleReply
+from actors.vehicle import VehicleMessage, VehicleReply
 from protocols import vehicle as wire
 
-from ..devices.gateway import DeviceConnection, Door, LinkTable, SecretHashes
+from ..devices.gateway import Door
 
 VehicleRef = ActorRef[VehicleMessage, VehicleReply]
 
 
 class VehicleDoor(Door[str]):
+    """Built with ``lookup``: ``(vehicle id, stored secret hash)`` of the free-floating vehicle with a secret
+    that has this serial number; ``secret_hashes``: the same by vehicle ids (``PgVehicleStore``)."""
+
     kind = "vehicle"
     user_name = "serial number"
     path = wire.WS_PATH
     subprotocol = wire.SUBPROTOCOL
     max_frame_bytes = wire.MAX_FRAME_BYTES
     min_secret_length = wire.MIN_SECRET_LENGTH
-
-    def __init__(
-        self,
-        credentials: Callable[[str], Awaitable[tuple[int, str] | None]],
-        secret_hashes: SecretHashes,
-        actor_for: Callable[[int], Awaitable[VehicleRef]],
-        *,
-        links: LinkTable | None = None,
-    ) -> None:
-        """``credentials``: ``(vehicle id, stored secret hash)`` of the free-floating vehicle with a secret
-        that has this serial number; ``secret_hashes``: the same by vehicle ids."""
-        super().__init__(credentials, secret_hashes, actor_for, links=links)
 
     def user(self, user: str) -> str | None:
         return user if wire.valid_serial(user) else None
@@ -56,12 +46,3 @@ class VehicleDoor(Door[str]):
 
     def write_call(self, call_id: str, action: str, payload: wire.Payload) -> str:
         return wire.call(call_id, action, payload)
-
-    def attached(self, connection: DeviceConnection) -> VehicleMessage:
-        return LinkAttached(connection)
-
-    def detached(self, connection: DeviceConnection) -> VehicleMessage:
-        return LinkDetached(connection)
-
-    def incoming(self, connection: DeviceConnection, call: wire.Call) -> VehicleMessage:
-        return DeviceCall(connection, call)
