@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio_asyncio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from actors.link import CallRefused
@@ -21,7 +22,9 @@ from knot_rt.devices.gateway import DeviceConnection
 from protocols import station as station_wire
 from protocols import vehicle as wire
 from tests.station_client import booted_station
-from tests.support import Harness, eventually
+from tests.support import Harness, SmtpSink, eventually, serving
+from tests.tcp_proxy import TcpProxy
+from tests.test_database_outage import outage_settings, through, upstream_port
 from tests.test_station_cli import error_line, knot_rt, printed
 from tests.vehicle_peer import RawVehicle, booted_vehicle, status_payload, vehicle_socket
 
@@ -134,6 +137,38 @@ async def test_auth_failures_are_throttled_per_door(harness: Harness) -> None:
     assert door_of(harness).counters.throttled == 3
     async with booted_station(harness.station_url, *fleet.station) as station:  # the stations' door is not shut
         assert (await station.state({1: None}))[::2] == [3, {}]
+
+
+async def test_the_database_away_is_a_503_and_the_vehicle_gets_in_after(
+    database_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """PostgreSQL hangs (a proxy swallows its answers): the vehicle cannot be checked, so 503, not 401."""
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        proxy = TcpProxy(upstream_port(database_url))
+        port = await nursery.start(proxy.run)
+        settings = replace(outage_settings(through(database_url, port), smtp_sink, tmp_path),
+                           station_handshake_seconds=2.0)
+        async with serving(settings, connect_timeout=1.0, acquire_timeout=1.5, command_timeout=1.0) as harness:
+            fleet = await make_fleet(harness, 1)
+            serial, _, secret = fleet.vehicles[0]
+            auth = [("Authorization", basic(serial, secret))]
+            proxy.hold_downstream = True
+            with trio.fail_after(15):
+                assert await rejected_with(harness, auth) == 503
+            proxy.hold_downstream = False
+            await proxy.cut()
+
+            async def gets_in() -> bool:
+                try:
+                    async with vehicle_socket(harness.vehicle_url, serial, secret) as vehicle:
+                        return bool((await vehicle.boot())[0] == wire.MessageType.RESULT)  # else InternalError
+                except ConnectionRejected as rejected:
+                    assert rejected.status_code == 503
+                    return False
+
+            await eventually(gets_in, timeout=15)
+            assert door_of(harness).counters.throttled == 0  # an outage is no failed login
+        nursery.cancel_scope.cancel()
 
 
 # One socket per vehicle ----------------------------------------------------------------------------------------
