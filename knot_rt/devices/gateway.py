@@ -212,7 +212,7 @@ ActorFor = Callable[[int], Awaitable[DeviceRef]]
 
 class Door(ABC, Generic[UserT]):
     """One device protocol's way in: what the gateway needs to know of it (a subclass per protocol says
-    how its devices are named and which frames and actor messages it speaks).
+    how its devices are named and which frames it speaks; the actor messages are the same for all).
 
     I/O is handed in: ``lookup`` the device a Basic-auth user names, as ``(device id, stored secret
     hash)`` if it may connect here (None: a 401); ``secret_hashes`` the stored hash of each of the given
