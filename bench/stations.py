@@ -45,9 +45,9 @@ import trio
 from trio_websocket import open_websocket_url, serve_websocket
 
 from knot_rt.db import apply_migrations
+from knot_rt.devices.credentials import hash_device_secret, new_device_secret
 from knot_rt.pgcluster import PgCluster
 from knot_rt.simulator.station import Simulator
-from knot_rt.stations.admin import hash_station_secret, new_station_secret
 
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-operator-password"
@@ -138,12 +138,12 @@ async def seed(url: str, count: int, spots: int) -> tuple[int, list[tuple[int, s
             network, max(1, count // 50),
         )
         cluster_ids = [r["id"] for r in clusters]
-        secrets = [new_station_secret() for _ in range(count)]
+        secrets = [new_device_secret() for _ in range(count)]
         rows = await conn.fetch(
             """INSERT INTO stations (cluster_id, secret_hash, spot_count)
                SELECT ($1::bigint[])[1 + (i % array_length($1::bigint[], 1))], h, $3
                FROM unnest($2::text[]) WITH ORDINALITY AS t(h, i) RETURNING id""",
-            cluster_ids, [hash_station_secret(s) for s in secrets], spots,
+            cluster_ids, [hash_device_secret(s) for s in secrets], spots,
         )
         ids = [r["id"] for r in rows]
         await conn.execute(
@@ -170,7 +170,7 @@ class Server:
         self.data = Path(tempfile.mkdtemp(prefix="knot-bench-data-"))
         env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
                "KNOT_STATION_PORT": str(self.station_port), "KNOT_DATA_DIR": str(self.data),
-               "KNOT_SECRET_KEY": new_station_secret() * 2}
+               "KNOT_SECRET_KEY": new_device_secret() * 2}
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     print(f"knot_rt API:      {bind}/api/application/", flush=True)
                     print(f"OpenAPI document: {bind}/openapi.json  (docs: {bind}/docs)", flush=True)
                 print(f"station gateway:  {bound.station_url(settings.host)}", flush=True)
+                print(f"vehicle gateway:  {bound.vehicle_url(settings.host)}", flush=True)
                 if args.demo:
                     for email, password, what in DEMO_ACCOUNTS:
                         print(f"demo account:     {email} / {password}  ({what})", flush=True)
@@ -230,13 +231,30 @@ def cmd_vehicle_create(args: argparse.Namespace) -> int:
     async def main() -> dict[str, object]:
         async with open_database(settings) as db:
             vehicles = Services.build(settings, db).vehicles
-            row = await vehicles.create(args.network, args.serial, vehicle_id=args.id, model_id=args.model)
-            return dict(row)
+            return await vehicles.create(args.network, args.serial, vehicle_id=args.id, model_id=args.model,
+                                         free_floating=args.free_floating)
 
     created = _run_or_report(main, "vehicle create")
     if created is None:
         return 2  # an unknown network or model, a serial number or id already used: the input is at fault
     print(json.dumps(created))
+    return 0
+
+
+def cmd_vehicle_secret(args: argparse.Namespace) -> int:
+    from .context import Services
+
+    settings = _settings(args)
+
+    async def main() -> tuple[int, str]:
+        async with open_database(settings) as db:
+            return await Services.build(settings, db).vehicles.rotate_secret(args.serial)
+
+    rotated = _run_or_report(main, "vehicle secret")
+    if rotated is None:
+        return 2  # an unknown serial number, a vehicle without a module: the input is at fault
+    vehicle_id, secret = rotated
+    print(json.dumps({"vehicle_id": vehicle_id, "serial_number": args.serial, "secret": secret}))
     return 0
 
 
@@ -307,7 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     create_vehicle.add_argument("--id", type=int, metavar="N",
                                 help="the id the stations read from the vehicle (default: the next free one)")
     create_vehicle.add_argument("--model", type=int, metavar="ID", help="its vehicle model")
+    create_vehicle.add_argument("--free-floating", action="store_true",
+                                help="it has its own IoT module (vehicle-protocol.md): also prints its secret, once")
     on_database(create_vehicle, cmd_vehicle_create)
+    vehicle_secret = vehicle_sub.add_parser("secret", help="rotate a free-floating vehicle's secret; prints the new one")
+    vehicle_secret.add_argument("serial", metavar="SERIAL", help="its serial number")
+    on_database(vehicle_secret, cmd_vehicle_secret)
 
     from .simulator.cli import add_arguments as simulate_arguments
 

@@ -47,12 +47,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from .stations.admin import hash_station_secret, new_station_secret
-
-# Vehicle secrets are random and long like the stations' (at least 16 characters), stored as their SHA-256.
-# TODO(i10-gw): take these from the vehicle gateway's secrets module once it lands.
-hash_vehicle_secret = hash_station_secret
-new_vehicle_secret = new_station_secret
+from .devices.credentials import hash_device_secret, new_device_secret
 
 CENTER = (48.5734, 7.7521)  # latitude, longitude
 CURRENCY = "EUR"
@@ -521,7 +516,7 @@ async def _insert_stations(conn: asyncpg.Connection, plans: list[ClusterPlan], i
         """INSERT INTO stations (cluster_id, secret_hash, spot_count)
            SELECT t.cluster_id, t.secret_hash, $3 FROM unnest($1::bigint[], $2::text[]) AS t(cluster_id, secret_hash)
            RETURNING id, cluster_id""",
-        clusters, [hash_station_secret(new_station_secret()) for _ in clusters], SPOTS_PER_STATION,
+        clusters, [hash_device_secret(new_device_secret()) for _ in clusters], SPOTS_PER_STATION,
     )
     by_cluster: dict[int, list[int]] = {}
     for row in sorted(rows, key=lambda r: r["id"]):
@@ -604,7 +599,7 @@ async def _insert_module_vehicles(
            ON CONFLICT DO NOTHING""",
         network, [p.vehicle_id for p in plans], [p.serial for p in plans], [m[0] for m in chosen],
         [m[1] for m in chosen], [_battery(p.vehicle_id) for p in plans], [p.latitude for p in plans],
-        [p.longitude for p in plans], [hash_vehicle_secret(new_vehicle_secret()) for _ in plans],
+        [p.longitude for p in plans], [hash_device_secret(new_device_secret()) for _ in plans],
     )
 
 
@@ -686,11 +681,11 @@ async def issue_station_secrets(conn: asyncpg.Connection, network: int) -> list[
         "SELECT s.id FROM stations s JOIN clusters c ON c.id = s.cluster_id WHERE c.network_id = $1 ORDER BY s.id",
         network,
     )
-    issued = [(r["id"], new_station_secret()) for r in rows]
+    issued = [(r["id"], new_device_secret()) for r in rows]
     await conn.execute(
         """UPDATE stations s SET secret_hash = t.secret_hash
            FROM unnest($1::bigint[], $2::text[]) AS t(id, secret_hash) WHERE s.id = t.id""",
-        [station for station, _ in issued], [hash_station_secret(secret) for _, secret in issued],
+        [station for station, _ in issued], [hash_device_secret(secret) for _, secret in issued],
     )
     return issued
 
@@ -728,11 +723,11 @@ async def issue_vehicle_secrets(conn: asyncpg.Connection, network: int) -> list[
         plan = paths.get(row["id"])
         lat = row["latitude"] if row["latitude"] is not None else plan.latitude if plan else CENTER[0]
         lng = row["longitude"] if row["longitude"] is not None else plan.longitude if plan else CENTER[1]
-        issued.append(IssuedVehicle(row["id"], row["serial_number"], new_vehicle_secret(), lat, lng,
+        issued.append(IssuedVehicle(row["id"], row["serial_number"], new_device_secret(), lat, lng,
                                     plan.path if plan else ()))
     await conn.execute(
         """UPDATE vehicles v SET secret_hash = t.secret_hash
            FROM unnest($1::bigint[], $2::text[]) AS t(id, secret_hash) WHERE v.id = t.id""",
-        [v.vehicle_id for v in issued], [hash_vehicle_secret(v.secret) for v in issued],
+        [v.vehicle_id for v in issued], [hash_device_secret(v.secret) for v in issued],
     )
     return issued

@@ -11,6 +11,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from protocols import station as station_wire
+from protocols import vehicle as vehicle_wire
 
 from .api.app import create_app
 from .context import Services
@@ -42,6 +43,10 @@ class Bound:
 
     def station_url(self, host: str = "127.0.0.1") -> str:
         return f"ws://{host}:{self.station_port}{station_wire.WS_PATH}"
+
+    def vehicle_url(self, host: str = "127.0.0.1") -> str:
+        """The free-floating vehicles' socket: the same port as the stations', another path."""
+        return f"ws://{host}:{self.station_port}{vehicle_wire.WS_PATH}"
 
 
 async def run_server(

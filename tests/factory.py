@@ -166,6 +166,14 @@ class Factory:
         )
         return int(row["vehicle_id"])
 
+    async def free_floating_vehicle(self, network: int, serial: str, *, vehicle_id: int | None = None,
+                                    model: int | None = None, avg_max_range: int = 0) -> tuple[int, str]:
+        """A vehicle with its own IoT module: (vehicle id, secret), the secret shown once as the CLI prints it."""
+        row = await self.svc.vehicles.create(
+            network, serial, vehicle_id=vehicle_id, model_id=model, avg_max_range=avg_max_range, free_floating=True,
+        )
+        return int(row["vehicle_id"]), str(row["secret"])
+
     async def vehicles(self, network: int, ids: Iterable[int], *, prefix: str = "SN", model: int | None = None,
                        avg_max_range: int = 0) -> list[int]:
         """Vehicles of ``ids`` (serials ``<prefix><id>``); the map shows them after ``svc.catalog.reload()``."""

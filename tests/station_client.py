@@ -1,4 +1,8 @@
-"""A raw station for tests: speaks the station protocol frame by frame over a real socket."""
+"""A raw station for tests: speaks the station protocol frame by frame over a real socket.
+
+``RawDevice`` and ``device_socket`` are what any device of this framing does (the raw vehicle of
+``tests/vehicle_peer.py`` too): HTTP Basic auth and a subprotocol on the upgrade, CALLs sent and their
+answers read frame by frame."""
 
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from protocols import station as wire
 
 
-def basic(station_id: int, secret: str) -> str:
+def basic(station_id: int | str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{station_id}:{secret}".encode()).decode()
 
 
-class RawStation:
+class RawDevice:
+    """One device socket, frame by frame: nothing is checked but what a test asserts."""
+
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self._ids = 0
@@ -27,8 +33,9 @@ class RawStation:
         self._ids += 1
         return f"t-{self._ids}"
 
-    async def send(self, frame: list[Any] | str) -> None:
-        await self.ws.send_message(frame if isinstance(frame, str) else json.dumps(frame))
+    async def send(self, frame: list[Any] | str | bytes) -> None:
+        """A frame as JSON (a list), or text or bytes as they are (a binary message)."""
+        await self.ws.send_message(frame if isinstance(frame, str | bytes) else json.dumps(frame))
 
     async def receive(self, timeout: float = 10.0) -> list[Any]:  # noqa: ASYNC109
         with trio.fail_after(timeout):
@@ -43,15 +50,17 @@ class RawStation:
         assert answer[1] == call_id, answer
         return answer
 
+    async def answer(self, frame: list[Any], payload: dict[str, Any] | None = None) -> None:
+        await self.send([3, frame[1], payload or {}])
+
+
+class RawStation(RawDevice):
     async def boot(self, spots: int = 4) -> list[Any]:
         board = {"firmware_version": "1.2.3", "board_revision": "B"}
         return await self.call("boot", {"mainboard": board, "spots": [board] * spots})
 
     async def state(self, spots: dict[int, int | None], battery: int = 80) -> list[Any]:
         return await self.call("state", state_payload(spots, battery))
-
-    async def answer(self, frame: list[Any], payload: dict[str, Any] | None = None) -> None:
-        await self.send([3, frame[1], payload or {}])
 
 
 def state_payload(spots: dict[int, int | None], battery: int = 80) -> dict[str, Any]:
@@ -64,15 +73,22 @@ def state_payload(spots: dict[int, int | None], battery: int = 80) -> dict[str, 
 
 
 @asynccontextmanager
+async def device_socket(
+    url: str, user: int | str, secret: str, subprotocols: list[str], **options: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """A device's socket: Basic auth ``user:secret``, the ``subprotocols`` proposed (``options``: trio-websocket's)."""
+    async with open_websocket_url(
+        url, subprotocols=subprotocols, extra_headers=[("Authorization", basic(user, secret))], **options,
+    ) as ws:
+        yield ws
+
+
+@asynccontextmanager
 async def station_socket(
     url: str, station_id: int, secret: str, *, subprotocols: list[str] | None = None, **options: Any
 ) -> AsyncIterator[RawStation]:
-    async with open_websocket_url(
-        url,
-        subprotocols=[wire.SUBPROTOCOL] if subprotocols is None else subprotocols,
-        extra_headers=[("Authorization", basic(station_id, secret))],
-        **options,
-    ) as ws:
+    proposed = [wire.SUBPROTOCOL] if subprotocols is None else subprotocols
+    async with device_socket(url, station_id, secret, proposed, **options) as ws:
         yield RawStation(ws)
 
 

@@ -124,6 +124,7 @@ class Harness:
     base_url: str
     client: httpx.AsyncClient
     station_url: str = ""
+    vehicle_url: str = ""  # the free-floating vehicles' socket, on the station gateway's port
     _password_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -229,7 +230,7 @@ async def serving(settings: Settings, **pool: Any) -> AsyncIterator[Harness]:
             bound = await nursery.start(lambda task_status: run_server(svc, shutdown=shutdown, task_status=task_status))
             async with httpx.AsyncClient(base_url=bound.base_url, timeout=30) as client:
                 yield Harness(svc=svc, db=db, base_url=bound.base_url, client=client,
-                              station_url=bound.station_url())
+                              station_url=bound.station_url(), vehicle_url=bound.vehicle_url())
             shutdown.set()
     finally:
         await db.close()

@@ -15,9 +15,9 @@ import asyncpg
 import pytest
 
 from knot_rt.demo import DEMO_ACCOUNTS, demo_station_secrets, load_demo
-from knot_rt.demo_city import CENTER, NETWORK_SHAPE, city_plan, contains, hash_vehicle_secret
+from knot_rt.demo_city import CENTER, NETWORK_SHAPE, city_plan, contains
+from knot_rt.devices.credentials import device_secret_matches, hash_device_secret
 from knot_rt.simulator.cli import read_vehicles_file
-from knot_rt.stations.admin import station_secret_matches
 from tests.station_client import station_socket
 from tests.support import Harness, wait_station_online
 
@@ -136,7 +136,8 @@ async def test_the_maps_show_the_demo_city(harness: Harness) -> None:
         assert response.status_code == 200
         body = response.json()
         assert len(body["clusters"]) == city["clusters"]
-        assert len(body["vehicle"]) == city["free_floating_vehicles"]
+        # a vehicle with its own module is shown once its module is connected: none is here
+        assert len(body["vehicle"]) == city["free_floating_vehicles"] - city["module_vehicles"]
         assert len(body["parkings"]) == city["parkings"] and len(body["speed_zones"]) == city["speed_zones"]
         assert [n["name"] for n in body["networks"]] == ["Strasbourg"]
     login = await harness.client.post("/api/application/login", json={
@@ -225,7 +226,7 @@ def test_demo_command_scale_and_stations_file(database_url: str, data_dir: Path)
     hashes = {r["id"]: r["secret_hash"] for r in fetch(database_url, "SELECT id, secret_hash FROM stations")}
     for line in lines:
         station_id, _, secret = line.partition(":")
-        assert station_secret_matches(secret, hashes[int(station_id)])
+        assert device_secret_matches(secret, hashes[int(station_id)])
         assert secret not in result.stdout + result.stderr  # nothing secret is printed
 
     again = run_cli(database_url, data_dir, "--scale", "2")
@@ -252,7 +253,7 @@ def test_demo_vehicles_file_holds_the_module_vehicles_in_their_parkings(database
     for vehicle, entry in zip(vehicles, written, strict=True):
         row = rows[vehicle.serial]
         assert entry["vehicle_id"] == row["id"] and row["locked"] is True
-        assert hash_vehicle_secret(vehicle.secret) == row["secret_hash"]
+        assert hash_device_secret(vehicle.secret) == row["secret_hash"]
         assert vehicle.secret not in result.stdout + result.stderr  # nothing secret is printed
         assert any(contains(json.loads(shape), vehicle.lat, vehicle.lng) for shape in parkings)
         assert len(vehicle.path) == 3 and all(contains(NETWORK_SHAPE, *point) for point in vehicle.path)

@@ -1,37 +1,20 @@
 """Creating stations and rotating their secrets.
 
-A station secret is 32 random URL-safe characters (192 bits). Being random and
-long, it is stored as its SHA-256 (a slow password hash would add nothing but
-CPU cost at every reconnect of thousands of stations) and compared in constant
-time.
+A station secret is a device secret (``knot_rt/devices/credentials.py``, shared
+with the free-floating vehicles): 32 random URL-safe characters, stored as its
+SHA-256, compared in constant time.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 
 import asyncpg
 
 from protocols.errors import ErrorCode
 
+from ..devices.credentials import hash_device_secret, new_device_secret
 from ..errors import ApiError
-
-SECRET_BYTES = 24  # 32 characters once encoded
-
-
-def new_station_secret() -> str:
-    return secrets.token_urlsafe(SECRET_BYTES)
-
-
-def hash_station_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def station_secret_matches(secret: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_station_secret(secret), stored_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +33,11 @@ async def create_station(
         raise ApiError(ErrorCode.INVALID_INPUT, "a station has 1 to 32 spots")
     if await conn.fetchval("SELECT 1 FROM clusters WHERE id = $1", cluster_id) is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no cluster {cluster_id}")
-    secret = new_station_secret()
+    secret = new_device_secret()
     station_id: int = await conn.fetchval(
         """INSERT INTO stations (cluster_id, secret_hash, version, spot_count)
            VALUES ($1, $2, $3, $4) RETURNING id""",
-        cluster_id, hash_station_secret(secret), version, spot_count,
+        cluster_id, hash_device_secret(secret), version, spot_count,
     )
     spot_ids = [
         await conn.fetchval(
@@ -67,9 +50,9 @@ async def create_station(
 
 
 async def rotate_station_secret(conn: asyncpg.Connection, station_id: int) -> str:
-    secret = new_station_secret()
+    secret = new_device_secret()
     status = await conn.execute(
-        "UPDATE stations SET secret_hash = $2 WHERE id = $1", station_id, hash_station_secret(secret)
+        "UPDATE stations SET secret_hash = $2 WHERE id = $1", station_id, hash_device_secret(secret)
     )
     if status.endswith(" 0"):
         raise ApiError(ErrorCode.NOT_FOUND, f"no station {station_id}")

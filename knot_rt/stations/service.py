@@ -1,5 +1,9 @@
 """Wiring of the live station side: supervisors, registry, actors, gateway, live availability.
 
+The device gateway (``knot_rt/devices/gateway.py``) runs here with two doors:
+the stations' (``gateway.StationDoor``) and the free-floating vehicles'
+(``VehicleService.door``), whose actors live in this tree too.
+
 The supervision tree: ``knot`` (the root) runs ``vehicles`` then ``stations``.
 
 - ``stations`` and ``vehicles`` count restarts per actor (3 in 5 s) with a
@@ -54,12 +58,13 @@ from protocols.feed import EventName, Topic
 
 from ..config import Settings
 from ..db import repeat
+from ..devices.gateway import DeviceGateway
 from ..errors import ApiError
 from ..services.permissions import Scope, station_scope
 from ..uow import Work
 from ..vehicles.service import VehicleService
 from .admin import NewStation, create_station
-from .gateway import StationGateway, StationRef
+from .gateway import StationDoor, StationRef
 from .live import LiveStations
 from .store import PgStationStore, load_all_stations
 
@@ -111,8 +116,10 @@ class StationService:
         # actors hand it the badges their readers see. None: badges are recorded, nothing more.
         self.badges: BadgeBook | None = None
         self.badge_link_seconds = options.badge_link_seconds
-        self.gateway = StationGateway(
-            self.store.secret_hash, self.actor, ping_interval=ping_interval, secret_hashes=self.store.secret_hashes,
+        self.station_door = StationDoor(self.store.secret_hash, self.store.secret_hashes, self.actor)
+        self.vehicle_door = self.vehicle_service.door(self.registry)
+        self.gateway = DeviceGateway(
+            [self.station_door, self.vehicle_door], ping_interval=ping_interval,
             max_connections=options.station_max_connections, max_handshakes=options.station_max_handshakes,
             handshake_timeout=options.station_handshake_seconds, auth_failures=options.station_auth_failures,
             secret_check_interval=options.station_secret_check_seconds,
@@ -135,7 +142,7 @@ class StationService:
 
     def _new_station_actor(self, actor_id: str) -> StationActor:
         return StationActor(
-            int(actor_id), self.store, self.gateway.links, self.live,
+            int(actor_id), self.store, self.station_door.links, self.live,
             heartbeat_interval=self.heartbeat_interval, call_timeout=self.call_timeout,
             badges=self.badges, badge_link_seconds=self.badge_link_seconds,
         )
@@ -255,12 +262,15 @@ class StationService:
         await repeat("stations: reading new stations", pick_up, every, wait_first=True)
 
     async def _prune_messages(self, every: float = 3600.0) -> None:
-        async def prune() -> None:
-            removed = await self.store.prune_messages()
-            if removed:
-                log.info("stations: forgot %s answered message ids", removed)
+        """Forget the answered CALL ids of stations and vehicles past their retention."""
 
-        await repeat("stations: pruning message ids", prune, every, wait_first=True)
+        async def prune() -> None:
+            for kind, store in (("station", self.store), ("vehicle", self.vehicle_service.store)):
+                removed = await store.prune_messages()
+                if removed:
+                    log.info("%ss: forgot %s answered message ids", kind, removed)
+
+        await repeat("devices: pruning message ids", prune, every, wait_first=True)
 
 
 def _per_child_intensity(backoff: float, storm: int) -> RestartIntensity:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -10,9 +9,8 @@ import asyncpg
 from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
 from protocols.feed import Topic
 
+from ..devices.messages import STATION_MESSAGES
 from ..uow import UnitOfWork, Work
-
-MESSAGE_RETENTION = timedelta(days=8)  # the contract asks for at least 7
 
 
 def _view(station: asyncpg.Record, spots: list[asyncpg.Record]) -> StationView:
@@ -86,16 +84,8 @@ class PgStationStore:
 
         async def record(uow: UnitOfWork) -> dict[str, Any] | None:
             conn = uow.conn
-            inserted = await conn.fetchval(
-                """INSERT INTO station_messages (station_id, message_id, action, payload, result)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
-                station_id, message_id, action, payload, result,
-            )
-            if not inserted:
-                earlier: dict[str, Any] = await conn.fetchval(
-                    "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
-                    station_id, message_id,
-                )
+            earlier = await STATION_MESSAGES.record(conn, station_id, message_id, action, payload, result)
+            if earlier is not None:
                 return earlier
             await _apply_changes(conn, station_id, changes)
             if feed is not None:
@@ -131,7 +121,4 @@ class PgStationStore:
         return {row["id"]: row["secret_hash"] for row in rows}
 
     async def prune_messages(self) -> int:
-        status = await self._db.execute(
-            "DELETE FROM station_messages WHERE received_at < now() - $1::interval", MESSAGE_RETENTION
-        )
-        return int(status.split()[-1])
+        return await STATION_MESSAGES.prune(self._db)

@@ -11,7 +11,9 @@ map's rents through this service. The station side only tells the actors what
 its stations report (``docking.VehicleMover``).
 
 Layout: ``store.py`` is the SQL, ``live.py`` the read model, ``docking.py``
-the station -> vehicle messages; the actors themselves are
+the station -> vehicle messages, ``gateway.py`` the door of the free-floating
+vehicles' own sockets (on the station gateway's server, which
+``stations.service`` runs); the actors themselves are
 ``actors/vehicle.py``, run under the ``vehicles`` supervisor of
 ``stations.service`` (stations talk to them, so the two subtrees start and
 stop in order). The static facts of a vehicle (serial, model, network, state)
@@ -26,19 +28,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
-import asyncpg
 import trio
 
 from actors import Registry
 from actors.rent import RentBook
-from actors.vehicle import Vehicle, VehicleView, vehicle_factory
+from actors.vehicle import VEHICLE, Vehicle, VehicleView, vehicle_factory
 
 from ..db import Database
+from ..devices.gateway import LinkTable
 from ..uow import Work
 from .docking import UnknownVehicle, VehicleMover
+from .gateway import VehicleDoor, VehicleRef
 from .live import LiveVehicles
-from .store import PgVehicleStore, create_model, create_vehicle, load_records, network_vehicles
+from .store import (
+    PgVehicleStore,
+    create_model,
+    create_vehicle,
+    load_records,
+    network_vehicles,
+    rotate_vehicle_secret,
+)
 
 
 class VehicleService:
@@ -53,16 +64,27 @@ class VehicleService:
         self.store = PgVehicleStore(db)
         self.live = LiveVehicles()
         self.idle_after = idle_after
+        self.links = LinkTable()  # the live sockets of the free-floating vehicles (their door's)
         self._load_lock = trio.Lock()
 
     # wiring ----------------------------------------------------------------------
 
     def actor_factory(self) -> Callable[[str], Vehicle]:
-        """The factory of the vehicle actors (register it as ``VEHICLE``): they save to the store
-        and report to the live state."""
+        """The factory of the vehicle actors (register it as ``VEHICLE``): they save to the store,
+        report to the live state and talk to their modules through ``links``."""
         return vehicle_factory(
-            self.store, [self.live], idle_after=self.idle_after, rents=self.rents, unlock_timeout=self.unlock_timeout
+            self.store, [self.live], idle_after=self.idle_after, rents=self.rents, unlock_timeout=self.unlock_timeout,
+            links=self.links,
         )
+
+    def door(self, registry: Registry) -> VehicleDoor:
+        """The free-floating vehicles' door of the device gateway: their sockets reach the ``VEHICLE``
+        actors of ``registry`` and fill ``links``."""
+
+        async def actor_for(vehicle_id: int) -> VehicleRef:
+            return await registry.get(VEHICLE, str(vehicle_id))
+
+        return VehicleDoor(self.store.credentials, self.store.secret_hashes, actor_for, links=self.links)
 
     def mover(self, registry: Registry, *, unknown: UnknownVehicle | None = None) -> VehicleMover:
         """What delivers the station's reports to these actors (ids checked against the station's network)."""
@@ -94,18 +116,26 @@ class VehicleService:
 
     async def create(
         self, network_id: int, serial_number: str, *, vehicle_id: int | None = None, model_id: int | None = None,
-        avg_max_range: int = 0,
-    ) -> asyncpg.Record:
+        avg_max_range: int = 0, free_floating: bool = False,
+    ) -> dict[str, Any]:
         """Add a vehicle to a network in one unit of work: its row (``vehicle_id``, ``serial_number``,
-        ``network_id``, ``model_id``, ``vehicle_type``). ``ApiError`` NOT_FOUND for an unknown network or
-        model, CONFLICT for a serial number or id already used.
+        ``network_id``, ``model_id``, ``vehicle_type``), and for a ``free_floating`` one (its own IoT module)
+        ``free_floating: True`` and its ``secret``, shown this once (stored hashed). ``ApiError``
+        INVALID_INPUT for a serial number a module could not log in with, NOT_FOUND for an unknown network
+        or model, CONFLICT for a serial number or id already used.
 
         Its live state starts unknown (no battery, offline) until its actor first reports; the map shows it
         from the catalog's next read of the rows (``Catalog.reload``, or the periodic refresh)."""
         return await self.work.run(lambda uow: create_vehicle(
             uow.conn, network_id, serial_number, vehicle_id=vehicle_id, model_id=model_id,
-            avg_max_range=avg_max_range,
+            avg_max_range=avg_max_range, free_floating=free_floating,
         ))
+
+    async def rotate_secret(self, serial_number: str) -> tuple[int, str]:
+        """A new secret for the free-floating vehicle ``serial_number``: ``(vehicle id, secret)``, shown this
+        once. Its socket that used the old one is closed (4003) at the gateway's next check. ``ApiError``
+        NOT_FOUND for an unknown serial number, CONFLICT for a vehicle without a module."""
+        return await self.work.run(lambda uow: rotate_vehicle_secret(uow.conn, serial_number))
 
     async def create_model(self, name: str, manufacturer: str, vehicle_type: str = "kick-scooter") -> int:
         """A vehicle model (its type: kick-scooter, bike, ...), to give to vehicles."""

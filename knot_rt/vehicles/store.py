@@ -1,25 +1,37 @@
 """PostgreSQL persistence of the vehicles' live state: SQL only.
 
-A vehicle's row (battery, voltage, online, spot, position) is written by its
-actor only (``PgVehicleStore.save``); ``load_records`` reads every row at once
-for the live read model (``live.LiveVehicles``) at start and on a catalog
-reload; ``network_vehicles`` tells the station side which ids it reports are
-vehicles of the station's network; ``create_vehicle`` adds a vehicle (an operator's
-write, run by ``VehicleService.create`` in one unit of work).
+A vehicle's row (battery, voltage, online, spot, position, and for a vehicle
+with an IoT module its speed and lock) is written by its actor only
+(``PgVehicleStore.save``, ``PgVehicleStore.record``); ``load_records`` reads
+every row at once for the live read model (``live.LiveVehicles``) at start and
+on a catalog reload; ``network_vehicles`` tells the station side which ids it
+reports are vehicles of the station's network; ``create_vehicle`` adds a
+vehicle and ``rotate_vehicle_secret`` issues a new secret to a free-floating
+one (an operator's writes, run by ``VehicleService`` in one unit of work).
+
+The CALLs of a vehicle's module are recorded by id in ``vehicle_messages``
+with their RESULT, in the transaction that saves what they changed: a repeated
+id finds the row, gets the stored RESULT and writes nothing; ids are pruned
+as the stations' are (``knot_rt/devices/messages.py``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from actors.vehicle import VehicleRecord, VehicleView
+from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
 from ..db import Database
+from ..devices.credentials import hash_device_secret, new_device_secret
+from ..devices.messages import VEHICLE_MESSAGES
 from ..errors import ApiError
 
 _RECORD = """SELECT v.id, v.battery_level, v.voltage, v.avg_max_range, v.online, v.latitude, v.longitude,
-                    s.id AS spot_id, s.number AS spot_number, s.station_id
+                    v.free_floating, v.speed, v.locked, s.id AS spot_id, s.number AS spot_number, s.station_id
              FROM vehicles v LEFT JOIN spots s ON s.id = v.spot_id"""
 
 
@@ -28,6 +40,7 @@ def _record(row: asyncpg.Record) -> VehicleRecord:
         battery_level=row["battery_level"], voltage=row["voltage"], avg_max_range=row["avg_max_range"] or 0,
         station_id=row["station_id"], spot_id=row["spot_id"], spot_number=row["spot_number"],
         latitude=row["latitude"], longitude=row["longitude"], online=row["online"],
+        has_module=row["free_floating"], speed=row["speed"], locked=row["locked"],
     )
 
 
@@ -63,13 +76,60 @@ class PgVehicleStore:
         return await self._db.run(lambda conn: load_record(conn, vehicle_id))
 
     async def save(self, view: VehicleView) -> None:
-        await self._db.execute(
-            """UPDATE vehicles SET battery_level = $2, voltage = $3, online = $4, spot_id = $5,
-                                   latitude = $6, longitude = $7, updated_at = now()
-               WHERE id = $1""",
-            view.vehicle_id, view.battery_level, view.voltage, view.online, view.spot_id, view.latitude,
-            view.longitude,
+        await self._db.run(lambda conn: _save(conn, view))
+
+    async def record(
+        self, vehicle_id: int, message_id: str, action: str, payload: dict[str, Any], result: dict[str, Any],
+        view: VehicleView | None,
+    ) -> dict[str, Any] | None:
+        """Record a CALL of the vehicle's module once, and save ``view`` (None: nothing changed) in the same
+        transaction; the earlier RESULT when the id was seen already (then nothing is written)."""
+
+        async def record(conn: asyncpg.Connection) -> dict[str, Any] | None:
+            earlier = await VEHICLE_MESSAGES.record(conn, vehicle_id, message_id, action, payload, result)
+            if earlier is not None:
+                return earlier
+            if view is not None:
+                await _save(conn, view)
+            return None
+
+        return await self._db.transaction(record)
+
+    # the vehicle gateway's lookups ---------------------------------------------------------------------
+
+    async def credentials(self, serial_number: str) -> tuple[int, str] | None:
+        """``(vehicle id, secret hash)`` of the free-floating vehicle with a secret and this serial number."""
+        row = await self._db.fetchrow(
+            """SELECT id, secret_hash FROM vehicles
+               WHERE serial_number = $1 AND free_floating AND secret_hash IS NOT NULL""",
+            serial_number,
         )
+        return None if row is None else (row["id"], row["secret_hash"])
+
+    async def secret_hashes(self, vehicle_ids: list[int]) -> dict[int, str]:
+        """The stored secret hash of each of these vehicles that may still connect (free-floating, a secret)."""
+        rows = await self._db.fetch(
+            """SELECT id, secret_hash FROM vehicles
+               WHERE id = ANY($1::bigint[]) AND free_floating AND secret_hash IS NOT NULL""",
+            vehicle_ids,
+        )
+        return {row["id"]: row["secret_hash"] for row in rows}
+
+    async def prune_messages(self) -> int:
+        """Forget the CALL ids past their retention; how many."""
+        return await VEHICLE_MESSAGES.prune(self._db)
+
+
+async def _save(conn: asyncpg.Connection, view: VehicleView) -> None:
+    """The live fields of ``view``; ``reported_at`` tells when a vehicle with a module was last saved."""
+    await conn.execute(
+        """UPDATE vehicles SET battery_level = $2, voltage = $3, online = $4, spot_id = $5,
+                               latitude = $6, longitude = $7, speed = $8, locked = $9, updated_at = now(),
+                               reported_at = CASE WHEN free_floating THEN now() ELSE reported_at END
+           WHERE id = $1""",
+        view.vehicle_id, view.battery_level, view.voltage, view.online, view.spot_id, view.latitude,
+        view.longitude, view.speed, view.locked,
+    )
 
 
 # creating a vehicle (an operator's write, in the caller's unit of work) --------------------------------
@@ -80,15 +140,21 @@ _CREATED = """SELECT v.id AS vehicle_id, v.serial_number, v.network_id, v.model_
 
 async def create_vehicle(
     conn: asyncpg.Connection, network_id: int, serial_number: str, *, vehicle_id: int | None = None,
-    model_id: int | None = None, avg_max_range: int = 0,
-) -> asyncpg.Record:
-    """Insert a vehicle of ``network_id`` (inside a transaction); its row as created.
+    model_id: int | None = None, avg_max_range: int = 0, free_floating: bool = False,
+) -> dict[str, Any]:
+    """Insert a vehicle of ``network_id`` (inside a transaction); its row as created, and for a
+    free-floating vehicle (one with its own IoT module) ``free_floating`` and its ``secret`` (shown once,
+    stored hashed).
 
     The id is the one the stations read from the vehicle, so it is given when known; without one the
     next free id (one above the highest) is taken under a transaction-scoped advisory lock, so two
     creations at once never pick the same id (vehicles are created rarely: the lock costs nothing).
-    An unknown network or model is ``NOT_FOUND``; a serial number or id already used is ``CONFLICT``:
-    nothing is written then."""
+    A serial number a module could not log in with (``protocols.vehicle.valid_serial``) is
+    ``INVALID_INPUT``; an unknown network or model is ``NOT_FOUND``; a serial number or id already used
+    is ``CONFLICT``: nothing is written then."""
+    if not wire.valid_serial(serial_number):
+        raise ApiError(ErrorCode.INVALID_INPUT, f"a serial number has 1 to {wire.MAX_SERIAL_LENGTH} printable "
+                                                "characters and no colon")
     if await conn.fetchval("SELECT 1 FROM networks WHERE id = $1", network_id) is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no network {network_id}")
     if model_id is not None and await conn.fetchval("SELECT 1 FROM vehicle_models WHERE id = $1", model_id) is None:
@@ -100,13 +166,34 @@ async def create_vehicle(
         vehicle_id = int(await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM vehicles"))
     elif await conn.fetchval("SELECT 1 FROM vehicles WHERE id = $1", vehicle_id) is not None:
         raise ApiError(ErrorCode.CONFLICT, f"vehicle id {vehicle_id} is already used")
+    secret = new_device_secret() if free_floating else None
     await conn.execute(
-        """INSERT INTO vehicles (id, serial_number, network_id, model_id, avg_max_range)
-           VALUES ($1, $2, $3, $4, $5)""",
-        vehicle_id, serial_number, network_id, model_id, avg_max_range,
+        """INSERT INTO vehicles (id, serial_number, network_id, model_id, avg_max_range, free_floating, secret_hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        vehicle_id, serial_number, network_id, model_id, avg_max_range, free_floating,
+        None if secret is None else hash_device_secret(secret),
     )
-    row: asyncpg.Record = await conn.fetchrow(_CREATED, vehicle_id)
-    return row
+    created = dict(await conn.fetchrow(_CREATED, vehicle_id))
+    if secret is not None:
+        created.update(free_floating=True, secret=secret)
+    return created
+
+
+async def rotate_vehicle_secret(conn: asyncpg.Connection, serial_number: str) -> tuple[int, str]:
+    """A new secret for the free-floating vehicle ``serial_number``: ``(vehicle id, secret)``; the sockets
+    that used the old one are closed by the gateway's next check. ``NOT_FOUND`` for an unknown serial
+    number, ``CONFLICT`` for a vehicle without a module (it talks through its station)."""
+    secret = new_device_secret()
+    row = await conn.fetchrow(
+        """UPDATE vehicles SET secret_hash = CASE WHEN free_floating THEN $2 ELSE secret_hash END
+           WHERE serial_number = $1 RETURNING id, free_floating""",
+        serial_number, hash_device_secret(secret),
+    )
+    if row is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no vehicle with serial number {serial_number!r}")
+    if not row["free_floating"]:
+        raise ApiError(ErrorCode.CONFLICT, f"vehicle {serial_number!r} is not free-floating: it has no secret")
+    return row["id"], secret
 
 
 async def create_model(conn: asyncpg.Connection, name: str, manufacturer: str, vehicle_type: str) -> int:

@@ -43,9 +43,11 @@ async def metrics() -> Response:
     svc = services()
     stations = svc.stations
     actors = stations.metrics
-    gateway = stations.gateway.counters
+    gateway = stations.station_door.counters
+    vehicles = stations.vehicle_door
     parts = [
-        _line("knot_stations_connected", len(stations.gateway.links), "stations with a live socket"),
+        _line("knot_stations_connected", len(stations.station_door.links), "stations with a live socket"),
+        _line("knot_vehicles_connected", len(vehicles.links), "free-floating vehicles with a live socket"),
         _line("knot_stations_online", stations.live.online_stations, "stations booted and online"),
         _line("knot_station_connections_total", gateway.accepted, "station sockets accepted", "counter"),
         _line("knot_station_connections_refused_total", gateway.refused, "station upgrades refused", "counter"),
@@ -53,14 +55,21 @@ async def metrics() -> Response:
               "counter"),
         _line("knot_station_frames_total", gateway.frames_in, "frames received from stations", "counter"),
         _line("knot_station_frames_malformed_total", gateway.malformed, "malformed station frames", "counter"),
-        _line("knot_station_connections_busy_total", gateway.busy, "sockets closed at once: over the caps", "counter"),
+        _line("knot_station_connections_busy_total", stations.gateway.counters.busy,
+              "device sockets closed at once: over the caps", "counter"),
         _line("knot_station_auth_throttled_total", gateway.throttled, "upgrades answered 429 after auth failures",
               "counter"),
         _line("knot_station_secret_rotated_total", gateway.rotated, "sockets closed after a secret rotation",
               "counter"),
         _line("knot_station_unavailable_total", gateway.unavailable, "sockets closed: the station's actor could not run",
               "counter"),
-        _line("knot_station_handshakes", stations.gateway.handshakes, "station sockets not yet authenticated"),
+        _line("knot_station_handshakes", stations.gateway.handshakes, "device sockets not yet authenticated"),
+        _line("knot_vehicle_connections_total", vehicles.counters.accepted, "vehicle sockets accepted", "counter"),
+        _line("knot_vehicle_connections_refused_total", vehicles.counters.refused, "vehicle upgrades refused",
+              "counter"),
+        _line("knot_vehicle_frames_total", vehicles.counters.frames_in, "frames received from vehicles", "counter"),
+        _line("knot_vehicle_frames_malformed_total", vehicles.counters.malformed, "malformed vehicle frames",
+              "counter"),
         _line("knot_actor_restarts_total", actors.restarts_total, "actor restarts", "counter"),
         _line("knot_actor_given_up_total", actors.given_up_total, "actors stopped after crashing too often", "counter"),
         _line("knot_actor_escalations_total", actors.escalations_total, "supervisors that gave up", "counter"),
