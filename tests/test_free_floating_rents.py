@@ -240,7 +240,13 @@ async def test_reported_finds_what_the_vehicle_recorded_for_the_pending_unlock_o
     assert await book.reported(pausing) == Return(locked_at, latitude=IN_PARKING[0], longitude=IN_PARKING[1])
 
     paused = await book.pause(pausing, locked_at)
-    resuming = await book.command(paused, CommandKind.RESUME)
+    # A trip timer pauses in the book first, then records a pause to send the `lock`: once the vehicle's
+    # `locked` of it is there, nothing is pending (the clock goes on to the rent's timers).
+    locking = await book.command(paused, CommandKind.PAUSE)
+    await record_message(harness, 203, "l-9", "locked",
+                         {"lat": IN_PARKING[0], "lng": IN_PARKING[1], "time": locked_at, "lock": locking.command_id})
+    assert await book.reported(locking) is False
+    resuming = await book.command(locking, CommandKind.RESUME)
     assert resuming.command_id is not None
     assert await book.reported(resuming) is False  # the start's `unlocked` is not the resume's
     await record_message(harness, 203, "u-2", "unlocked", {"unlock": resuming.command_id, "time": now_ms()})

@@ -247,7 +247,10 @@ class PgRentBook:
     async def reported(self, rent: Rent) -> Return | bool:
         """What the vehicle's module recorded (``vehicle_messages``, as the gateway writes them) for the
         rent's pending unlock or command: its ``unlocked`` of the unlock (start) or of a resume -> True;
-        its ``locked`` of a pause or end -> the ``Return`` (its time and position); else False."""
+        its ``locked`` of a pause or end -> the ``Return`` (its time and position); else False.
+
+        A pause command on a rent paused already (the trip timer pauses the rent in the book first, then
+        sends the ``lock``) has nothing left to report: False, so the clock goes on to the rent's timers."""
         vehicle_id = rent.vehicle_id
         if rent.state is RentState.UNLOCKING:
             unlock_id = rent.unlock_id
@@ -259,6 +262,8 @@ class PgRentBook:
             return False
         if rent.command is CommandKind.RESUME:
             return await self._db.run(lambda conn: store.vehicle_unlocked(conn, vehicle_id, command_id))
+        if rent.command is CommandKind.PAUSE and rent.state is RentState.PAUSED:
+            return False  # paused already (a timer's pause, its `lock` sent after it): nothing left to report
         if rent.command in (CommandKind.PAUSE, CommandKind.END):
             locked = await self._db.run(lambda conn: store.vehicle_locked(conn, vehicle_id, command_id))
             return False if locked is None else locked
