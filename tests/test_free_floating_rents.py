@@ -1,5 +1,5 @@
-"""Free-floating rents (issue 10): the rent book on the real database, and the routes' refusals over the real
-server.
+"""Free-floating rents (issue 10): the rent book on the real database, the routes' refusals over the real
+server, and a rider's whole rent over a real vehicle socket.
 
 The book is driven here as the vehicle actors drive it (``PgRentBook``, the server's own instance): reserve,
 start, a command recorded before it is sent, pause, resume, end at a position; the rider's feed shows every
@@ -9,6 +9,11 @@ transition in order. Reconciliation reads the vehicle's messages as the gateway 
 The routes' refusals that need no vehicle socket are checked in the contract's order; where a check needs the
 vehicle's position, the vehicle's actor is told it (``Positioned``, what a ``status`` report does), and a
 command that passes every check then meets a vehicle with no socket: 503 code 50.
+
+Over real sockets, the vehicle is the simulator's (``SimulatedVehicle``: it accepts ``unlock`` and ``lock`` and
+reports ``unlocked`` / ``locked`` with the command's id and its position) or, where the vehicle must refuse or
+stay silent, a raw socket (``tests/vehicle_peer.py``). The trip timers, speed zones, a cut connection and a
+restart are ``test_free_floating_trips.py``'s.
 """
 
 from __future__ import annotations
@@ -23,11 +28,15 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from actors.rent import CommandKind, EndedBy, Rent, RentRequest, RentState, Return, Via
 from actors.vehicle import VEHICLE, Positioned
+from knot_rt.simulator.vehicle import SimulatedVehicle
+from protocols import vehicle as wire
 from tests.feed_client import FeedClient, open_feed
 from tests.support import Harness, bearer, eventually, open_test_session
+from tests.vehicle_peer import RawVehicle, booted_vehicle
 
 API = "/api/application"
 # The network's area (a box around Strasbourg's centre) and its one parking; shapes are [[lng, lat], ...].
@@ -44,6 +53,7 @@ DOCKED = 101
 class Town:
     network: int
     label: int
+    secrets: dict[int, str]  # of the free-floating vehicles' modules
 
     async def rider(self, harness: Harness, email: str) -> tuple[int, str]:
         user = await harness.create_user(email, app_label=self.label)
@@ -59,12 +69,13 @@ async def make_town(harness: Harness, name: str = "Free", **rules: object) -> To
         "unlock_fee": Decimal("1.00"), "price_per_minute": Decimal("0.25"), **rules,
     })
     await make.parking(network, None, PARKING)
-    await make.vehicles(network, FREE_FLOATING)
+    secrets = {}
+    for vehicle_id in FREE_FLOATING:
+        made, secrets[vehicle_id] = await make.free_floating_vehicle(network, f"SN{vehicle_id}", vehicle_id=vehicle_id)
+        assert made == vehicle_id
     await make.vehicle(network, DOCKED)
-    await harness.db.execute("UPDATE vehicles SET free_floating = true WHERE id = ANY($1::bigint[])",
-                             list(FREE_FLOATING))
     await harness.svc.catalog.reload()
-    return Town(network, label)
+    return Town(network, label, secrets)
 
 
 @asynccontextmanager
@@ -337,8 +348,7 @@ async def test_the_refusals_of_a_free_floating_unlock_without_a_socket(harness: 
     rider, token = await town.rider(harness, "rider@example.com")
     _, other_token = await town.rider(harness, "other@example.com")
     hidden = await harness.make.network("Hidden")  # shown by no app of the rider
-    await harness.make.vehicle(hidden, 300)
-    await harness.db.execute("UPDATE vehicles SET free_floating = true WHERE id = 300")
+    await harness.make.free_floating_vehicle(hidden, "SN300", vehicle_id=300)
     await harness.svc.catalog.reload()
     assert failed(await unlock(harness, token, "NO-SUCH", *IN_PARKING)) == (404, 4)
     assert failed(await unlock(harness, token, "SN300", *IN_PARKING)) == (403, 13)
@@ -381,6 +391,164 @@ async def test_hostile_bodies_of_lock_and_pause_get_400(harness: Harness) -> Non
     for trip in ("abc", "1.5", "-1", "99999999999999999999", "%00"):
         response = await resume(harness, token, trip)
         assert failed(response) == (404, 4), (trip, response.text)
+
+
+# --------------------------------------------------------------------------
+# Over a real vehicle socket
+
+
+@asynccontextmanager
+async def on_the_street(harness: Harness, town: Town, vehicle: int, lat: float, lng: float) -> AsyncIterator[
+        SimulatedVehicle]:
+    """The town's vehicle, simulated (standing still), connected and seen where it stands."""
+    sim = SimulatedVehicle(f"SN{vehicle}", town.secrets[vehicle], harness.vehicle_url, lat=lat, lng=lng,
+                           heartbeat=0.5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        await eventually(lambda: harness.svc.vehicles.state(vehicle).connected
+                         and harness.svc.vehicles.state(vehicle).latitude == lat)
+        yield sim
+        sim.stop()
+
+
+async def moved(harness: Harness, sim: SimulatedVehicle, vehicle: int, lat: float, lng: float) -> None:
+    await (await sim.move_to(lat, lng)).wait()
+    await eventually(lambda: harness.svc.vehicles.state(vehicle).latitude == lat)
+
+
+async def test_a_rider_unlocks_pauses_resumes_and_ends_a_free_floating_rent_in_a_parking(harness: Harness) -> None:
+    town = await make_town(harness)
+    _, token = await town.rider(harness, "rider@example.com")
+    _, other_token = await town.rider(harness, "other@example.com")
+    async with on_the_street(harness, town, 201, *IN_PARKING) as sim, user_feed(harness, token) as feed:
+        assert failed(await unlock(harness, token, "SN201", *OUTSIDE)) == (403, 31)  # kilometres away
+        assert failed(await unlock(harness, token, "SN201", 48.5820, 7.7310)) == (403, 31)  # 111 m north
+        response = await unlock(harness, token, "SN201", 48.5815, 7.7310)  # 55 m away
+        assert response.status_code == 200, response.text
+        trip = response.json()["data"]["trip_id"]
+        assert response.json() == {"code": 0, "data": {"external_locks": [], "trip_id": trip}}
+        assert names(await feed.events(2)) == ["vehicle.unlocked", "rent.started"]
+        assert not sim.locked
+        assert failed(await unlock(harness, other_token, "SN201", *IN_PARKING)) == (409, 30)
+        assert failed(await lock(harness, other_token, 201)) == (404, 4)
+        await eventually(lambda: harness.svc.vehicles.state(201).locked is False)
+        [on_map] = await map_rents(harness, token)
+        assert (on_map["trip_id"], on_map["free_floating"], on_map["being_rented"], on_map["lock_status"]) == (
+            trip, True, True, 0)
+
+        # A pause: the vehicle locks; the rider resumes it from the trip.
+        assert (await lock(harness, token, 201, temporary=True)).json() == {"code": 0}
+        [paused] = await feed.events(1)
+        assert paused["event"] == "rent.paused" and paused["data"]["trip_id"] == trip
+        assert sim.locked
+        assert failed(await lock(harness, token, 201, temporary=True)) == (409, 35)
+        await eventually(lambda: harness.svc.vehicles.state(201).locked is True)
+        [on_map] = await map_rents(harness, token)
+        assert (on_map["being_rented"], on_map["on_hold_activated"], on_map["lock_status"]) == (False, True, 1)
+        assert (await resume(harness, token, trip)).json() == {"code": 0}
+        assert names(await feed.events(1)) == ["rent.resumed"]
+        assert not sim.locked
+        assert failed(await resume(harness, token, trip)) == (409, 35)
+
+        # Another pause, resumed by unlocking the vehicle again: the same trip goes on.
+        assert (await lock(harness, token, 201, temporary=True)).status_code == 200
+        assert names(await feed.events(1)) == ["rent.paused"]
+        again = await unlock(harness, token, "SN201", *IN_PARKING)
+        assert again.status_code == 200 and again.json()["data"]["trip_id"] == trip
+        assert names(await feed.events(1)) == ["rent.resumed"]
+
+        # It may not end outside the parking; in it, it does, where the vehicle says it is.
+        await moved(harness, sim, 201, *IN_AREA_ONLY)
+        assert failed(await lock(harness, token, 201)) == (403, 39)
+        await moved(harness, sim, 201, *OUTSIDE)
+        assert failed(await lock(harness, token, 201)) == (403, 39)
+        assert not sim.locked
+        await moved(harness, sim, 201, *IN_PARKING)
+        assert (await lock(harness, token, 201)).json() == {"code": 0}
+        ended = await feed.events(2)
+        assert names(ended) == ["vehicle.locked", "rent.ended"]
+        end = ended[1]["data"]
+        assert (end["trip_id"], end["latitude"], end["longitude"], end["ended_by"], end["end_station_id"]) == (
+            trip, *IN_PARKING, "rider", None)
+        assert (end["price"], end["currency"]) == (1.25, "EUR")  # under a minute, pauses included
+        assert sim.locked
+        assert failed(await lock(harness, token, 201)) == (404, 4)  # over: no rent of the caller on it
+        await eventually(lambda: harness.svc.vehicles.state(201).rent is None)
+    [past] = await history(harness, token)
+    assert (past["trip_id"], past["state"], past["end_latitude"], past["end_longitude"], past["ended_by"]) == (
+        trip, "ended", *IN_PARKING, "rider")
+    assert await history(harness, other_token) == []
+
+
+async def next_command(raw: RawVehicle, action: wire.Action) -> list[Any]:
+    """The backend's next CALL of ``action`` (status RESULTs and other frames skipped)."""
+    while True:
+        frame = await raw.receive()
+        if frame[0] == wire.MessageType.CALL and frame[2] == action:
+            return frame
+
+
+@asynccontextmanager
+async def raw_on_the_street(harness: Harness, town: Town, vehicle: int) -> AsyncIterator[RawVehicle]:
+    async with booted_vehicle(harness.vehicle_url, f"SN{vehicle}", town.secrets[vehicle]) as raw:
+        await raw.status(*IN_PARKING, locked=True)
+        await eventually(lambda: harness.svc.vehicles.state(vehicle).latitude == IN_PARKING[0])
+        yield raw
+
+
+async def while_answering(
+    raw: RawVehicle, request: Any, action: wire.Action, answer: dict[str, Any] | None
+) -> tuple[httpx.Response, list[Any]]:
+    """The rider's ``request()`` while the raw vehicle answers its next ``action`` CALL with ``answer`` (None:
+    silence): (the HTTP answer, the CALL)."""
+    answers: list[httpx.Response] = []
+
+    async def rider() -> None:
+        answers.append(await request())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rider)
+        command = await next_command(raw, action)
+        if answer is not None:
+            await raw.answer(command, answer)
+    return answers[0], command
+
+
+async def test_a_refused_unlock_fails_the_rent_and_a_silent_one_waits_for_the_vehicles_report(
+        harness: Harness) -> None:
+    town = await make_town(harness)
+    _, token = await town.rider(harness, "rider@example.com")
+    async with raw_on_the_street(harness, town, 202) as raw, user_feed(harness, token) as feed:
+        def rider() -> Any:
+            return unlock(harness, token, "SN202", *IN_PARKING)
+
+        refused, _ = await while_answering(raw, rider, wire.Action.UNLOCK, {"status": "rejected"})
+        assert failed(refused) == (409, 41)
+        [failure] = await feed.events(1)
+        assert failure["event"] == "unlock.failed"
+        await eventually(lambda: harness.svc.vehicles.state(202).rent is None)  # available again
+
+        silent, command = await while_answering(raw, rider, wire.Action.UNLOCK, None)
+        assert failed(silent) == (504, 40)
+        assert [r["state"] for r in await history(harness, token)] == ["unlocking"]
+        # The lock opens after all: the rent starts.
+        assert (await raw.unlocked(unlock=command[3]["unlock"], time=now_ms()))[0] == wire.MessageType.RESULT
+        assert names(await feed.events(2)) == ["vehicle.unlocked", "rent.started"]
+        assert [r["state"] for r in await history(harness, token)] == ["ongoing"]
+
+        # A lock the vehicle refuses leaves the rent riding.
+        refused_lock, _ = await while_answering(raw, lambda: lock(harness, token, 202), wire.Action.LOCK,
+                                                {"status": "rejected"})
+        assert failed(refused_lock) == (409, 41)
+        assert [r["state"] for r in await history(harness, token)] == ["ongoing"]
+        # An accepted one ends it only with the vehicle's `locked` of that command.
+        accepted, command = await while_answering(raw, lambda: lock(harness, token, 202), wire.Action.LOCK,
+                                                  {"status": "accepted"})
+        assert accepted.status_code == 200
+        await raw.locked(*IN_PARKING, lock=0, time=now_ms())  # the rider's hand on the lock: no end
+        assert [r["state"] for r in await history(harness, token)] == ["ongoing"]
+        await raw.locked(*IN_PARKING, lock=command[3]["lock"], time=now_ms())
+        assert names(await feed.events(2)) == ["vehicle.locked", "rent.ended"]
 
 
 # --------------------------------------------------------------------------
