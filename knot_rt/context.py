@@ -62,6 +62,9 @@ class Services:
             db, work, idle_after=settings.vehicle_idle_seconds, rents=rent_book,
             unlock_timeout=settings.rent_unlock_seconds,
         )
+        catalog = Catalog(db, vehicles)
+        catalog_service = CatalogService(db, work, catalog)
+        vehicles.zones = catalog_service  # the speed zones the rented vehicles are told of
         stations = StationService(
             work, vehicles, heartbeat_interval=settings.station_heartbeat_seconds,
             call_timeout=settings.station_call_timeout, ping_interval=settings.station_ping_seconds,
@@ -69,7 +72,6 @@ class Services:
         )
         badges = BadgeService(work, stations, settings.secret_key)
         stations.badges = badges  # the station actors hand it what their readers see
-        catalog = Catalog(db, vehicles)
         signer = TokenSigner(settings.secret_key, access_seconds=settings.access_token_seconds)
         passwords = passwords or Passwords()
         box = SecretBox(settings.secret_key)
@@ -100,7 +102,7 @@ class Services:
             stations=stations,
             vehicles=vehicles,
             catalog=catalog,
-            catalog_service=CatalogService(db, work, catalog),
+            catalog_service=catalog_service,
             access=access,
             accounts=AccountService(
                 db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub

@@ -34,7 +34,7 @@ import trio
 
 from actors import Registry
 from actors.rent import RentBook
-from actors.vehicle import VEHICLE, Vehicle, VehicleView, vehicle_factory
+from actors.vehicle import VEHICLE, SpeedZones, Vehicle, VehicleView, vehicle_factory
 
 from ..db import Database
 from ..devices.gateway import LinkTable
@@ -65,6 +65,7 @@ class VehicleService:
         self.live = LiveVehicles()
         self.idle_after = idle_after
         self.links = LinkTable()  # the live sockets of the free-floating vehicles (their door's)
+        self.zones: SpeedZones | None = None  # the catalog's speed zones, set by the root before the actors run
         self._load_lock = trio.Lock()
 
     # wiring ----------------------------------------------------------------------
@@ -74,7 +75,7 @@ class VehicleService:
         report to the live state and talk to their modules through ``links``."""
         return vehicle_factory(
             self.store, [self.live], idle_after=self.idle_after, rents=self.rents, unlock_timeout=self.unlock_timeout,
-            links=self.links,
+            links=self.links, zones=self.zones,
         )
 
     def door(self, registry: Registry) -> VehicleDoor:
