@@ -34,8 +34,8 @@ from actors.rent import CommandKind, EndedBy, Rent, RentRequest, RentState, Retu
 from actors.vehicle import VEHICLE, Positioned
 from knot_rt.simulator.vehicle import SimulatedVehicle
 from protocols import vehicle as wire
-from tests.feed_client import FeedClient, open_feed
 from tests.support import Harness, bearer, eventually, open_test_session
+from tests.test_rents import failed, names, user_feed
 from tests.vehicle_peer import RawVehicle, booted_vehicle
 
 API = "/api/application"
@@ -76,22 +76,6 @@ async def make_town(harness: Harness, name: str = "Free", **rules: object) -> To
     await make.vehicle(network, DOCKED)
     await harness.svc.catalog.reload()
     return Town(network, label, secrets)
-
-
-@asynccontextmanager
-async def user_feed(harness: Harness, token: str) -> AsyncIterator[FeedClient]:
-    async with open_feed(harness.base_url, token) as feed:
-        answer = await feed.subscribe("user")
-        assert answer.get("code") == 0, answer
-        yield feed
-
-
-def names(events: list[dict[str, Any]]) -> list[str]:
-    return [e["event"] for e in events]
-
-
-def failed(response: httpx.Response) -> tuple[int, int]:
-    return response.status_code, response.json()["code"]
 
 
 def now_ms() -> int:

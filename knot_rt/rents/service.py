@@ -66,7 +66,16 @@ from actors import ActorError, AskTimeout
 from actors.link import CommandFailed, Failure, PendingCommand
 from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Via
 from actors.station import StationView
-from actors.vehicle import VEHICLE, RentCommand, ReserveRent, SendUnlock, UnlockFailed, VehicleView
+from actors.vehicle import (
+    VEHICLE,
+    RentCommand,
+    ReserveRent,
+    SendUnlock,
+    UnlockFailed,
+    VehicleMessage,
+    VehicleReply,
+    VehicleView,
+)
 from protocols.errors import ErrorCode
 
 from ..catalog.memory import Catalog, Cluster, Network, VehicleFacts, vehicle_facts
@@ -218,16 +227,21 @@ class RentService:
         return Unlocked(trip_id=rent.rent_id, external_locks=[])
 
     async def _reserve(self, vehicle_id: int, request: RentRequest) -> Rent:
+        reply = await self._ask_vehicle(vehicle_id, ReserveRent(request))
+        assert isinstance(reply, Rent)
+        return reply
+
+    async def _ask_vehicle(self, vehicle_id: int, message: VehicleMessage) -> VehicleReply:
+        """Ask the vehicle's actor; a refusal is its ``ApiError``, a busy or restarting actor 503/48."""
         try:
             actor = await self.stations.registry.get(VEHICLE, str(vehicle_id))
-            reply = await actor.ask(ReserveRent(request), timeout=self.ask_timeout)
+            reply = await actor.ask(message, timeout=self.ask_timeout)
         except AskTimeout as exc:
             raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is busy; try again shortly") from exc
         except ActorError as exc:
             raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is restarting; try again shortly") from exc
         if isinstance(reply, RentRefused):
             raise ApiError(reply.code, reply.message)
-        assert isinstance(reply, Rent)
         return reply
 
     async def _unlock_failed(self, rent: Rent, reason: str) -> None:
@@ -324,15 +338,7 @@ class RentService:
     async def _command(self, vehicle_id: int, message: RentCommand | SendUnlock) -> dict[str, Any]:
         """Ask the vehicle's actor, then wait for the vehicle's RESULT: its payload, or ``ApiError`` (a
         refusal of the actor with its code; offline 503/50, no answer 504/40, rejected 409/41)."""
-        try:
-            actor = await self.stations.registry.get(VEHICLE, str(vehicle_id))
-            reply = await actor.ask(message, timeout=self.ask_timeout)
-        except AskTimeout as exc:
-            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is busy; try again shortly") from exc
-        except ActorError as exc:
-            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the vehicle is restarting; try again shortly") from exc
-        if isinstance(reply, RentRefused):
-            raise ApiError(reply.code, reply.message)
+        reply = await self._ask_vehicle(vehicle_id, message)
         if isinstance(reply, PendingCommand):
             try:  # the actor settles it within its call timeout; this bound only guards against a lost reply
                 outcome = await reply.wait_within(self.command_timeout)
