@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from protocols import station as station_wire
+from protocols import vehicle as vehicle_wire
 
 from .files import write_private_file
 
@@ -136,6 +137,8 @@ class Settings:
     subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
     badge_link_seconds: float = 60.0  # a badge link waits this long at its reader for the badge
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
+    vehicle_call_timeout: float = vehicle_wire.DEFAULT_CALL_TIMEOUT  # a command to a vehicle's module: 504 after
+    vehicle_status_seconds: int = vehicle_wire.DEFAULT_HEARTBEAT_INTERVAL  # the `status` interval told at boot
     rent_unlock_seconds: float = 30.0  # an unlocking rent without the station's `unlocked` this long fails
     free_floating_unlock_metres: float = FREE_FLOATING_UNLOCK_METRES  # unlock distance of a free-floating vehicle
     feed_queue_capacity: int = 256

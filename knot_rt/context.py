@@ -60,7 +60,8 @@ class Services:
         rent_book = PgRentBook(work)
         vehicles = VehicleService(
             db, work, idle_after=settings.vehicle_idle_seconds, rents=rent_book,
-            unlock_timeout=settings.rent_unlock_seconds,
+            unlock_timeout=settings.rent_unlock_seconds, call_timeout=settings.vehicle_call_timeout,
+            status_interval=settings.vehicle_status_seconds,
         )
         catalog = Catalog(db, vehicles)
         catalog_service = CatalogService(db, work, catalog)

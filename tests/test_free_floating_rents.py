@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -32,11 +32,17 @@ import trio
 
 from actors.rent import CommandKind, EndedBy, Rent, RentRequest, RentState, Return, Via
 from actors.vehicle import VEHICLE, Positioned
+from knot_rt.config import Settings
 from knot_rt.simulator.vehicle import SimulatedVehicle
 from protocols import vehicle as wire
 from tests.support import Harness, bearer, eventually, open_test_session
 from tests.test_rents import failed, names, user_feed
 from tests.vehicle_peer import RawVehicle, booted_vehicle
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, vehicle_call_timeout=1.0)
 
 API = "/api/application"
 # The network's area (a box around Strasbourg's centre) and its one parking; shapes are [[lng, lat], ...].

@@ -69,10 +69,11 @@ async def make_trip(harness: Harness, **rules: object) -> Trip:
 
 
 @asynccontextmanager
-async def on_the_street(harness: Harness, trip: Trip, *, path: Sequence[tuple[float, float]] = (),
-                        speed: float = 20.0) -> AsyncIterator[SimulatedVehicle]:
-    """The trip's vehicle, simulated, connected (status every half second, so the backend sees it move)."""
-    sim = SimulatedVehicle(trip.serial, trip.secret, harness.vehicle_url, lat=HOME[0], lng=HOME[1], path=path,
+async def on_the_street(harness: Harness, trip: Trip, *, at: tuple[float, float] = HOME,
+                        path: Sequence[tuple[float, float]] = (), speed: float = 20.0) -> AsyncIterator[SimulatedVehicle]:
+    """The trip's vehicle standing ``at``, simulated, connected (status every half second, so the backend sees
+    it move)."""
+    sim = SimulatedVehicle(trip.serial, trip.secret, harness.vehicle_url, lat=at[0], lng=at[1], path=path,
                            speed=speed, tick=0.1, heartbeat=0.5)
     async with trio.open_nursery() as nursery:
         await nursery.start(sim.run)
@@ -148,12 +149,12 @@ async def test_a_riding_vehicle_is_not_paused_and_an_idle_one_is_ended_where_hol
 
 async def test_a_rented_vehicle_crossing_a_speed_zone_is_told_its_limit_and_then_none(harness: Harness) -> None:
     trip = await make_trip(harness)
-    # North through the zone, and back out of it to the parking.
-    path = [(48.5860, 7.7300), (48.5950, 7.7300)]
-    async with on_the_street(harness, trip, path=path, speed=150) as sim:
-        await sim.move_to(48.5860, 7.7300)  # parked inside the zone, not rented: no limit
+    # Parked inside the zone, it rides north out of it.
+    inside = (48.5860, 7.7300)
+    async with on_the_street(harness, trip, at=inside, path=[(48.5950, 7.7300)], speed=150) as sim:
+        await sim.send_status()
         await trio.sleep(1)
-        assert sim.speed_limit == 0
+        assert sim.speed_limit == 0  # not rented: no limit
         ok(await unlock(harness, trip, (48.5860, 7.7300)))
         await eventually(lambda: sim.speed_limit == ZONE_KMH, timeout=15)
         await eventually(lambda: sim.position[0] > 48.5875 and sim.speed_limit == 0, timeout=30)

@@ -35,6 +35,7 @@ import trio
 from actors import Registry
 from actors.rent import RentBook
 from actors.vehicle import VEHICLE, SpeedZones, Vehicle, VehicleView, vehicle_factory
+from protocols import vehicle as wire
 
 from ..db import Database
 from ..devices.gateway import LinkTable
@@ -55,12 +56,15 @@ from .store import (
 class VehicleService:
     def __init__(
         self, db: Database, work: Work, *, idle_after: float = math.inf, rents: RentBook | None = None,
-        unlock_timeout: float = 30.0,
+        unlock_timeout: float = 30.0, call_timeout: float = wire.DEFAULT_CALL_TIMEOUT,
+        status_interval: int = wire.DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         self.db = db
         self.work = work
         self.rents = rents  # where the actors write their rents (``knot_rt.rents``), handed in by the root
         self.unlock_timeout = unlock_timeout
+        self.call_timeout = call_timeout  # a command to a vehicle's module
+        self.status_interval = status_interval  # seconds between its `status` reports, told at its boot
         self.store = PgVehicleStore(db)
         self.live = LiveVehicles()
         self.idle_after = idle_after
@@ -75,7 +79,8 @@ class VehicleService:
         report to the live state and talk to their modules through ``links``."""
         return vehicle_factory(
             self.store, [self.live], idle_after=self.idle_after, rents=self.rents, unlock_timeout=self.unlock_timeout,
-            links=self.links, zones=self.zones,
+            links=self.links, zones=self.zones, call_timeout=self.call_timeout,
+            heartbeat_interval=self.status_interval,
         )
 
     def door(self, registry: Registry) -> VehicleDoor:
