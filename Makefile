@@ -37,7 +37,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.stations
 
-# Riders renting and returning through 1,000 simulated stations (about a minute and a half); see bench/rents.py.
+# Riders renting and returning through 1,000 simulated stations, then renting 40 free-floating vehicles (about two
+# minutes); see bench/rents.py.
 bench-rents: $(STAMP)
 	$(BIN)/python -m bench.rents
 

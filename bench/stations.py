@@ -48,6 +48,7 @@ from knot_rt.db import apply_migrations
 from knot_rt.devices.credentials import hash_device_secret, new_device_secret
 from knot_rt.pgcluster import PgCluster
 from knot_rt.simulator.station import Simulator
+from protocols import vehicle as vehicle_wire
 
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-operator-password"
@@ -181,6 +182,11 @@ class Server:
     @property
     def station_url(self) -> str:
         return f"ws://127.0.0.1:{self.station_port}/api/stations/ws"
+
+    @property
+    def vehicle_url(self) -> str:
+        """The free-floating vehicles' socket: the stations' port, another path."""
+        return f"ws://127.0.0.1:{self.station_port}{vehicle_wire.WS_PATH}"
 
     def create_operator(self, network: int) -> None:
         subprocess.run(
