@@ -263,11 +263,17 @@ class RentService:
             await self._command(rent.vehicle_id, RentCommand(access.user_id, CommandKind.UNLOCK, rent.rent_id))
             return Unlocked(trip_id=rent.rent_id, external_locks=[])
         vehicle_id = vehicle.vehicle_id
-        if (
-            vehicle.state not in ("available", "rented") or vehicle.out_of_order or network.out_of_order is not None
-            or live.rented or not live.connected or live.latitude is None or live.longitude is None
-        ):
-            raise ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is not available")
+        why = (
+            "is out of order" if vehicle.state not in ("available", "rented") or vehicle.out_of_order
+            or network.out_of_order is not None
+            else "is rented" if live.rented
+            else "is not connected" if not live.connected
+            else "has not told where it is" if live.latitude is None or live.longitude is None
+            else None
+        )
+        if why is not None:
+            raise ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} {why}")
+        assert live.latitude is not None and live.longitude is not None
         if distance_m(lat, lng, live.latitude, live.longitude) > self.unlock_metres:
             raise ApiError(ErrorCode.TOO_FAR, f"farther than {self.unlock_metres:g} m from the vehicle")
         request = RentRequest(access.user_id, network.id, Via.APP)
