@@ -194,6 +194,13 @@ class Settings:
     mail_max_attempts: int = 8
     catalog_refresh_seconds: float = 60.0  # the catalog reads everything again this often (changes made behind it)
     mail_poll_seconds: float = 2.0  # the outbox is drained when a commit wakes the sender, and this often
+    # The payments worker (knot_rt/payments/worker.py) and the guarantees' rules for rents.
+    payment_worker: bool = True  # run the capture/release jobs in this process (a test may run its own)
+    payment_poll_seconds: float = 2.0  # due jobs are looked for when a rent's end wakes the worker, and this often
+    payment_lease_seconds: float = 120.0  # a taken job is taken again after this (a crash mid-job); > a call
+    payment_retry_seconds: float = 5.0  # first delay after a provider failure, doubling, capped at 15 minutes
+    guarantee_margin_hours: float = 36.0  # an unlock takes a hold only if the provider keeps it this much longer
+    guarantee_warn_hours: float = 24.0  # a riding rent's hold ending within this: the rider is warned once
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
