@@ -15,6 +15,7 @@ from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .payments.service import PaymentService
 from .rents.book import PgRentBook
 from .rents.service import RentService
 from .services.access import AccessCache
@@ -50,6 +51,7 @@ class Services:
     content: ContentService
     rents: RentService
     badges: BadgeService
+    payments: PaymentService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -111,6 +113,7 @@ class Services:
             content=ContentService(db, work),
             rents=rents,
             badges=badges,
+            payments=PaymentService(work, settings.stripe),
         )
 
 
