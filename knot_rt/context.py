@@ -15,7 +15,7 @@ from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
-from .payments.provider import StripeProvider
+from .payments.service import PaymentService
 from .payments.worker import PaymentWorker
 from .rents.book import PgRentBook
 from .rents.service import RentService
@@ -52,6 +52,7 @@ class Services:
     content: ContentService
     rents: RentService
     badges: BadgeService
+    payments: PaymentService
     payment_worker: PaymentWorker
 
     @classmethod
@@ -60,7 +61,8 @@ class Services:
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
         work = Work(db, bus)
-        provider = StripeProvider(settings.stripe) if settings.stripe.configured else None
+        payments = PaymentService(work, settings.stripe)
+        provider = payments.provider  # one Stripe client (one connection pool) for the routes and the jobs
         payment_worker = PaymentWorker(
             work, provider, poll_seconds=settings.payment_poll_seconds, lease_seconds=settings.payment_lease_seconds,
             retry_seconds=settings.payment_retry_seconds, warn_within=timedelta(hours=settings.guarantee_warn_hours),
@@ -122,6 +124,7 @@ class Services:
             content=ContentService(db, work),
             rents=rents,
             badges=badges,
+            payments=payments,
             payment_worker=payment_worker,
         )
 

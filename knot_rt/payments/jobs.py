@@ -35,16 +35,20 @@ the currency the rent is priced in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from .service import guarantee_event
+
 #: A guarantee kept after a free trip is released this long after it (never after the provider's deadline).
 KEEP_AFTER_TRIP = timedelta(days=3)
 
 JOB_KINDS = ("capture", "release")
+#: The states a job's outcome may move a guarantee from (the others are final: never moved back).
+OPEN_STATES = ("usable", "in_use", "settling")
 
 
 def rent_job_key(rent_id: int, kind: str) -> str:
@@ -54,24 +58,11 @@ def rent_job_key(rent_id: int, kind: str) -> str:
     return f"knot-rent-{rent_id}-{kind}"
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _amount(value: Decimal) -> str:
-    return f"{value:.3f}"
-
-
 def guarantee_data(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
-    """``guarantee.updated``'s data: row 4's fields (``amount`` a three-decimal string, ISO dates), with the
-    state, what was captured, and the trip that used it."""
-    return {
-        "id": row["public_id"], "amount": _amount(row["amount"]), "currency": row["currency"],
-        "date": _iso(row["created_at"]), "being_used": row["status"] == "in_use",
-        "exp_date": _iso(row["capture_before"]), "refund_date": _iso(row["keep_until"] or row["capture_before"]),
-        "status": row["status"], "captured_amount": _amount(row["captured_amount"]),
-        "network_id": row["network_id"], **extra,
-    }
+    """``guarantee.updated``'s data: the guarantee routes' payload (row 4's fields and ``status``), with what
+    was captured, its network, and ``extra`` (the trip that used it, a warning, what is owed)."""
+    return {**guarantee_event(row), "captured_amount": f"{row['captured_amount']:.3f}",
+            "network_id": row["network_id"], **extra}
 
 
 # unlock ------------------------------------------------------------------------------------------------------
@@ -230,8 +221,9 @@ async def take_due(conn: asyncpg.Connection, lease: timedelta, limit: int) -> li
 
 async def finish(conn: asyncpg.Connection, job: Job, *, status: str, captured: Decimal,
                  error: str | None = None) -> asyncpg.Record | None:
-    """The job done (``status`` captured or released, ``captured`` taken) and its guarantee with it; None when
-    the job was finished already (another worker's lease ran out while it worked): nothing is applied twice."""
+    """The job done (``status`` captured or released, ``captured`` taken) and its guarantee with it, unless the
+    guarantee is final already (the rider's cancel, a webhook ahead of us: never moved back); the guarantee's
+    row when it changed, else None (also when the job was finished already: nothing is applied twice)."""
     done = await conn.fetchval(
         """UPDATE payment_jobs SET state = 'done', done_at = now(), last_error = $2
            WHERE id = $1 AND state = 'pending' RETURNING true""",
@@ -239,11 +231,11 @@ async def finish(conn: asyncpg.Connection, job: Job, *, status: str, captured: D
     )
     if not done:
         return None
-    row: asyncpg.Record = await conn.fetchrow(
+    row: asyncpg.Record | None = await conn.fetchrow(
         """UPDATE guarantees SET status = $2, captured_amount = captured_amount + $3, keep_until = NULL,
                                  updated_at = now()
-           WHERE id = $1 RETURNING *""",
-        job.guarantee_id, status, captured,
+           WHERE id = $1 AND status = ANY($4::text[]) RETURNING *""",
+        job.guarantee_id, status, captured, list(OPEN_STATES),
     )
     return row
 
@@ -261,9 +253,10 @@ async def lost(conn: asyncpg.Connection, job: Job, error: str) -> asyncpg.Record
     if job.rent_id is not None:
         await conn.execute("UPDATE rents SET amount_owed = coalesce(amount_owed, 0) + $2 WHERE id = $1",
                            job.rent_id, job.amount)
-    row: asyncpg.Record = await conn.fetchrow(
-        "UPDATE guarantees SET status = 'released', keep_until = NULL, updated_at = now() WHERE id = $1 RETURNING *",
-        job.guarantee_id,
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """UPDATE guarantees SET status = 'released', keep_until = NULL, updated_at = now()
+           WHERE id = $1 AND status = ANY($2::text[]) RETURNING *""",
+        job.guarantee_id, list(OPEN_STATES),
     )
     return row
 
