@@ -27,7 +27,7 @@ from knot_rt.payments.worker import PaymentWorker
 from tests.stripe_server import API_KEY, CARD_OK, StripeServer, free_port
 from tests.support import Harness, bearer, eventually, eventually_value, serving
 from tests.tcp_proxy import TcpProxy
-from tests.test_rents import City, failed, make_city, simulated, unlock, user_feed
+from tests.test_rents import City, failed, make_city, names, raw_station, simulated, unlock, unlock_at, user_feed
 
 
 @pytest.fixture
@@ -205,6 +205,81 @@ async def test_an_unlock_without_a_usable_guarantee_is_refused_with_402_33(
     async with simulated(harness, city.stations[0], {1: 101}):
         assert failed(await unlock(harness, token, "SN101")) == (402, 33)
     assert await harness.db.fetchval("SELECT count(*) FROM rents") == 0
+
+
+async def test_a_refused_unlock_gives_the_guarantee_back(harness: Harness, stripe_server: StripeServer) -> None:
+    city = await guarded_city(harness)
+    _, token = await city.rider(harness, "rider@example.com")
+    held = await hold(harness, stripe_server, token, 101)
+    async with raw_station(harness, city.stations[0], {1: 101, 2: None, 3: None, 4: None}) as raw, \
+            user_feed(harness, token) as feed:
+        async def refuse(frame: list[Any]) -> None:
+            assert (await guarantee(harness, held))["status"] == "in_use"  # taken by the reserved rent
+            await raw.answer(frame, {"status": "rejected"})
+
+        response, _ = await unlock_at(harness, token, raw, refuse)
+        assert failed(response) == (409, 41)
+        events = await feed.events(2)
+    assert names(events) == ["unlock.failed", "guarantee.updated"]
+    assert (events[1]["data"]["status"], events[1]["data"]["being_used"]) == ("usable", False)
+    assert (await guarantee(harness, held))["status"] == "usable"
+    assert await harness.db.fetchval("SELECT count(*) FROM payment_jobs") == 0
+    trip = await ride(harness, city, token)  # and it serves the next unlock
+    assert await harness.db.fetchval("SELECT guarantee_id FROM rents WHERE id = $1", trip) == held
+
+
+async def test_a_hold_nearing_its_deadline_during_a_rent_warns_the_rider_once(
+        harness: Harness, stripe_server: StripeServer) -> None:
+    city = await guarded_city(harness)
+    rider, token = await city.rider(harness, "rider@example.com")
+    held = await hold(harness, stripe_server, token, 101)
+    async with simulated(harness, city.stations[0], {1: 101}), user_feed(harness, token) as feed:
+        response = await unlock(harness, token, "SN101")
+        assert response.status_code == 200, response.text
+        trip = response.json()["data"]["trip_id"]
+        assert names(await feed.events(2)) == ["vehicle.unlocked", "rent.started"]
+        # The provider's deadline two hours away (forged: no operator can move it).
+        await harness.db.execute("UPDATE guarantees SET capture_before = now() + interval '2 hours' WHERE id = $1",
+                                 held)
+        await harness.svc.payment_worker.warn_expiring()  # or the worker's own round, whichever comes first
+        [warning] = await feed.events(1)
+        assert warning["event"] == "guarantee.updated"
+        assert (warning["data"]["warning"], warning["data"]["trip_id"], warning["data"]["being_used"]) == (
+            "expiring", trip, True)
+        assert await harness.svc.payment_worker.warn_expiring() == 0
+    sent = await harness.db.fetchval(
+        "SELECT count(*) FROM feed_events WHERE topic = $1 AND event = 'guarantee.updated' AND data ? 'warning'",
+        f"user:{rider}")
+    assert sent == 1
+    assert (await guarantee(harness, held))["expiry_warned_at"] is not None
+
+
+async def test_a_hold_gone_at_the_provider_before_the_end_leaves_the_price_owed(
+        harness: Harness, stripe_server: StripeServer) -> None:
+    city = await guarded_city(harness)
+    _, token = await city.rider(harness, "rider@example.com")
+    held = await hold(harness, stripe_server, token, 101)
+    intent_id = (await guarantee(harness, held))["payment_intent_id"]
+    async with simulated(harness, city.stations[0], {1: 101}), simulated(harness, city.stations[1], {}) as back:
+        response = await unlock(harness, token, "SN101")
+        assert response.status_code == 200, response.text
+        trip = response.json()["data"]["trip_id"]
+        await eventually_value(lambda: harness.db.fetchval("SELECT state FROM rents WHERE id = $1", trip),
+                               lambda state: state == "ongoing")
+        # The authorization ends at the provider mid-ride (as when it outlives capture_before).
+        async with httpx.AsyncClient() as client:
+            canceled = await client.post(f"{stripe_server.url}/v1/payment_intents/{intent_id}/cancel",
+                                         headers={"Authorization": f"Bearer {API_KEY}"})
+        assert canceled.status_code == 200, canceled.text
+        await back.return_vehicle(2, 101)
+        await eventually_value(lambda: harness.db.fetchval("SELECT state FROM rents WHERE id = $1", trip),
+                               lambda state: state == "ended")
+    await eventually_value(lambda: harness.db.fetchval("SELECT state FROM payment_jobs WHERE rent_id = $1", trip),
+                           lambda state: state == "failed", timeout=20)
+    owed = await harness.db.fetchval("SELECT amount_owed FROM rents WHERE id = $1", trip)
+    assert owed == Decimal("1.250")
+    after = await guarantee(harness, held)
+    assert (after["status"], after["captured_amount"]) == ("released", Decimal(0))
 
 
 # --------------------------------------------------------------------------

@@ -5,8 +5,8 @@ PaymentIntent). What this module does, each step inside the transaction of the r
 (``rents/book.py``), so a rent and its money never disagree after a crash:
 
 - Unlock (``pick_guarantee`` then ``attach``): under the rider's row lock, the rider's usable guarantee for
-  the network whose hold lives at least ``margin`` longer (``capture_before``) and is not due for release
-  (``keep_until``), largest amount first, then the longest-lived; it becomes ``in_use`` and the rent's
+  the network, of at least its ``min_guarantee``, whose hold lives at least ``margin`` longer
+  (``capture_before``) and is not due for release (``keep_until``), largest amount first, then the longest-lived; it becomes ``in_use`` and the rent's
   ``guarantee_id``. A kept guarantee's pending release job is dropped: the new rent decides its fate.
 - Failed unlock (``give_back``): ``in_use`` -> ``usable``; a kept one gets its release job back.
 - End (``settle_rent``), from the price after wallet credit (``amount_due``):
@@ -68,16 +68,18 @@ def guarantee_data(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
 # unlock ------------------------------------------------------------------------------------------------------
 
 
-async def pick_guarantee(conn: asyncpg.Connection, user_id: int, network_id: int, margin: timedelta) -> int | None:
-    """The rider's guarantee a new rent on ``network_id`` may hold, locked; None when there is none."""
+async def pick_guarantee(conn: asyncpg.Connection, user_id: int, network_id: int, minimum: Decimal,
+                         margin: timedelta) -> int | None:
+    """The rider's guarantee a new rent on ``network_id`` may hold, locked; None when there is none. A hold
+    smaller than the network's ``minimum`` (raised since it was made) is not enough."""
     found: int | None = await conn.fetchval(
         """SELECT id FROM guarantees
-           WHERE user_id = $1 AND network_id = $2 AND status = 'usable'
+           WHERE user_id = $1 AND network_id = $2 AND status = 'usable' AND amount >= $4
              AND capture_before > now() + $3::interval
              AND (keep_until IS NULL OR keep_until > now())
            ORDER BY amount DESC, capture_before DESC, id
            LIMIT 1 FOR UPDATE""",
-        user_id, network_id, margin,
+        user_id, network_id, margin, minimum,
     )
     return found
 

@@ -114,8 +114,8 @@ class PgRentBook:
                 if not self.guarantees:
                     return RentRefused(ErrorCode.GUARANTEE_REQUIRED,
                                        "this network requires a bank guarantee (payments are not configured)")
-                guarantee_id = await payment_jobs.pick_guarantee(conn, request.user_id, request.network_id,
-                                                                 self.guarantee_margin)
+                guarantee_id = await payment_jobs.pick_guarantee(
+                    conn, request.user_id, request.network_id, rules["min_guarantee"], self.guarantee_margin)
                 if guarantee_id is None:
                     return RentRefused(ErrorCode.GUARANTEE_REQUIRED, "this network requires a bank guarantee")
             rent = await store.insert_unlocking(conn, vehicle_id, request)
