@@ -377,3 +377,26 @@ async def test_a_worker_stopped_after_the_provider_captured_leaves_the_job_to_th
         charge = await charge_at_provider(stripe_server, intent_id)
         assert charge["amount"] - charge["amount_refunded"] == 125
         assert len(charge["refunds"]["data"]) == 1
+
+
+async def test_two_workers_at_once_take_each_job_once(settings: Settings, stripe_server: StripeServer) -> None:
+    async with trio_asyncio.open_loop(), serving(replace(settings, payment_worker=False)) as harness:
+        city = await guarded_city(harness)
+        _, token = await city.rider(harness, "rider@example.com")
+        trips = []
+        for vehicle in (101, 102, 103):  # one hold per rent: a captured one serves no other
+            await hold(harness, stripe_server, token, vehicle)
+            trips.append(await ride(harness, city, token, vehicle=vehicle))
+        assert await harness.db.fetchval("SELECT count(*) FROM payment_jobs WHERE state = 'pending'") == 3
+        providers = [StripeProvider(stripe_server.config()) for _ in range(2)]
+        workers = [PaymentWorker(harness.svc.work, provider, batch=1) for provider in providers]
+        async with trio.open_nursery() as nursery:
+            for worker in workers:
+                nursery.start_soon(worker.run_due)
+        jobs = await harness.db.fetch("SELECT state, attempts FROM payment_jobs ORDER BY id")
+        assert [(job["state"], job["attempts"]) for job in jobs] == [("done", 1)] * 3
+        assert sum(worker.settled for worker in workers) == 3
+        for provider in providers:
+            await provider.aclose()
+        captured = await harness.db.fetch("SELECT captured_amount FROM guarantees ORDER BY id")
+        assert [row["captured_amount"] for row in captured] == [Decimal("1.250")] * 3
