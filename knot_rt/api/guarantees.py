@@ -230,7 +230,7 @@ async def list_guarantees() -> Data[list[GuaranteeOut]]:
 @validate_response(Ok)
 async def cancel_guarantee(guarantee_id: str) -> Ok:
     """Row 7: release the hold now. 409 code 44 while a rent uses it; 404 code 4 for an unknown guarantee,
-    another rider's, or one already released."""
+    another rider's, or one already released (even when payments are not configured)."""
     await services().payments.cancel(current_caller().user_id, guarantee_id)
     return Ok()
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 #: Our payment methods (row 6's ``method_id``): one, cards through Stripe.
 CARD_METHOD_ID = 1
 CARD_METHOD = {"method_id": CARD_METHOD_ID, "type": "card", "provider": "stripe"}
+#: What a guarantee's public id is made of (``secrets.token_urlsafe``); anything else is unknown.
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 #: A webhook's signature older (or further in the future) than this is refused.
 WEBHOOK_TOLERANCE_SECONDS = 300
 #: How long a guarantee is kept after a trip when ``keep_after_trip`` (never beyond its capture_before).
@@ -361,7 +364,13 @@ class PaymentService:
         return after
 
     async def cancel(self, user_id: int, public_id: str) -> None:
-        """Row 7: release the hold. 404 (4) unknown or another user's; 409 (44) while a rent uses it."""
+        """Row 7: release the hold. 404 (4) unknown or another user's; 409 (44) while a rent uses it.
+
+        An unknown id answers 404 even when payments are not configured (nothing to release either way).
+        """
+        if not PUBLIC_ID.fullmatch(public_id) or \
+                await self.db.run(lambda conn: store.guarantee_of_user(conn, user_id, public_id)) is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no bank guarantee {public_id}")
         provider = self._provider()
         topic = Topic.user(user_id)
 
