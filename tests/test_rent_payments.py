@@ -24,7 +24,7 @@ import trio_asyncio
 from knot_rt.config import Settings
 from knot_rt.payments.provider import StripeProvider
 from knot_rt.payments.worker import PaymentWorker
-from tests.stripe_server import API_KEY, CARD_OK, StripeServer, free_port
+from tests.stripe_server import API_KEY, CARD_OK, StripeServer, event_body, free_port, signature_header
 from tests.support import Harness, bearer, eventually, eventually_value, serving
 from tests.tcp_proxy import TcpProxy
 from tests.test_rents import City, failed, make_city, names, raw_station, simulated, unlock, unlock_at, user_feed
@@ -400,3 +400,22 @@ async def test_two_workers_at_once_take_each_job_once(settings: Settings, stripe
             await provider.aclose()
         captured = await harness.db.fetch("SELECT captured_amount FROM guarantees ORDER BY id")
         assert [row["captured_amount"] for row in captured] == [Decimal("1.250")] * 3
+
+
+@pytest.mark.xfail(strict=True, reason="payments/service.py FORWARD lets a provider event move in_use -> usable "
+                   "(i11-pay's part; in_use -> usable is only a failed unlock's, payments/jobs.give_back)")
+async def test_a_late_held_webhook_leaves_a_guarantee_in_use(harness: Harness, stripe_server: StripeServer) -> None:
+    """Stripe's ``amount_capturable_updated`` of the hold, delivered after the rider started riding with it."""
+    city = await guarded_city(harness)
+    _, token = await city.rider(harness, "rider@example.com")
+    held = await hold(harness, stripe_server, token, 101)
+    intent = await stripe_server.payment_intent((await guarantee(harness, held))["payment_intent_id"])
+    async with simulated(harness, city.stations[0], {1: 101}):
+        assert (await unlock(harness, token, "SN101")).status_code == 200
+        assert (await guarantee(harness, held))["status"] == "in_use"
+        body = event_body("evt_late_hold", "payment_intent.amount_capturable_updated", intent)
+        answer = await harness.client.post("/api/payments/stripe/webhook", content=body,
+                                           headers={"Stripe-Signature": signature_header(body),
+                                                    "Content-Type": "application/json"})
+        assert answer.status_code == 200, answer.text
+        assert (await guarantee(harness, held))["status"] == "in_use"
