@@ -41,10 +41,7 @@ from typing import Any
 
 import asyncpg
 
-from .service import guarantee_event
-
-#: A guarantee kept after a free trip is released this long after it (never after the provider's deadline).
-KEEP_AFTER_TRIP = timedelta(days=3)
+from .service import KEEP_AFTER_TRIP, guarantee_event  # kept three days after a free trip
 
 JOB_KINDS = ("capture", "release")
 #: The states a job's outcome may move a guarantee from (the others are final: never moved back).
