@@ -100,6 +100,52 @@ class SocialConfig:
 
 
 @dataclass(frozen=True)
+class StripeConfig:
+    """Payments through Stripe (issue 11). Without an API key, payments are off: the payment routes answer 501
+    code 45, networks that require a guarantee refuse rents (402 code 33), everything else works.
+
+    ``api_base`` points the SDK at another server (a test server such as localstripe); None is Stripe's own.
+    """
+
+    api_key: str | None = None
+    public_key: str | None = None  # given to the apps (row 6's providers_setup_info), never secret
+    webhook_secret: str | None = None  # whsec_...: the Stripe-Signature of the webhook is checked with it
+    api_base: str | None = None
+    timeout: float = 20.0  # one call to Stripe, connection included; then 502 code 45 (or a job's retry)
+    max_network_retries: int = 1  # the SDK's own retries of a failed call (same idempotency key)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+    @classmethod
+    def from_env(cls) -> StripeConfig:
+        env = os.environ.get
+        config = cls(
+            api_key=env("STRIPE_API_KEY") or None,
+            public_key=env("STRIPE_PUBLIC_KEY") or None,
+            webhook_secret=env("STRIPE_WEBHOOK_SECRET") or None,
+            api_base=(env("STRIPE_API_BASE") or "").rstrip("/") or None,
+            timeout=_env_float("KNOT_STRIPE_TIMEOUT", 20.0),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """A half configuration is refused at start rather than failing on the first rider."""
+        if not self.api_key:
+            return
+        missing = [name for name, value in (("STRIPE_PUBLIC_KEY", self.public_key),
+                                            ("STRIPE_WEBHOOK_SECRET", self.webhook_secret)) if not value]
+        if missing:
+            raise ConfigError(f"STRIPE_API_KEY is set: {' and '.join(missing)} must be set too")
+        if self.api_base and not self.api_base.startswith(("http://", "https://")):
+            raise ConfigError(f"STRIPE_API_BASE must be an http(s) URL, not {self.api_base!r}")
+        if self.timeout <= 0:
+            raise ConfigError("KNOT_STRIPE_TIMEOUT must be positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -123,6 +169,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     rate_limits: RateLimits = field(default_factory=RateLimits)
     social: SocialConfig = field(default_factory=SocialConfig)
+    stripe: StripeConfig = field(default_factory=StripeConfig)
     station_heartbeat_seconds: int = station_wire.DEFAULT_HEARTBEAT_INTERVAL
     station_ping_seconds: float = station_wire.DEFAULT_PING_INTERVAL
     station_call_timeout: float = station_wire.DEFAULT_CALL_TIMEOUT
@@ -147,6 +194,13 @@ class Settings:
     mail_max_attempts: int = 8
     catalog_refresh_seconds: float = 60.0  # the catalog reads everything again this often (changes made behind it)
     mail_poll_seconds: float = 2.0  # the outbox is drained when a commit wakes the sender, and this often
+    # The payments worker (knot_rt/payments/worker.py) and the guarantees' rules for rents.
+    payment_worker: bool = True  # run the capture/release jobs in this process (a test may run its own)
+    payment_poll_seconds: float = 2.0  # due jobs are looked for when a rent's end wakes the worker, and this often
+    payment_lease_seconds: float = 120.0  # a taken job is taken again after this (a crash mid-job); > a call
+    payment_retry_seconds: float = 5.0  # first delay after a provider failure, doubling, capped at 15 minutes
+    guarantee_margin_hours: float = 36.0  # an unlock takes a hold only if the provider keeps it this much longer
+    guarantee_warn_hours: float = 24.0  # a riding rent's hold ending within this: the rider is warned once
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -172,6 +226,7 @@ class Settings:
             station_auth_failures=env("KNOT_STATION_AUTH_FAILURES", "20/minute"),
             badge_link_seconds=_env_float("KNOT_BADGE_LINK_SECONDS", 60.0),
             social=SocialConfig.from_env(),
+            stripe=StripeConfig.from_env(),
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
         if not settings.public_url:

@@ -15,6 +15,8 @@ from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .payments.service import PaymentService
+from .payments.worker import PaymentWorker
 from .rents.book import PgRentBook
 from .rents.service import RentService
 from .services.access import AccessCache
@@ -50,6 +52,8 @@ class Services:
     content: ContentService
     rents: RentService
     badges: BadgeService
+    payments: PaymentService
+    payment_worker: PaymentWorker
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -57,7 +61,16 @@ class Services:
             db, queue_capacity=settings.feed_queue_capacity, retention=timedelta(hours=settings.feed_retention_hours)
         )
         work = Work(db, bus)
-        rent_book = PgRentBook(work)
+        payments = PaymentService(work, settings.stripe)
+        provider = payments.provider  # one Stripe client (one connection pool) for the routes and the jobs
+        payment_worker = PaymentWorker(
+            work, provider, poll_seconds=settings.payment_poll_seconds, lease_seconds=settings.payment_lease_seconds,
+            retry_seconds=settings.payment_retry_seconds, warn_within=timedelta(hours=settings.guarantee_warn_hours),
+        )
+        rent_book = PgRentBook(
+            work, guarantees=provider is not None, guarantee_margin=timedelta(hours=settings.guarantee_margin_hours),
+            on_payment_job=payment_worker.wake,
+        )
         vehicles = VehicleService(
             db, work, idle_after=settings.vehicle_idle_seconds, rents=rent_book,
             unlock_timeout=settings.rent_unlock_seconds, call_timeout=settings.vehicle_call_timeout,
@@ -111,6 +124,8 @@ class Services:
             content=ContentService(db, work),
             rents=rents,
             badges=badges,
+            payments=payments,
+            payment_worker=payment_worker,
         )
 
 

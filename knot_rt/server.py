@@ -75,6 +75,8 @@ async def run_server(
         background.start_soon(svc.mail.run)
         background.start_soon(svc.bus.run_pruner)
         background.start_soon(svc.catalog.run, svc.settings.catalog_refresh_seconds)
+        if svc.settings.payment_worker:
+            background.start_soon(svc.payment_worker.run)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             live.start_soon(svc.rents.run)

@@ -54,6 +54,10 @@ class ErrorCode(IntEnum):
     DEVICE_REJECTED = 41
     NO_BADGE_READER = 37
     BADGE_LINK_WAITING = 38
+    PAYMENT_DECLINED = 42
+    PAYMENT_ACTION_REQUIRED = 43
+    GUARANTEE_IN_USE = 44
+    PAYMENTS_UNAVAILABLE = 45
     SERVICE_UNAVAILABLE = 48
     DEVICE_OFFLINE = 50
     INVALID_2FA_SETUP = 60
@@ -110,6 +114,11 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.NO_BADGE_READER: ErrorInfo(409, "No badge reader there (a cluster without one, or a v6 station "
                                               "without spot_id)"),
     ErrorCode.BADGE_LINK_WAITING: ErrorInfo(409, "A badge link is already waiting at that reader"),
+    ErrorCode.PAYMENT_DECLINED: ErrorInfo(402, "The payment provider declined the hold"),
+    ErrorCode.PAYMENT_ACTION_REQUIRED: ErrorInfo(402, "The hold needs the customer's action (3-D Secure)"),
+    ErrorCode.GUARANTEE_IN_USE: ErrorInfo(409, "The guarantee is used by an ongoing rent"),
+    # 501 when payments are not configured; 502 (given by the raiser) when the provider cannot be reached.
+    ErrorCode.PAYMENTS_UNAVAILABLE: ErrorInfo(501, "Payments are not available"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
     ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),

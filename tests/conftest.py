@@ -23,6 +23,7 @@ import trio_asyncio
 from knot_rt.config import RateLimits, Settings
 from knot_rt.db import apply_migrations
 from knot_rt.pgcluster import PgCluster
+from tests.stripe_server import StripeServer, running_localstripe
 from tests.support import Harness, SmtpSink, running, serving
 
 # One template per test run, so that runs sharing a server never drop each other's template.
@@ -92,6 +93,16 @@ def database_url(pg_server_url: str, template_url: str) -> Iterator[str]:
 def smtp_sink() -> Iterator[SmtpSink]:
     with running(SmtpSink()) as sink:
         yield sink
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[StripeServer]:
+    """localstripe, a Stripe-compatible fake server, on a free loopback port for the session (tests/stripe_server.py).
+
+    A test module that pays overrides ``settings`` with ``stripe=stripe_server.config()``.
+    """
+    with running_localstripe() as server:
+        yield server
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ async def test_the_checks_of_an_unlock_in_their_order(harness: Harness) -> None:
     await harness.svc.catalog_service.set_max_unlock_distance(city.cluster, 100)
     stranger_network = await harness.make.network("Elsewhere")  # shown by no app of the rider
     await harness.make.vehicle(stranger_network, 900)
-    # A network asking a bank guarantee (until payments exist, every rent there is refused).
+    # A network asking a bank guarantee (payments not configured here: every rent there is refused).
     guarded = await harness.make.network("Guarded", labels=[city.label], rules={"min_guarantee": Decimal(50)})
     guarded_cluster = await harness.make.cluster(guarded)
     guarded_station = (await harness.make.stations(guarded_cluster, 1))[0]

@@ -15,10 +15,18 @@ vehicle's report that echoes the id pauses, resumes or ends it. A report the
 gateway recorded while no actor held the rent is found in ``vehicle_messages``
 (``reported``). Every ``Rent`` this book returns carries its network's trip
 rules as they are when it is read (``store.rent_of``).
+
+Money (``payments/jobs.py``): on a network whose ``min_guarantee`` > 0 a reservation takes the rider's
+usable guarantee under the rider's lock (none, or payments not configured: 402/33) and ties it to the rent;
+a failed unlock gives it back (``guarantee.updated``); the end decides in its own transaction, from the
+price after wallet credit, the capture or release job the payments worker runs (``guarantee.updated``,
+and ``amount_owed`` on ``rent.ended`` for a guaranteed rent), then wakes the worker after the commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +34,7 @@ from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, 
 from protocols.errors import ErrorCode
 from protocols.feed import EventName, Topic
 
+from ..payments import jobs as payment_jobs
 from ..uow import UnitOfWork, Work
 from . import store
 from .pricing import Tariff, price_of
@@ -48,11 +57,19 @@ class PgRentBook:
     """``renting``: the vehicles with a current rent, read once at start (``load_renting``) and kept by
     this book's own transitions, so that the start of a vehicle's actor without a rent (thousands when
     the stations reconnect) costs no query for its rent. Until it is read, every start asks the database.
-    (One process writes the rents of the vehicles whose actors it runs; scale-out keeps that true.)"""
+    (One process writes the rents of the vehicles whose actors it runs; scale-out keeps that true.)
 
-    def __init__(self, work: Work) -> None:
+    ``guarantees``: whether payments are configured (else a network that requires a guarantee refuses every
+    rent, 402/33); ``guarantee_margin``: a guarantee's hold must last at least this long after the unlock;
+    ``on_payment_job``: called after a commit that wrote a capture or release job (the worker's ``wake``)."""
+
+    def __init__(self, work: Work, *, guarantees: bool = False, guarantee_margin: timedelta = timedelta(hours=36),
+                 on_payment_job: Callable[[], None] | None = None) -> None:
         self._work = work
         self._db = work.db
+        self.guarantees = guarantees
+        self.guarantee_margin = guarantee_margin
+        self.on_payment_job = on_payment_job
         self.renting: set[int] | None = None
         self._while_loading: dict[int, bool] | None = None
 
@@ -92,11 +109,20 @@ class PgRentBook:
             if current >= rules["max_simultaneous_rented_vehicle"]:
                 return RentRefused(ErrorCode.TOO_MANY_RENTS,
                                    f"at most {rules['max_simultaneous_rented_vehicle']} ongoing rents on this network")
-            if rules["min_guarantee"] > 0:  # until payments exist, no guarantee is ever usable
-                return RentRefused(ErrorCode.GUARANTEE_REQUIRED, "this network requires a bank guarantee")
+            guarantee_id: int | None = None
+            if rules["min_guarantee"] > 0:
+                if not self.guarantees:
+                    return RentRefused(ErrorCode.GUARANTEE_REQUIRED,
+                                       "this network requires a bank guarantee (payments are not configured)")
+                guarantee_id = await payment_jobs.pick_guarantee(
+                    conn, request.user_id, request.network_id, rules["min_guarantee"], self.guarantee_margin)
+                if guarantee_id is None:
+                    return RentRefused(ErrorCode.GUARANTEE_REQUIRED, "this network requires a bank guarantee")
             rent = await store.insert_unlocking(conn, vehicle_id, request)
             if rent is None:
                 return RentRefused(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is rented")
+            if guarantee_id is not None:
+                await payment_jobs.attach(conn, guarantee_id, rent.rent_id)
             return rent
 
         outcome = await self._work.run(reserve)
@@ -125,6 +151,10 @@ class PgRentBook:
             if await store.mark_failed(uow.conn, rent.rent_id, reason):
                 await uow.publish(topic, EventName.UNLOCK_FAILED, {**rent_data(rent), "state": "failed",
                                                                    "reason": reason})
+                given_back = await payment_jobs.give_back(uow.conn, rent.rent_id)
+                if given_back is not None:
+                    await uow.publish(topic, EventName.GUARANTEE_UPDATED,
+                                      payment_jobs.guarantee_data(given_back, trip_id=rent.rent_id))
 
         await self._work.run(fail, topics=[topic])
         self._holds(rent.vehicle_id, False)
@@ -156,6 +186,8 @@ class PgRentBook:
                 conn, rent.rent_id, stop, returned, currency=price.currency, price=price.price,
                 paid_by_wallet=price.paid_by_wallet, amount_due=price.amount_due,
             )
+            settled = await payment_jobs.settle_rent(conn, rent.rent_id, price.amount_due)
+            owed = {} if settled is None else {"amount_owed": _amount(settled.owed)}
             base = {**rent_data(rent), "state": "ended"}
             at = {"end_station_id": returned.station_id, "end_spot": returned.spot,
                   "latitude": returned.latitude, "longitude": returned.longitude,
@@ -165,7 +197,13 @@ class PgRentBook:
                 **base, **at, "duration": price.billed_seconds, "currency": price.currency,
                 "price": _amount(price.price), "paid_by_wallet": _amount(price.paid_by_wallet),
                 "amount_due": _amount(price.amount_due), "ended_at": int(ended["ended_at"].timestamp() * 1000),
+                **owed,
             })
+            if settled is not None:
+                await uow.publish(topic, EventName.GUARANTEE_UPDATED,
+                                  payment_jobs.guarantee_data(settled.guarantee, trip_id=rent.rent_id))
+                if settled.job is not None and self.on_payment_job is not None:
+                    uow.after(self.on_payment_job)
             return rent
 
         await self._work.run(end, topics=[topic])

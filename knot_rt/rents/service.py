@@ -12,8 +12,9 @@ Who does what (DESIGN.md, "Rents"):
 - The vehicle's actor then reserves the rent (``ReserveRent``): it is the one
   writer of its rent, so of two riders racing for one vehicle one gets the rent
   and the other 409/30; the book counts the rider's current rents under a
-  lock of the rider (409/32) and refuses a network that requires a guarantee
-  (402/33, until payments exist).
+  lock of the rider (409/32) and, on a network that requires a guarantee, takes
+  the rider's usable one for the rent (none, or payments not configured: 402/33;
+  ``payments/jobs.py``).
 - This service then sends the unlock, with the rent's unlock id, through the
   station's actor. Offline (503/50), refused (409/41) or not recorded (503/48):
   the rent fails at once and the vehicle is available again. No answer

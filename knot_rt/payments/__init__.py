@@ -1,0 +1,1 @@
+"""Payments: bank guarantees (holds on a card through Stripe), saved cards, the provider's webhook."""
