@@ -9,6 +9,7 @@ from functools import partial
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from quart import Quart
 
 from protocols import station as station_wire
 from protocols import vehicle as vehicle_wire
@@ -69,6 +70,16 @@ async def run_server(
     if shutdown is None:
         shutdown = trio.Event()
     config = hypercorn_config(svc.settings.host, svc.settings.port)
+    try:
+        await _serve_all(svc, app, config, shutdown, task_status)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await svc.payments.aclose()  # the payment provider's HTTP client, last (the worker used it)
+
+
+async def _serve_all(
+    svc: Services, app: Quart, config: Config, shutdown: trio.Event, task_status: trio.TaskStatus[Bound]
+) -> None:
     async with trio.open_nursery() as background:
         # Background loops never end on an error: each logs it and retries with back-off,
         # so a database outage leaves them waiting, not the process dead.

@@ -402,8 +402,6 @@ async def test_two_workers_at_once_take_each_job_once(settings: Settings, stripe
         assert [row["captured_amount"] for row in captured] == [Decimal("1.250")] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="payments/service.py FORWARD lets a provider event move in_use -> usable "
-                   "(i11-pay's part; in_use -> usable is only a failed unlock's, payments/jobs.give_back)")
 async def test_a_late_held_webhook_leaves_a_guarantee_in_use(harness: Harness, stripe_server: StripeServer) -> None:
     """Stripe's ``amount_capturable_updated`` of the hold, delivered after the rider started riding with it."""
     city = await guarded_city(harness)

@@ -83,7 +83,9 @@ FORWARD: dict[str, frozenset[str]] = {
     "pending": frozenset({"requires_action", "usable", "failed", "released", "canceled"}),
     "requires_action": frozenset({"usable", "failed", "released", "canceled"}),
     "usable": frozenset({"in_use", "settling", "captured", "released", "canceled"}),
-    "in_use": frozenset({"usable", "settling", "captured", "released"}),
+    # in_use -> usable is a failed unlock's only (payments/jobs.give_back), never a provider event's: a late
+    # "held" webhook after the rider started riding must not free the guarantee for a second rent.
+    "in_use": frozenset({"settling", "captured", "released"}),
     "settling": frozenset({"captured", "released"}),
     "failed": frozenset(),
     "captured": frozenset(),
