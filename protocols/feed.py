@@ -64,8 +64,8 @@ class TopicKind(StrEnum):
     SUPPORT = "support"
 
 
-_WITH_ID: Final = frozenset({TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STATION})
-_TOPIC = re.compile(r"(user|support)|(report|cluster|station):([1-9][0-9]{0,18})")
+_WITH_ID: Final = frozenset({TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STATION, TopicKind.SUPPORT})
+_TOPIC = re.compile(r"(user)|(report|cluster|station|support):([1-9][0-9]{0,18})")
 _USER_TOPIC = re.compile(r"user:([1-9][0-9]{0,18})")
 
 #: How a topic name with an id begins: ``"station:"``, ``"cluster:"``, ``"report:"``, ``"user:"`` (a user's own
@@ -84,7 +84,7 @@ def _topic_id(kind: TopicKind, value: int) -> int:
 
 
 class Topic(NamedTuple):
-    """A parsed topic: ``(kind, id)``, ``id`` None for ``user`` and ``support``.
+    """A parsed topic: ``(kind, id)``, ``id`` None for ``user``; ``support:<network_id>`` names a network.
 
     ``str(topic)`` is the canonical topic name, e.g. ``"report:12"``. Build one with
     the constructors (``Topic.station(7)``), read one with :meth:`parse`.
@@ -120,8 +120,9 @@ class Topic(NamedTuple):
         return cls(TopicKind.STATION, _topic_id(TopicKind.STATION, station_id))
 
     @classmethod
-    def support(cls) -> Topic:
-        return cls(TopicKind.SUPPORT)
+    def support(cls, network_id: int) -> Topic:
+        """The support agents' topic of a network: its reports, new and changed."""
+        return cls(TopicKind.SUPPORT, _topic_id(TopicKind.SUPPORT, network_id))
 
     def for_user(self, user_id: int) -> Topic:
         """The topic the server delivers when user ``user_id`` subscribes to this one."""
@@ -137,7 +138,7 @@ class Topic(NamedTuple):
 
 
 def parse_topic(text: str, *, per_user: bool = False) -> Topic:
-    """``"user"``, ``"support"``, ``"report:<id>"``, ``"cluster:<id>"``, ``"station:<id>"``.
+    """``"user"``, ``"support:<network_id>"``, ``"report:<id>"``, ``"cluster:<id>"``, ``"station:<id>"``.
 
     Ids are positive integers in canonical form (no sign, no leading zero).
     Raises :class:`TopicError` for anything else. ``per_user`` also accepts the
@@ -205,6 +206,7 @@ class EventName(StrEnum):
     MESSAGE_CREATED = "message.created"
     MESSAGE_READ = "message.read"
     TYPING = "typing"
+    REPORT_ASSIGNED = "report.assigned"
     REPORT_RESOLVED = "report.resolved"
     REPORT_REOPENED = "report.reopened"
     # cluster:<id>
@@ -217,8 +219,9 @@ class EventName(StrEnum):
     SPOT_UNLOCKED = "spot.unlocked"
     ALERT = "alert"
     FAULT = "fault"
-    # support
+    # support:<network_id> (and REPORT_UPDATED on user: a report of the user got an answer or changed)
     REPORT_CREATED = "report.created"
+    REPORT_UPDATED = "report.updated"
     # any topic: the server no longer has the events after `since`; reload over HTTP
     RESYNC = "resync"
 
@@ -238,6 +241,7 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
             EventName.BADGE_LINKED,
             EventName.BADGE_LINK_FAILED,
             EventName.GUARANTEE_UPDATED,
+            EventName.REPORT_UPDATED,
         }
     ),
     TopicKind.REPORT: frozenset(
@@ -245,6 +249,7 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
             EventName.MESSAGE_CREATED,
             EventName.MESSAGE_READ,
             EventName.TYPING,
+            EventName.REPORT_ASSIGNED,
             EventName.REPORT_RESOLVED,
             EventName.REPORT_REOPENED,
         }
@@ -261,7 +266,7 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
             EventName.FAULT,
         }
     ),
-    TopicKind.SUPPORT: frozenset({EventName.REPORT_CREATED, EventName.MESSAGE_CREATED}),
+    TopicKind.SUPPORT: frozenset({EventName.REPORT_CREATED, EventName.REPORT_UPDATED}),
 }
 
 

@@ -116,8 +116,8 @@ def test_the_scan_leaves_names_docs_and_fields_alone(line: str) -> None:
 
 
 def test_topic_constructors_write_the_contract_names() -> None:
-    built = [Topic.station(7), Topic.cluster(3), Topic.report(12), Topic.user(), Topic.support()]
-    assert [str(topic) for topic in built] == ["station:7", "cluster:3", "report:12", "user", "support"]
+    built = [Topic.station(7), Topic.cluster(3), Topic.report(12), Topic.user(), Topic.support(4)]
+    assert [str(topic) for topic in built] == ["station:7", "cluster:3", "report:12", "user", "support:4"]
     assert [feed.parse_topic(str(topic)) for topic in built] == built
     assert Topic.station(2**63 - 1).id == 2**63 - 1
 

@@ -45,7 +45,7 @@ def rejected(text: str | bytes) -> FeedFrameError:
     ("text", "kind", "id"),
     [
         ("user", TopicKind.USER, None),
-        ("support", TopicKind.SUPPORT, None),
+        ("support:4", TopicKind.SUPPORT, 4),
         ("report:12", TopicKind.REPORT, 12),
         ("cluster:3", TopicKind.CLUSTER, 3),
         ("station:7001", TopicKind.STATION, 7001),
@@ -69,7 +69,8 @@ def test_topics_parse(text: str, kind: TopicKind, id: int | None) -> None:
         "other",
         "",
         "user:1",
-        "support:2",
+        "support",
+        "support:0",
         "report",
         "report:0",
         "report:-1",
@@ -99,7 +100,7 @@ def test_non_string_topic_is_rejected() -> None:
 
 def test_topic_events_follow_the_contract() -> None:
     assert set().union(*TOPIC_EVENTS.values()) == set(EventName) - {EventName.RESYNC}
-    assert EventName.MESSAGE_CREATED in TOPIC_EVENTS[TopicKind.REPORT] & TOPIC_EVENTS[TopicKind.SUPPORT]
+    assert EventName.REPORT_UPDATED in TOPIC_EVENTS[TopicKind.USER] & TOPIC_EVENTS[TopicKind.SUPPORT]
     assert {str(name) for name in TOPIC_EVENTS[TopicKind.STATION]} == {
         "station.online",
         "station.offline",
@@ -121,7 +122,12 @@ def test_topic_events_follow_the_contract() -> None:
         "badge.linked",
         "badge.link_failed",
         "guarantee.updated",
+        "report.updated",
     }
+    assert {str(name) for name in TOPIC_EVENTS[TopicKind.REPORT]} == {
+        "message.created", "message.read", "typing", "report.assigned", "report.resolved", "report.reopened",
+    }
+    assert {str(name) for name in TOPIC_EVENTS[TopicKind.SUPPORT]} == {"report.created", "report.updated"}
     assert TOPIC_EVENTS[TopicKind.CLUSTER] == {"cluster.updated"}
     assert feed.AUTH_FAILED == 4401
     assert feed.TOO_SLOW == 4408
@@ -207,7 +213,7 @@ def test_client_frames_serialise_back() -> None:
         ('{"type": "read", "topic": "report:12", "ref": "5"}', "5", "message_id"),
         ('{"type": "read", "topic": "report:12", "message_id": 0, "ref": "5"}', "5", "message_id"),
         ('{"type": "read", "topic": "report:12", "message_id": "9", "ref": "5"}', "5", "message_id"),
-        ('{"type": "read", "topic": "support", "message_id": 9, "ref": "5"}', "5", "topic"),
+        ('{"type": "read", "topic": "support:1", "message_id": 9, "ref": "5"}', "5", "topic"),
         ('{"type": "auth", "ref": "6"}', "6", "token"),
         ('{"type": "auth", "token": "", "ref": "6"}', "6", "token"),
         ('{"type": "auth", "token": 42, "ref": "6"}', "6", "token"),
@@ -270,7 +276,7 @@ def test_event_data_may_hold_datetimes() -> None:
 
 
 def test_resync_may_come_on_any_topic() -> None:
-    for topic in ("user", "support", "report:1", "cluster:1", "station:1"):
+    for topic in ("user", "support:1", "report:1", "cluster:1", "station:1"):
         assert json.loads(feed.event(topic, 7, EventName.RESYNC, {}))["event"] == "resync"
 
 
@@ -279,7 +285,7 @@ def test_resync_may_come_on_any_topic() -> None:
     [
         ("cluster:3", 1, "rent.started"),  # not an event of that topic
         ("user", 1, "station.state"),
-        ("support", 1, "typing"),
+        ("support:1", 1, "typing"),
         ("user", 1, "rent.exploded"),
         ("user", 0, "rent.started"),
         ("cluster:abc", 1, "cluster.updated"),
