@@ -197,20 +197,35 @@ async def _events_after(
 
 
 class FeedHub:
-    """The live feed connections of this process, by session (to close them at logout)."""
+    """The live feed connections of this process, by session (to close them at logout) and by user (to tell
+    whether a user has a feed socket open: the support chat mails a rider who has none).
+
+    One process serves the feed (the launcher runs one server), so what the hub knows is the whole truth.
+    """
 
     def __init__(self) -> None:
         self._by_session: defaultdict[uuid.UUID, set[trio.Event]] = defaultdict(set)
+        self._by_user: defaultdict[int, set[trio.Event]] = defaultdict(set)
 
-    def attach(self, session_id: uuid.UUID, revoked: trio.Event) -> None:
+    def attach(self, session_id: uuid.UUID, revoked: trio.Event, user_id: int | None = None) -> None:
         self._by_session[session_id].add(revoked)
+        if user_id is not None:
+            self._by_user[user_id].add(revoked)
 
-    def detach(self, session_id: uuid.UUID, revoked: trio.Event) -> None:
+    def detach(self, session_id: uuid.UUID, revoked: trio.Event, user_id: int | None = None) -> None:
         events = self._by_session.get(session_id)
         if events is not None:
             events.discard(revoked)
             if not events:
                 del self._by_session[session_id]
+        if user_id is not None and (mine := self._by_user.get(user_id)) is not None:
+            mine.discard(revoked)
+            if not mine:
+                del self._by_user[user_id]
+
+    def is_online(self, user_id: int) -> bool:
+        """Whether ``user_id`` has a feed socket open in this process."""
+        return bool(self._by_user.get(user_id))
 
     def sessions_revoked(self, session_ids: list[uuid.UUID]) -> None:
         for session_id in session_ids:

@@ -27,6 +27,7 @@ from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
+from .support.agents import SupportAgents
 from .uow import Work
 from .vehicles.service import VehicleService
 
@@ -54,6 +55,7 @@ class Services:
     badges: BadgeService
     payments: PaymentService
     payment_worker: PaymentWorker
+    agents: SupportAgents
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -126,6 +128,7 @@ class Services:
             badges=badges,
             payments=payments,
             payment_worker=payment_worker,
+            agents=SupportAgents(db, work, catalog, hub, mail, settings.public_url),
         )
 
 

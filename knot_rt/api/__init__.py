@@ -19,6 +19,7 @@ from . import (
     networks,
     rents,
     stations,
+    support,
     users,
 )
 
@@ -38,5 +39,6 @@ BLUEPRINTS: list[Blueprint] = [
     networks.bp,
     rents.bp,
     stations.bp,
+    support.bp,
     users.bp,
 ]

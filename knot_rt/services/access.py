@@ -27,7 +27,10 @@ from typing import Protocol, TypeVar
 import asyncpg
 
 from ..db import Database
-from .permissions import Scope, load_permissions
+from .permissions import Permissions, Scope, load_permissions
+
+#: The permission key of the support agents (``support:<network_id>``, the support routes).
+SUPPORT = "support"
 
 
 class Network(Protocol):
@@ -97,6 +100,20 @@ def seen_cluster(access: UserAccess, catalog: Catalog[ClusterT], cluster_id: int
     if cluster is None or network is None or not access.sees(network):
         return None
     return cluster
+
+
+def support_networks(permissions: Permissions, catalog: Catalog[Cluster], *, write: bool = False) -> frozenset[int]:
+    """The networks whose support agent a user is: a ``support`` permission on an OU covering the network
+    (listed in it, or its organisation). Reading a network's reports (the list, ``support:<network_id>``)
+    takes any such permission; acting on them (assign, resolve, reopen) one with ``write``.
+
+    A cluster listed in an OU gives no support on its network: reports belong to networks.
+    """
+    return frozenset(
+        network.id for network in catalog.networks.values()
+        if permissions.allows(SUPPORT, Scope(network_id=network.id, organization_id=network.organization_id),
+                              write=write)
+    )
 
 
 def unknown_cluster(cluster_id: int) -> str:

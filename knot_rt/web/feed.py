@@ -20,7 +20,7 @@ from ..bus import FeedEvent, Resync, Subscriber
 from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
-from ..services.access import seen_cluster, unknown_cluster
+from ..services.access import seen_cluster, support_networks, unknown_cluster
 from ..services.permissions import STATION_READERS, load_permissions
 from .auth import Caller, access_of, authenticate
 
@@ -52,6 +52,11 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
             permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
             if permissions.allows_any(STATION_READERS, scope, write=False):
                 return
+    if topic.kind is wire.TopicKind.SUPPORT and topic.id is not None:
+        # The network's support agents (services/access.py); any other caller is refused like for a station.
+        permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+        if topic.id in support_networks(permissions, svc.catalog):
+            return
     raise ApiError(ErrorCode.NOT_ALLOWED, f"you may not subscribe to {topic}")
 
 
@@ -109,9 +114,9 @@ class FeedConnection:
         if caller is None or caller.user_id != self.caller.user_id:
             self.revoked.set()
             return
-        self.svc.hub.detach(self.caller.session_id, self.revoked)
+        self.svc.hub.detach(self.caller.session_id, self.revoked, self.caller.user_id)
         self.caller = caller
-        self.svc.hub.attach(caller.session_id, self.revoked)
+        self.svc.hub.attach(caller.session_id, self.revoked, caller.user_id)
         await self.send(wire.reply(frame.ref))
 
     async def subscribe(self, frame: wire.SubscribeFrame) -> None:
@@ -195,7 +200,7 @@ async def feed_socket() -> None:
         await websocket.close(wire.AUTH_FAILED, "authentication failed")
         return
     connection = FeedConnection(svc, caller, svc.bus.new_subscriber())
-    svc.hub.attach(caller.session_id, connection.revoked)
+    svc.hub.attach(caller.session_id, connection.revoked, caller.user_id)
     close_code: int | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -212,7 +217,7 @@ async def feed_socket() -> None:
             while True:
                 await connection.handle(await websocket.receive())
     finally:
-        svc.hub.detach(connection.caller.session_id, connection.revoked)
+        svc.hub.detach(connection.caller.session_id, connection.revoked, connection.caller.user_id)
         svc.bus.drop(connection.subscriber)
         if close_code is not None:
             with trio.move_on_after(2) as scope:
