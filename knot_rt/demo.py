@@ -21,8 +21,22 @@ from .services.permissions import grant
 DEMO_ACCOUNTS: list[tuple[str, str, str]] = [
     ("rider@knot.demo", "knot-demo-rider", "rider"),
     ("operator@knot.demo", "knot-demo-operator", "operator: stations, clusters, maintenance, support"),
+    ("support@knot.demo", "knot-demo-support", "support agent: the demo network's reports"),
 ]
 OPERATOR_PERMS = ["stations", "clusters", "maintenance", "support"]
+SUPPORT_PERMS = ["support"]
+
+#: The demo rider's reports: (status, messages as (side, text)), oldest first. Written once, when the rider
+#: has none, so a restart neither repeats nor resets a chat the visitor went on with.
+DEMO_REPORTS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("resolved", [("user", "My rent did not end when I docked the scooter at Gare Centrale."),
+                  ("support", "Sorry about that! The station lost its connection; we ended the rent at the time "
+                              "you docked it."),
+                  ("user", "Thanks, that was quick.")]),
+    ("open", [("user", "The scooter I took at Place Kléber brakes badly."),
+              ("support", "Thanks for telling us. Which scooter was it (the number under the handlebar)?")]),
+    ("open", [("user", "I was charged twice for yesterday's trip.")]),
+]
 
 CONSENT_TYPES = [
     ("emails.networkstatus", {"en": "Network status emails", "fr": "E-mails sur l'état du réseau",
@@ -175,6 +189,35 @@ async def _ensure_accounts(conn: asyncpg.Connection, hashes: dict[str, str], net
         if role.startswith("operator"):
             for key in OPERATOR_PERMS:
                 await grant(conn, user_id, key, write=True, networks=[network])
+        elif role.startswith("support"):
+            for key in SUPPORT_PERMS:
+                await grant(conn, user_id, key, write=True, networks=[network])
+
+
+async def _ensure_reports(conn: asyncpg.Connection, network: int) -> None:
+    """The demo rider's reports (``DEMO_REPORTS``) on the demo network, answered by the support agent."""
+    rider = await find_user_by_email(conn, DEMO_ACCOUNTS[0][0])
+    agent = await find_user_by_email(conn, "support@knot.demo")
+    if rider is None or agent is None or await conn.fetchval("SELECT 1 FROM reports WHERE user_id = $1", rider["id"]):
+        return
+    for status, messages in DEMO_REPORTS:
+        report = await conn.fetchval(
+            """INSERT INTO reports (user_id, network_id, status, resolved_at, assigned_to)
+               VALUES ($1, $2, $3, CASE WHEN $3 = 'resolved' THEN now() END, $4) RETURNING id""",
+            rider["id"], network, status, agent["id"] if status == "resolved" else None,
+        )
+        last = 0
+        for side, text in messages:
+            last = await conn.fetchval(
+                """INSERT INTO report_messages (report_id, side, author_id, body) VALUES ($1, $2, $3, $4)
+                   RETURNING id""",
+                report, side, rider["id"] if side == "user" else agent["id"], text,
+            )
+        read_by_support = last if status == "resolved" else 0
+        await conn.execute(
+            "UPDATE reports SET last_message_id = $2, support_read_up_to = $3, user_read_up_to = $3 WHERE id = $1",
+            report, last, read_by_support,
+        )
 
 
 async def _ensure_content(conn: asyncpg.Connection, label: int) -> None:
@@ -254,6 +297,7 @@ async def load_demo(db: Database, *, scale: int = 1) -> dict[str, Any]:
         await ensure_app_labels(conn, org, network)
         await _ensure_accounts(conn, hashes, network, label)
         await _ensure_content(conn, label)
+        await _ensure_reports(conn, network)
         city = await ensure_city(conn, network, scale)
         return {"organization": org, "app_label": label, "network": network,
                 "accounts": [email for email, _, _ in DEMO_ACCOUNTS], "city": city}
