@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test fuzz lint bench bench-rents openapi clean
+.PHONY: run serve test fuzz lint bench bench-rents bench-chat openapi clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 # minutes); see bench/rents.py.
 bench-rents: $(STAMP)
 	$(BIN)/python -m bench.rents
+
+# A message posted -> the other side's feed push with 1,000 open chats, beside a bare relay; see bench/chat.py.
+bench-chat: $(STAMP)
+	$(BIN)/python -m bench.chat
 
 openapi: $(STAMP)
 	$(BIN)/knot-rt openapi
