@@ -28,6 +28,7 @@ from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
 from .support.agents import SupportAgents
+from .support.service import SupportService
 from .uow import Work
 from .vehicles.service import VehicleService
 
@@ -55,6 +56,7 @@ class Services:
     badges: BadgeService
     payments: PaymentService
     payment_worker: PaymentWorker
+    support: SupportService
     agents: SupportAgents
 
     @classmethod
@@ -128,6 +130,7 @@ class Services:
             badges=badges,
             payments=payments,
             payment_worker=payment_worker,
+            support=SupportService(work, catalog, access, idle_after=settings.chat_idle_seconds),
             agents=SupportAgents(db, work, catalog, hub, mail, settings.public_url),
         )
 
