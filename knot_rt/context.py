@@ -106,6 +106,9 @@ class Services:
             unlock_metres=settings.free_floating_unlock_metres,
         )
         badges.unlocker = rents  # a badge shown with no link waiting starts or resumes its user's rent
+        support = SupportService(work, catalog, access, idle_after=settings.chat_idle_seconds)
+        agents = SupportAgents(db, work, catalog, hub, mail, settings.public_url)
+        support.store.on_support_message = agents.mail_rider_if_offline  # the offline rider's mail
         return cls(
             settings=settings,
             db=db,
@@ -130,8 +133,8 @@ class Services:
             badges=badges,
             payments=payments,
             payment_worker=payment_worker,
-            support=SupportService(work, catalog, access, idle_after=settings.chat_idle_seconds),
-            agents=SupportAgents(db, work, catalog, hub, mail, settings.public_url),
+            support=support,
+            agents=agents,
         )
 
 

@@ -14,7 +14,6 @@ from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_request, validate_response
 
 from ..context import services
-from ..support.agents import AgentReport
 from ..web.auth import current_caller, require_user
 from .models import Body, Data, Ok, PageQuery, Positive
 
@@ -40,30 +39,22 @@ class AuthorOut(BaseModel):
 
 
 class SupportReportOut(BaseModel):
+    """The spec's report (rows 8-9) from the support side, with its author and handling."""
+
     report_id: int
+    message: str = Field(description="A preview of the last message (`[image]` for an image).")
+    sender: Literal["user", "support"] = Field(description="Which side wrote the last message.")
+    date: datetime = Field(description="When the last message was written (the report's date before any).")
+    report_date: datetime = Field(description="When the report was opened.")
+    resolved: bool
+    unread: bool = Field(description="Whether support has rider messages to read.")
+    allow_reopen: bool = Field(description="Whether a message may be written (open, or resolved < 7 days ago).")
+    unread_count: int = Field(description="The rider's messages the support side has not read.")
     network_id: int | None
     status: Literal["open", "resolved"]
-    resolved: bool
     assigned_to: int | None = Field(description="The agent in charge, or null.")
     author: AuthorOut
-    message: str | None = Field(description="A preview of the last message (`[image]` for an image).")
-    sender: Literal["user", "support"] | None = Field(description="Which side wrote the last message.")
-    date: datetime | None = Field(description="When the last message was written.")
-    report_date: datetime = Field(description="When the report was opened.")
     resolved_at: datetime | None
-    unread: int = Field(description="The rider's messages the support side has not read.")
-
-
-def report_out(report: AgentReport) -> SupportReportOut:
-    return SupportReportOut(
-        report_id=report.report_id, network_id=report.network_id,
-        status="resolved" if report.status == "resolved" else "open", resolved=report.status == "resolved",
-        assigned_to=report.assigned_to, author=AuthorOut(user_id=report.author_id, email=report.author_email),
-        message=report.last_message,
-        sender="support" if report.last_message_side == "support" else "user" if report.last_message_side else None,
-        date=report.last_message_at, report_date=report.created_at, resolved_at=report.resolved_at,
-        unread=report.unread,
-    )
 
 
 @bp.get("/reports")
@@ -81,7 +72,7 @@ async def support_reports(query_args: ReportsQuery) -> Data[list[SupportReportOu
         current_caller().user_id, status=query_args.status, network_id=query_args.network_id,
         before=query_args.before, limit=query_args.limit,
     )
-    return Data(data=[report_out(r) for r in found])
+    return Data(data=[SupportReportOut.model_validate(r.as_json()) for r in found])
 
 
 @bp.put("/reports/<int:report_id>/assign")

@@ -21,9 +21,8 @@ moment later still gets the mail; one who is connected but not looking gets none
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -39,109 +38,59 @@ from ..services.access import Catalog, Cluster, support_networks
 from ..services.mail import MailSender
 from ..services.permissions import load_permissions
 from ..uow import UnitOfWork, Work
+from . import store
+from .service import unknown_report as store_unknown_report
+from .store import Side
 
 Status = Literal["open", "resolved", "all"]
 MAIL_EVERY = timedelta(hours=1)
-PREVIEW_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
 class AgentReport:
-    """A report as its network's agents list it."""
+    """A report as its network's agents see it: the chat's report and its author's address."""
 
-    report_id: int
-    network_id: int | None
-    status: str
-    assigned_to: int | None
-    author_id: int
+    report: store.Report
     author_email: str
-    created_at: datetime
-    resolved_at: datetime | None
-    last_message_id: int | None
-    last_message: str | None
-    last_message_side: str | None
-    last_message_at: datetime | None
-    unread: int
 
-    def as_event(self) -> dict[str, Any]:
-        """The payload of ``report.updated`` / ``report.created`` on ``support:<network_id>``."""
+    def as_json(self) -> dict[str, Any]:
+        """The spec's report from the support side (``store.report_json``: ``unread`` a flag, ``unread_count``
+        the rider's messages support has not read), with ``author`` and ``resolved_at``: the list's items and
+        the payload of ``report.updated`` on ``support:<network_id>``."""
         return {
-            "report_id": self.report_id,
-            "network_id": self.network_id,
-            "status": self.status,
-            "resolved": self.status == "resolved",
-            "assigned_to": self.assigned_to,
-            "author": {"user_id": self.author_id, "email": self.author_email},
-            "message": self.last_message,
-            "sender": self.last_message_side,
-            "date": _ms(self.last_message_at),
-            "report_date": _ms(self.created_at),
-            "unread": self.unread,
+            **store.report_json(self.report, Side.SUPPORT),
+            "author": {"user_id": self.report.user_id, "email": self.author_email},
+            "resolved_at": None if self.report.resolved_at is None else self.report.resolved_at.isoformat(),
         }
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 def unknown_report(report_id: int) -> ApiError:
     """The one answer for an unknown report and one of a network the agent does not serve."""
-    return ApiError(ErrorCode.NOT_FOUND, f"no report {report_id}")
+    return ApiError(ErrorCode.NOT_FOUND, store_unknown_report(report_id))
 
 
-_SELECT = f"""
-    SELECT r.id, r.network_id, r.status, r.assigned_to, r.user_id, u.email, r.created_at, r.resolved_at,
-           r.last_message_id,
-           left(m.body, {PREVIEW_CHARS}) AS body, m.image_id, m.side, m.created_at AS message_at,
-           (SELECT count(*) FROM report_messages x
-            WHERE x.report_id = r.id AND x.side = 'user' AND x.id > r.support_read_up_to) AS unread
-    FROM reports r
-    JOIN users u ON u.id = r.user_id
-    LEFT JOIN report_messages m ON m.id = r.last_message_id
-"""
-
-
-def _report(row: Mapping[str, Any]) -> AgentReport:
-    body = row["body"]
-    if body is None and row["image_id"] is not None:
-        body = "[image]"
-    return AgentReport(
-        report_id=row["id"], network_id=row["network_id"], status=row["status"], assigned_to=row["assigned_to"],
-        author_id=row["user_id"], author_email=row["email"], created_at=row["created_at"],
-        resolved_at=row["resolved_at"], last_message_id=row["last_message_id"], last_message=body,
-        last_message_side=row["side"], last_message_at=row["message_at"], unread=int(row["unread"]),
-    )
+async def _emails(conn: asyncpg.Connection, user_ids: set[int]) -> dict[int, str]:
+    rows = await conn.fetch("SELECT id, email FROM users WHERE id = ANY($1::bigint[])", list(user_ids))
+    return {row["id"]: row["email"] for row in rows}
 
 
 async def read_report(conn: asyncpg.Connection, report_id: int) -> AgentReport | None:
     """One report as agents see it (any connection; inside a unit of work after its change)."""
-    row = await conn.fetchrow(_SELECT + " WHERE r.id = $1", report_id)
-    return None if row is None else _report(row)
+    report = await store.load_report(conn, report_id)
+    if report is None:
+        return None
+    return AgentReport(report, (await _emails(conn, {report.user_id})).get(report.user_id, ""))
 
 
-async def user_unread(conn: asyncpg.Connection, report_id: int) -> int:
-    """The rider's unread count of a report: support messages after the rider's read marker."""
-    count: int = await conn.fetchval(
-        """SELECT count(*) FROM report_messages m JOIN reports r ON r.id = m.report_id
-           WHERE r.id = $1 AND m.side = 'support' AND m.id > r.user_read_up_to""",
-        report_id,
-    )
-    return count
-
-
-async def publish_report_updated(uow: UnitOfWork, report: AgentReport) -> None:
-    """``report.updated`` on ``support:<network_id>`` (the agents' view) and on the author's ``user`` topic
-    (the rider's unread count). The unit of work must name both topics (:func:`report_topics`)."""
-    if report.network_id is not None:
-        await uow.publish(Topic.support(report.network_id), EventName.REPORT_UPDATED, report.as_event())
-    await uow.publish(Topic.user(report.author_id), EventName.REPORT_UPDATED, {
-        "report_id": report.report_id,
-        "resolved": report.status == "resolved",
-        "unread": await user_unread(uow.conn, report.report_id),
-        "message": report.last_message,
-        "sender": report.last_message_side,
-        "date": _ms(report.last_message_at),
-    })
+async def publish_report_updated(uow: UnitOfWork, report: AgentReport, *, rider: bool) -> None:
+    """``report.updated`` on ``support:<network_id>`` (the agents' view) and, with ``rider``, on the author's
+    ``user`` topic (the rider's view, with their unread count). The unit of work names both topics
+    (:func:`report_topics`)."""
+    if report.report.network_id is not None:
+        await uow.publish(Topic.support(report.report.network_id), EventName.REPORT_UPDATED, report.as_json())
+    if rider:
+        await uow.publish(Topic.user(report.report.user_id), EventName.REPORT_UPDATED,
+                          store.report_json(report.report, Side.USER))
 
 
 def report_topics(report_id: int, network_id: int | None, author_id: int) -> list[Topic]:
@@ -180,13 +129,14 @@ class SupportAgents:
         if not networks or (network_id is not None and network_id not in networks):
             raise ApiError(ErrorCode.NOT_ALLOWED, "you are no support agent of that network")
         wanted = [network_id] if network_id is not None else sorted(networks)
-        statuses = ["open", "resolved"] if status == "all" else [status]
-        rows = await self.db.fetch(
-            _SELECT + """ WHERE r.network_id = ANY($1::bigint[]) AND r.status = ANY($2::text[])
-                          AND ($3::bigint IS NULL OR r.id < $3) ORDER BY r.id DESC LIMIT $4""",
-            wanted, statuses, before, limit,
-        )
-        return [_report(row) for row in rows]
+
+        async def read(conn: asyncpg.Connection) -> list[AgentReport]:
+            found = await store.network_reports(conn, wanted, status=None if status == "all" else status,
+                                                before=before, limit=limit)
+            emails = await _emails(conn, {r.user_id for r in found})
+            return [AgentReport(r, emails.get(r.user_id, "")) for r in found]
+
+        return await self.db.run(read)
 
     async def _change(self, agent_id: int, report_id: int, action: str, agent: int | None = None) -> AgentReport:
         networks = await self.networks_of(agent_id, write=True)
@@ -221,7 +171,7 @@ class SupportAgents:
                         "RETURNING resolved_at", report_id,
                     )
                     await uow.publish(topic, EventName.REPORT_RESOLVED, {
-                        "report_id": report_id, "by": agent_id, "resolved_at": _ms(resolved_at),
+                        "report_id": report_id, "by": agent_id, "resolved_at": resolved_at.isoformat(),
                     })
             else:
                 changed = row["status"] != "open"
@@ -232,8 +182,8 @@ class SupportAgents:
                     await uow.publish(topic, EventName.REPORT_REOPENED, {"report_id": report_id, "by": agent_id})
             report = await read_report(uow.conn, report_id)
             assert report is not None
-            if changed:
-                await publish_report_updated(uow, report)
+            if changed:  # the rider hears of their report's status, not of who handles it
+                await publish_report_updated(uow, report, rider=action != "assign")
             return report
 
         return await self.work.run(change, topics=report_topics(report_id, network_id, author_id))

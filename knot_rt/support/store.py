@@ -14,6 +14,7 @@ null), ``date``. The report shape is the spec's (rows 8-9), see :func:`report_js
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -315,6 +316,8 @@ class PgChatStore:
 
     def __init__(self, work: Work) -> None:
         self.work = work
+        #: Called in the unit of work of every support message (the offline-rider mail of ``support/agents.py``).
+        self.on_support_message: Callable[[UnitOfWork, int], Awaitable[object]] | None = None
 
     async def load(self, report_id: int) -> ChatState | None:
         return await self.work.db.run(lambda conn: load_chat_state(conn, report_id))
@@ -351,6 +354,8 @@ class PgChatStore:
             assert after is not None
             if side is Side.SUPPORT:
                 await uow.publish(Topic.user(report.user_id), EventName.REPORT_UPDATED, report_json(after, Side.USER))
+                if self.on_support_message is not None:
+                    await self.on_support_message(uow, report.id)
             if report.network_id is not None:
                 await uow.publish(Topic.support(report.network_id), EventName.REPORT_UPDATED,
                                   report_json(after, Side.SUPPORT))
