@@ -18,6 +18,7 @@ from . import (
     maps,
     networks,
     rents,
+    reports,
     stations,
     users,
 )
@@ -37,6 +38,7 @@ BLUEPRINTS: list[Blueprint] = [
     maps.bp,
     networks.bp,
     rents.bp,
+    reports.bp,
     stations.bp,
     users.bp,
 ]
