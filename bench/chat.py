@@ -4,16 +4,17 @@ Run: ``make bench-chat`` (or ``.venv/bin/python -m bench.chat --chats 1000 --mes
 
 It starts a real ``knot-rt serve`` process (on ``DATABASE_URL``, or on a private
 PostgreSQL cluster of its own) with ``--chats`` reports, each of its own rider, on
-one network served by one support agent. Every rider connects its feed socket
-and subscribes to its ``report:<id>`` topic; the agent's one socket subscribes to
+one network served by its support agents. Every rider connects its feed socket
+and subscribes to its ``report:<id>`` topic; each agent's socket subscribes to
 ``support:<network_id>`` (every report's change) — ``--chats`` chats open at once.
-Each chat is opened with one message from each side (so every chat actor is
+Each chat is opened with a message of its rider (so every chat actor is
 started, as in a live afternoon), then, one message at a time, round robin over
-the chats and alternating the side:
+the chats and alternating the side (``--agents`` agents taking turns, each with its
+own socket, so that no one exceeds the per-user limit of 30 messages a minute):
 
 - the agent posts (``POST /reports/{id}/messages``) -> ``message.created`` on
   the rider's socket;
-- the rider posts -> ``report.updated`` for that report on the agent's socket;
+- the rider posts -> ``report.updated`` for that report on the first agent's socket;
 
 each timed from the request to the push, p50 and p99. Beside it, in the same
 run, a bare trio-websocket relay with as many receiving sockets open: a sender
@@ -61,16 +62,20 @@ class Chat:
     rider_token: str
 
 
-def chat_world(server: Server, url: str, network: int, count: int) -> tuple[str, list[Chat]]:
-    """``count`` riders with a report each on ``network`` and the network's support agent, with their tokens."""
+def chat_world(server: Server, url: str, network: int, count: int, agents: int) -> tuple[list[str], list[Chat]]:
+    """``count`` riders with a report each on ``network`` and ``agents`` support agents of it, with their tokens."""
 
-    async def make(services: Services) -> tuple[str, list[Chat]]:
+    async def make(services: Services) -> tuple[list[str], list[Chat]]:
         password_hash = await Passwords().hash("bench-chat-password")
 
-        async def create(conn: asyncpg.Connection) -> tuple[int, list[tuple[int, int]]]:
+        async def create(conn: asyncpg.Connection) -> tuple[list[int], list[tuple[int, int]]]:
             label = await conn.fetchval("SELECT id FROM app_labels WHERE name = 'knot'")
-            agent = await insert_user(conn, "agent@bench.example", password_hash, confirmed=True, app_label=label)
-            await grant(conn, agent, "support", write=True, networks=[network])
+            team = []
+            for n in range(agents):
+                agent = await insert_user(conn, f"agent{n}@bench.example", password_hash, confirmed=True,
+                                          app_label=label)
+                await grant(conn, agent, "support", write=True, networks=[network])
+                team.append(agent)
             riders = []
             for n in range(count):
                 rider = await insert_user(conn, f"chat{n}@bench.example", password_hash, confirmed=True,
@@ -79,15 +84,15 @@ def chat_world(server: Server, url: str, network: int, count: int) -> tuple[str,
                     "INSERT INTO reports (user_id, network_id) VALUES ($1, $2) RETURNING id", rider, network
                 )
                 riders.append((rider, report))
-            return agent, riders
+            return team, riders
 
-        agent, riders = await services.db.transaction(create)
+        team, riders = await services.db.transaction(create)
 
         async def token(user: int) -> str:
             session = await services.accounts.open_session(user, LoginIntent("app", None, Device(id=f"bench-{user}")))
             return str(session["token"])
 
-        return await token(agent), [Chat(report, await token(rider)) for rider, report in riders]
+        return [await token(a) for a in team], [Chat(report, await token(rider)) for rider, report in riders]
 
     return with_services(server, url, make)
 
@@ -141,7 +146,8 @@ async def post(client: httpx.AsyncClient, run: Run, token: str, report: int, tex
     return True
 
 
-async def chats(server: Server, network: int, agent: str, chats: list[Chat], args: argparse.Namespace) -> Run:
+async def chats(server: Server, network: int, agents: list[str], chats: list[Chat], args: argparse.Namespace
+                ) -> Run:
     ws_url = server.base_url.replace("http", "ws") + f"{API}/ws"
     run = Run()
     rider_inboxes = [Inbox() for _ in chats]
@@ -164,17 +170,21 @@ async def chats(server: Server, network: int, agent: str, chats: list[Chat], arg
                 task_status.started()
                 await inbox.read(ws, key_of)
 
-        await nursery.start(connect, agent, str(Topic.support(network)), agent_inbox, agent_key)
+        # Every agent's socket gets every report.updated of the network; the first one's are timed.
+        await nursery.start(connect, agents[0], str(Topic.support(network)), agent_inbox, agent_key)
+        for agent in agents[1:]:
+            await nursery.start(connect, agent, str(Topic.support(network)), Inbox(), agent_key)
         with trio.fail_after(60 + len(chats) / CONNECT_RATE):
             for chat, inbox in zip(chats, rider_inboxes, strict=True):
                 await nursery.start(connect, chat.rider_token, str(Topic.report(chat.report_id)), inbox, rider_key)
                 await trio.sleep(1 / CONNECT_RATE)
         limits = httpx.Limits(max_connections=8)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
-            # Every chat opened from both sides: its actor started, both sockets have had a push.
-            for n, chat in enumerate(chats):
-                await post(client, run, chat.rider_token, chat.report_id, f"hello {n}")
-                await post(client, run, agent, chat.report_id, f"welcome {n}")
+            # Every chat opened by its rider: its actor started, as in a live afternoon.
+            with trio.fail_after(60 + len(chats) / 10):
+                for n, chat in enumerate(chats):
+                    await post(client, run, chat.rider_token, chat.report_id, f"hello {n}")
+            run.refused.clear()
             started = time.perf_counter()
             with trio.move_on_after(args.seconds):
                 for n in range(args.messages):
@@ -183,7 +193,9 @@ async def chats(server: Server, network: int, agent: str, chats: list[Chat], arg
                     text = f"m{n} {'agent' if from_agent else 'rider'}"
                     arrived = (inbox if from_agent else agent_inbox).expect(text)
                     since = time.perf_counter()
-                    if not await post(client, run, agent if from_agent else chat.rider_token, chat.report_id, text):
+                    # The agents take turns: each stays under the per-user message limit (30 a minute).
+                    author = agents[n // 2 % len(agents)] if from_agent else chat.rider_token
+                    if not await post(client, run, author, chat.report_id, text):
                         continue
                     with trio.move_on_after(EVENT_SECONDS) as waited:
                         await arrived.wait()
@@ -248,22 +260,25 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=1000, help="open chats (a rider's feed socket each)")
     parser.add_argument("--messages", type=int, default=400, help="timed messages, alternating the sides")
     parser.add_argument("--seconds", type=float, default=120.0, help="stop the timed messages after this long")
+    parser.add_argument("--agents", type=int, default=20, help="support agents taking turns (a socket each)")
     args = parser.parse_args()
-    if args.chats < 1 or args.messages < 1:
-        parser.error("--chats and --messages take 1 or more")
+    if args.chats < 1 or args.messages < 1 or args.agents < 1:
+        parser.error("--chats, --messages and --agents take 1 or more")
+    if args.messages / 2 / args.agents > 25 or args.messages / 2 / args.chats > 25:
+        parser.error("more than 25 messages per agent or rider: the 30-a-minute limit would refuse them")
     with database() as url:
         server = Server(url)
         network, _ = asyncio.run(seed(url, 0, 4))
-        agent, opened = chat_world(server, url, network, args.chats)
+        agents, opened = chat_world(server, url, network, args.chats, args.agents)
         server.start()
         try:
-            run = trio.run(chats, server, network, agent, opened, args)
+            run = trio.run(chats, server, network, agents, opened, args)
         finally:
             server.stop()
             warnings = server_warnings(server)
             shutil.rmtree(server.data, ignore_errors=True)
     relay = trio.run(relay_round_trips, args.chats, max(100, args.messages))
-    print(f"\nchat with {args.chats} open chats (a rider's socket on report:<id> each, the agent's on support:<n>):"
+    print(f"\nchat with {args.chats} open chats (a rider's socket on report:<id> each, {args.agents} agents' on support:<n>):"
           f" {len(run.agent_to_rider) + len(run.rider_to_agent)} messages timed in {run.elapsed:.1f} s"
           + (f"; refused {run.refused}" if run.refused else "") + (f"; lost {run.lost}" if run.lost else ""))
     for name, values in (("knot_rt: agent POST -> rider message.created", run.agent_to_rider),
