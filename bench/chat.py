@@ -278,8 +278,9 @@ def main() -> None:
             warnings = server_warnings(server)
             shutil.rmtree(server.data, ignore_errors=True)
     relay = trio.run(relay_round_trips, args.chats, max(100, args.messages))
-    print(f"\nchat with {args.chats} open chats (a rider's socket on report:<id> each, {args.agents} agents' on support:<n>):"
-          f" {len(run.agent_to_rider) + len(run.rider_to_agent)} messages timed in {run.elapsed:.1f} s"
+    print(f"\nchat with {args.chats} open chats (a rider's socket on report:<id> each, {args.agents} agents' sockets"
+          f" on support:<n>): {len(run.agent_to_rider) + len(run.rider_to_agent)} messages timed in"
+          f" {run.elapsed:.1f} s"
           + (f"; refused {run.refused}" if run.refused else "") + (f"; lost {run.lost}" if run.lost else ""))
     for name, values in (("knot_rt: agent POST -> rider message.created", run.agent_to_rider),
                          ("knot_rt: rider POST -> agent report.updated", run.rider_to_agent)):

@@ -112,7 +112,8 @@ async def test_assign_resolve_reopen_are_seen_live_on_both_topics(harness: Harne
         events = await agent_feed.events(2)
         assert [(e["topic"], e["event"]) for e in events] == [
             (report_topic, "report.assigned"), (support_topic, "report.updated")]
-        assert events[0]["data"]["assigned_to"] == w["agent"]
+        assert (events[0]["data"]["assigned_to"], events[0]["data"]["by"], events[0]["data"]["agent_id"]) == (
+            w["agent"], "support", w["agent"])
         updated = events[1]["data"]
         assert (updated["report_id"], updated["assigned_to"], updated["unread_count"]) == (report, w["agent"], 1)
         assert updated["author"] == {"user_id": w["rider"], "email": "rider@example.com"}

@@ -7,7 +7,9 @@ answers exactly like an unknown one (404 code 4), so an agent learns nothing of 
 
 Every change is one unit of work (``uow.Work``) with its feed events: ``report.assigned`` /
 ``report.resolved`` / ``report.reopened`` on ``report:<id>``, ``report.updated`` on
-``support:<network_id>`` and on the author's ``user`` topic. The row is locked (``FOR UPDATE``) inside
+``support:<network_id>`` and, for a status change, on the author's ``user`` topic. The events on
+``report:<id>`` say ``"by": "support"`` and the ``agent_id`` (a reopening by the rider's message says
+``"by": "user"``, ``support/store.py``). The row is locked (``FOR UPDATE``) inside
 the transaction, so two agents acting at once are ordered; a change that changes nothing (resolving a
 resolved report, assigning to the current assignee) still answers 0 but writes and publishes nothing.
 
@@ -158,7 +160,7 @@ class SupportAgents:
                 if row["assigned_to"] != agent:
                     await uow.conn.execute("UPDATE reports SET assigned_to = $2 WHERE id = $1", report_id, agent)
                     await uow.publish(topic, EventName.REPORT_ASSIGNED, {
-                        "report_id": report_id, "assigned_to": agent, "by": agent_id,
+                        "report_id": report_id, "assigned_to": agent, "by": str(Side.SUPPORT), "agent_id": agent_id,
                     })
                     changed = True
                 else:
@@ -171,7 +173,8 @@ class SupportAgents:
                         "RETURNING resolved_at", report_id,
                     )
                     await uow.publish(topic, EventName.REPORT_RESOLVED, {
-                        "report_id": report_id, "by": agent_id, "resolved_at": resolved_at.isoformat(),
+                        "report_id": report_id, "by": str(Side.SUPPORT), "agent_id": agent_id,
+                        "resolved_at": resolved_at.isoformat(),
                     })
             else:
                 changed = row["status"] != "open"
@@ -179,7 +182,9 @@ class SupportAgents:
                     await uow.conn.execute(
                         "UPDATE reports SET status = 'open', resolved_at = NULL WHERE id = $1", report_id
                     )
-                    await uow.publish(topic, EventName.REPORT_REOPENED, {"report_id": report_id, "by": agent_id})
+                    await uow.publish(topic, EventName.REPORT_REOPENED, {
+                        "report_id": report_id, "by": str(Side.SUPPORT), "agent_id": agent_id,
+                    })
             report = await read_report(uow.conn, report_id)
             assert report is not None
             if changed:  # the rider hears of their report's status, not of who handles it
