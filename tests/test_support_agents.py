@@ -79,6 +79,7 @@ async def test_agent_lists_their_networks_reports_with_unread_counts_and_pages(h
     assert [r["report_id"] for r in more] == [ids[2], ids[1], ids[0]]
     assert (await get_reports(client, token, status="resolved")).json()["data"] == []
     assert len((await get_reports(client, token, status="all", limit=100)).json()["data"]) == 6
+    assert len((await get_reports(client, token, network_id=w["first"], limit=100)).json()["data"]) == 6
 
     for bad in ({"limit": 0}, {"limit": 101}, {"status": "closed"}):
         assert (await get_reports(client, token, **bad)).json()["code"] == 2
