@@ -41,6 +41,16 @@ class FeedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Ephemeral:
+    """An event with no sequence number (``typing``): never stored, never replayed, dropped rather than
+    queued behind a full inbox (it is stale by the time it would be read)."""
+
+    topic: str
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Resync:
     """The events after ``since`` are no longer kept: reload the topic over HTTP, then
     resume after ``seq`` (the topic's last sequence number)."""
@@ -67,17 +77,18 @@ class Subscriber:
     """One feed connection's inbox: bounded, never blocks the publisher."""
 
     def __init__(self, capacity: int) -> None:
-        self._send, self.inbox = trio.open_memory_channel[FeedEvent | Resync](capacity)
+        self._send, self.inbox = trio.open_memory_channel[FeedEvent | Resync | Ephemeral](capacity)
         self.too_slow = trio.Event()
         self.topics: set[str] = set()
 
-    def offer(self, item: FeedEvent | Resync) -> None:
+    def offer(self, item: FeedEvent | Resync | Ephemeral) -> None:
         if self.too_slow.is_set():
             return
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
-            self.too_slow.set()
+            if not isinstance(item, Ephemeral):  # a lost typing indicator is no lost event
+                self.too_slow.set()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
@@ -122,6 +133,18 @@ class FeedBus:
             if subscriber.too_slow.is_set():
                 # Stop feeding it at once; its connection closes with 4408.
                 self.drop(subscriber)
+
+    def deliver_ephemeral(self, topic: Topic, event: EventName, data: dict[str, Any]) -> None:
+        """Hand an ephemeral event (``typing``) to the topic's live subscribers of this process, now.
+
+        Not written, no sequence number, not under the topic's lock: it may pass a durable event
+        being delivered, which is harmless for an indicator that expires on its own."""
+        state = self._topics.get(str(topic))
+        if state is None:
+            return
+        item = Ephemeral(str(topic), str(event), data)
+        for subscriber in list(state.subscribers):
+            subscriber.offer(item)
 
     async def subscribe(self, subscriber: Subscriber, topic: Topic, since: int | None = None) -> None:
         """Start delivering ``topic``; with ``since``, first the kept events after it (or a Resync)."""

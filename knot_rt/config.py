@@ -66,6 +66,8 @@ class RateLimits:
     confirmation_per_client: str = "20/hour"
     register_per_client: str = "20/hour"
     discount_code_per_user: str = "20/hour"
+    report_per_user: str = "10/hour"  # new support reports
+    report_message_per_user: str = "30/minute"  # chat messages (text and images) of a user, on every report
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class Settings:
     station_secret_check_seconds: float = 15.0  # how often open sockets are checked against rotated secrets
     station_restart_backoff: float = 0.5  # first delay before an actor restart, doubling, capped at 30 s
     station_restart_storm: int = 500  # restarts of all station actors within 5 s that escalate the subtree
+    chat_idle_seconds: float = 300.0  # a report's chat actor stops after this long without a message
     subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
     badge_link_seconds: float = 60.0  # a badge link waits this long at its reader for the badge
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops

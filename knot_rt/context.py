@@ -27,6 +27,7 @@ from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
 from .stations.service import StationService
+from .support.service import SupportService
 from .uow import Work
 from .vehicles.service import VehicleService
 
@@ -54,6 +55,7 @@ class Services:
     badges: BadgeService
     payments: PaymentService
     payment_worker: PaymentWorker
+    support: SupportService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -126,6 +128,7 @@ class Services:
             badges=badges,
             payments=payments,
             payment_worker=payment_worker,
+            support=SupportService(work, catalog, access, idle_after=settings.chat_idle_seconds),
         )
 
 

@@ -91,6 +91,7 @@ async def _serve_all(
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             live.start_soon(svc.rents.run)
+            await live.start(svc.support.run)
             async with trio.open_nursery() as http:
                 binds: list[str] = await http.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
                 log.info("serving HTTP on %s", ", ".join(binds))

@@ -58,6 +58,7 @@ class ErrorCode(IntEnum):
     PAYMENT_ACTION_REQUIRED = 43
     GUARANTEE_IN_USE = 44
     PAYMENTS_UNAVAILABLE = 45
+    REPORT_CLOSED = 46
     SERVICE_UNAVAILABLE = 48
     DEVICE_OFFLINE = 50
     INVALID_2FA_SETUP = 60
@@ -119,6 +120,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.GUARANTEE_IN_USE: ErrorInfo(409, "The guarantee is used by an ongoing rent"),
     # 501 when payments are not configured; 502 (given by the raiser) when the provider cannot be reached.
     ErrorCode.PAYMENTS_UNAVAILABLE: ErrorInfo(501, "Payments are not available"),
+    ErrorCode.REPORT_CLOSED: ErrorInfo(409, "The report is resolved and may not be reopened by writing"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
     ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),

@@ -506,6 +506,19 @@ def event(topic: Topic | str, seq: int, name: str, data: Mapping[str, Any]) -> s
     return _dumps({"type": "event", "topic": str(parsed), "seq": seq, "event": str(name), "data": dict(data)})
 
 
+#: The events sent without ``seq``, never stored nor replayed (``feed-protocol.md``, "Ephemeral events").
+EPHEMERAL_EVENTS: Final = frozenset({EventName.TYPING})
+
+
+def ephemeral(topic: Topic | str, name: str, data: Mapping[str, Any]) -> str:
+    """An ephemeral event frame: like :func:`event` without ``seq``. Raises ValueError for a bad topic or an
+    event that is not ephemeral on that kind of topic."""
+    parsed = topic if isinstance(topic, Topic) else parse_topic(topic)
+    if name not in EPHEMERAL_EVENTS or name not in TOPIC_EVENTS[parsed.kind]:
+        raise ValueError(f"event {name!r} is not an ephemeral event of the {parsed.kind.value!r} topic")
+    return _dumps({"type": "event", "topic": str(parsed), "event": str(name), "data": dict(data)})
+
+
 def resync(topic: Topic | str, seq: int) -> str:
     """The ``resync`` event: the events the client asked for are gone; reload the topic
     over HTTP, then resume after ``seq`` (the topic's last one, 0 if it has none yet)."""

@@ -16,12 +16,13 @@ from quart import Blueprint, websocket
 from protocols import feed as wire
 from protocols.errors import ErrorCode
 
-from ..bus import FeedEvent, Resync, Subscriber
+from ..bus import Ephemeral, FeedEvent, Resync, Subscriber
 from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
 from ..services.access import seen_cluster, unknown_cluster
 from ..services.permissions import STATION_READERS, load_permissions
+from ..support.store import load_report
 from .auth import Caller, access_of, authenticate
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
             permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
             if permissions.allows_any(STATION_READERS, scope, write=False):
                 return
+    if topic.kind is wire.TopicKind.REPORT and topic.id is not None:
+        # The author and the support agents of its network; an unknown report answers like a forbidden one.
+        report_id = topic.id
+        report = await svc.db.run(lambda conn: load_report(conn, report_id))
+        if report is not None and await svc.support.side_of(caller.user_id, report, write=False) is not None:
+            return
     raise ApiError(ErrorCode.NOT_ALLOWED, f"you may not subscribe to {topic}")
 
 
@@ -98,8 +105,30 @@ class FeedConnection:
             self.client_topics.pop(str(topic), None)
             self.svc.bus.unsubscribe(self.subscriber, topic)
             await self.send(wire.reply(frame.ref))
-        else:  # typing and read belong to the chat channels of a later part
-            await self.send(wire.reply(frame.ref, ErrorCode.NOT_ALLOWED, "no chat channel on this topic"))
+        else:
+            await self.chat(frame)
+
+    async def chat(self, frame: wire.TypingFrame | wire.ReadFrame) -> None:
+        """``typing`` and ``read`` on a report's topic, through its chat actor (as ``POST .../read``).
+
+        Who may subscribe to the topic may send them (13 otherwise, as for a subscription)."""
+        assert frame.topic.id is not None
+        report_id = frame.topic.id
+        try:
+            try:
+                report, side = await self.svc.support.access(self.caller.user_id, report_id)
+            except ApiError:
+                raise ApiError(ErrorCode.NOT_ALLOWED, f"you may not write to {frame.topic}") from None
+            if isinstance(frame, wire.TypingFrame):
+                await self.svc.support.typing(report, side)
+            else:
+                await self.svc.support.mark_read(report, side, frame.message_id)
+        except ApiError as error:
+            await self.send(wire.reply(frame.ref, error.code, error.message))
+        except DatabaseUnavailable:
+            await self.send(wire.reply(frame.ref, ErrorCode.SERVICE_UNAVAILABLE))
+        else:
+            await self.send(wire.reply(frame.ref))
 
     async def reauthenticate(self, frame: wire.AuthFrame) -> None:
         try:
@@ -129,9 +158,15 @@ class FeedConnection:
             await websocket.send(wire.reply(frame.ref))
 
 
-def encode_item(client_topic: str, item: FeedEvent | Resync) -> str | None:
+def encode_item(client_topic: str, item: FeedEvent | Resync | Ephemeral) -> str | None:
     if isinstance(item, Resync):
         return wire.resync(client_topic, item.seq)
+    if isinstance(item, Ephemeral):
+        try:
+            return wire.ephemeral(client_topic, item.event, item.data)
+        except ValueError:
+            log.error("feed: ephemeral event %r is not one of topic %s; not sent", item.event, client_topic)
+            return None
     try:
         return wire.event(client_topic, item.seq, item.event, item.data)
     except ValueError:
