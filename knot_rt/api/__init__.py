@@ -18,6 +18,7 @@ from . import (
     maps,
     networks,
     rents,
+    report_images,
     stations,
     users,
 )
@@ -37,6 +38,7 @@ BLUEPRINTS: list[Blueprint] = [
     maps.bp,
     networks.bp,
     rents.bp,
+    report_images.bp,
     stations.bp,
     users.bp,
 ]

@@ -12,7 +12,6 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ApiError
 from .inputs import decode_utf8, parse_json_body
 
-
 # Routes allowed a larger body than the app's ``MAX_CONTENT_LENGTH`` (Settings.max_body_bytes): method, a
 # pattern of the whole path, the limit. Quart sizes the body (and the multipart parser) when the request object is
 # built, before routing, so the route cannot raise it itself; a blueprint declares it here at import
