@@ -109,8 +109,11 @@ async def upload_image(report_id: int, data: ImageUpload) -> Data[ImageOut]:
 @require_user
 @readable_report(write=False)
 async def fetch_image(report_id: int, image_id: str) -> Response:
-    """A chat image's bytes with their content type, for the report's author and its network's support agents
-    (404 code 4 for anyone else, or an unknown image). Cached privately, for good: an image never changes."""
+    """Fetch a chat image: its bytes with their content type.
+
+    For the report's author and its network's support agents (404 code 4 for anyone else, or an unknown image).
+    Cached privately, for good (`Cache-Control: private, max-age=31536000, immutable`): an image never changes
+    under its id. Served with `X-Content-Type-Options: nosniff` and a sandboxing CSP."""
     svc = services()
     found = await svc.db.run(lambda conn: images.load_image(conn, report_id, image_id))
     if found is None:
