@@ -19,6 +19,7 @@ from . import (
     networks,
     rents,
     report_images,
+    reports,
     stations,
     users,
 )
@@ -39,6 +40,7 @@ BLUEPRINTS: list[Blueprint] = [
     networks.bp,
     rents.bp,
     report_images.bp,
+    reports.bp,
     stations.bp,
     users.bp,
 ]
