@@ -219,3 +219,11 @@ async def test_missing_or_wrong_part(harness: Harness) -> None:
     refused(await client.post(path, headers=site.rider, data={"chat_image": "not a file"}), 400, 2)
     refused(await client.post(path, headers=site.rider, json={"chat_image": "x"}), 400, 2)
     refused(await client.post(path, headers=site.rider), 400, 2)
+
+
+async def test_resolved_past_its_window_refused(harness: Harness) -> None:
+    site = await make_site(harness)
+    await harness.db.execute("UPDATE reports SET status = 'resolved', resolved_at = now() - interval '8 days' "
+                             "WHERE id = $1", site.report)
+    refused(await upload(harness.client, site.report, site.rider, picture("JPEG")), 409, 46)
+    assert await harness.db.fetchval("SELECT count(*) FROM report_images") == 0

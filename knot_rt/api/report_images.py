@@ -94,8 +94,8 @@ async def upload_image(report_id: int, data: ImageUpload) -> Data[ImageOut]:
     """
     svc = services()
     caller = current_caller()
-    svc.limiter.check((svc.settings.rate_limits.report_message_per_user, "report_message_per_user",
-                       str(caller.user_id)))
+    # One budget with text messages: the same rate and key as ``reports.post_message``.
+    svc.limiter.check((svc.settings.rate_limits.report_message_per_user, "report_message:user", str(caller.user_id)))
     report, side = _report()
     # The part may sit in a temporary file (werkzeug spools beyond 500 KB): read it off the event loop.
     raw = await trio.to_thread.run_sync(data.chat_image.stream.read, images.MAX_IMAGE_BYTES + 1)
