@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import trio
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from protocols.errors import ErrorCode
 
@@ -140,11 +140,16 @@ def clean_image(data: bytes) -> CleanImage:
             mode = _plain_mode(upright, kind)
             pixels = upright.convert(mode) if upright.mode != mode else upright
             clean = Image.frombytes(mode, pixels.size, pixels.tobytes())
+    except ApiError:
+        raise
     except Image.DecompressionBombError:
         raise _too_many_pixels() from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError):
-        # Pillow's ways of saying "truncated or corrupt" (struct errors are ValueErrors); the signature said
-        # JPEG, PNG or WebP, so an unidentifiable body is a corrupt one.
+    except MemoryError:
+        raise
+    except Exception:
+        # Pillow's ways of saying "truncated or corrupt" are many (OSError, SyntaxError, ValueError, struct.error,
+        # EOFError, IndexError, an unidentifiable body...), and a hostile file may find others: the signature said
+        # JPEG, PNG or WebP, so whatever fails to decode is a corrupt one.
         raise _corrupt() from None
     out = BytesIO()
     clean.save(out, format=kind, **_SAVE_OPTIONS[kind])
