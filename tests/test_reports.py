@@ -312,3 +312,32 @@ async def test_rate_limits_on_reports_and_messages(harness: Harness) -> None:
                                              headers=bearer(world.rider))
         statuses.append(response.status_code)
     assert statuses == [200] * 40 + [429]
+
+
+async def test_a_read_only_agent_reads_but_may_not_write(harness: Harness) -> None:
+    world = await make_world(harness)
+    report_id = await open_report(harness, world)
+    reader = await harness.create_user("reader@example.com", perms=[("support", False)], networks=[world.network])
+    token = await open_test_session(harness, reader)
+    history = (await call(harness, "GET", f"/reports/{report_id}/messages", token))["data"]
+    assert [m["side"] for m in history] == ["user"]
+    assert (await post(harness, token, report_id, "hi", status=403))["code"] == 13
+    async with open_feed(harness.base_url, token) as feed:
+        assert (await feed.subscribe(f"report:{report_id}"))["code"] == 0
+
+
+async def test_the_network_comes_from_the_ongoing_rent_or_an_own_trip(harness: Harness) -> None:
+    world = await make_world(harness)
+    await harness.make.vehicle(world.network, 5001, "SN-5001")
+    rent_id = await harness.db.fetchval(
+        "INSERT INTO rents (user_id, vehicle_id, network_id) VALUES ($1, 5001, $2) RETURNING id",
+        world.rider_id, world.network)
+    bare = (await call(harness, "POST", "/reports", world.rider, {"message": "Will not lock"}))["data"]
+    assert bare["network_id"] == world.network
+    await harness.db.execute("UPDATE rents SET state = 'ended', ended_at = now() WHERE id = $1", rent_id)
+    trip = (await call(harness, "POST", "/reports", world.rider, {"message": "Overcharged", "trip_id": rent_id}))["data"]
+    assert trip["network_id"] == world.network
+    other = await call(harness, "POST", "/reports", world.other_rider, {"message": "?", "trip_id": rent_id}, status=404)
+    assert other["code"] == 4
+    by_serial = (await call(harness, "POST", "/reports", world.rider, {"message": "!", "serial_number": "SN-5001"}))
+    assert by_serial["data"]["network_id"] == world.network

@@ -117,10 +117,13 @@ class SupportService:
         return Side.SUPPORT if permissions.allows(SUPPORT_PERMISSION, scope, write=write) else None
 
     async def access(self, user_id: int, report_id: int, *, write: bool = False) -> tuple[Report, Side]:
-        """The report and the caller's side in it; 404 code 4 when unknown or not theirs to read (``write``)."""
+        """The report and the caller's side in it; 404 code 4 when unknown or not theirs to read; with
+        ``write``, 403 code 13 for an agent whose ``support`` permission there is read-only."""
         report = await self.db.run(lambda conn: store.load_report(conn, report_id))
         side = None if report is None else await self.side_of(user_id, report, write=write)
         if report is None or side is None:
+            if write and report is not None and await self.side_of(user_id, report, write=False) is not None:
+                raise ApiError(ErrorCode.NOT_ALLOWED, "your support permission on this network is read-only")
             raise ApiError(ErrorCode.NOT_FOUND, unknown_report(report_id))
         return report, side
 

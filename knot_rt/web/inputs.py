@@ -154,6 +154,22 @@ def check_query_string(raw: bytes) -> None:
             raise invalid(f"query {name}", fault)
 
 
+def _at_most(limit: int) -> str:
+    """A regex of the decimal numbers from 0 to ``limit`` (leading zeros allowed, as many digits as ``limit``).
+
+    The path converter's regex itself refuses a larger id: werkzeug answers a converter's ``ValidationError``
+    with 405 when another method of the same path exists (the methods it passed over), not 404."""
+    digits = str(limit)
+    width = len(digits)
+    alternatives = [f"[0-9]{{1,{width - 1}}}"]
+    for i, digit in enumerate(digits):
+        if digit != "0":
+            rest = width - i - 1
+            alternatives.append(f"{digits[:i]}[0-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "(?:" + "|".join(alternatives) + ")"
+
+
 class IdConverter(BaseConverter):
     """``<int:…>`` in a path: ASCII digits only, at most a bigint.
 
@@ -161,7 +177,7 @@ class IdConverter(BaseConverter):
     id names no object, so the route does not match and answers 404.
     """
 
-    regex = r"[0-9]{1,19}"
+    regex = _at_most(INT64_MAX)
     weight = 50
 
     def to_python(self, value: str) -> int:
