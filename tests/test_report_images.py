@@ -5,7 +5,8 @@ PNG and WebP too; the image is a message of the conversation and reaches the rep
 agent of the network reads and uploads on the support side. Refused: a text file named ``.jpg`` (415 code 23,
 the project's unsupported-media code), a file over 10 MiB and a body over the route's limit (413 code 6), while
 other routes keep the app's 1 MiB; a corrupt image (400 code 2); decompression bombs (413 code 6); another rider
-and another network's agent (404 code 4 on upload and fetch); no ``chat_image`` part (400 code 2).
+and another network's agent (404 code 4 on upload and fetch), a read-only agent (fetches, 403 code 13 on
+upload); no ``chat_image`` part (400 code 2).
 """
 
 from __future__ import annotations
@@ -203,6 +204,11 @@ async def test_only_readers_of_the_report(harness: Harness) -> None:
     for outsider in (site.stranger, site.other_agent):
         refused(await client.get(url, headers=outsider), 404, 4)
     refused(await client.get(url), 401, 3)
+    # An agent whose support permission is read-only sees the image, and may not upload one.
+    reader = await harness.create_user("reader@example.com", perms=[("support", False)], networks=[site.network])
+    reader_headers = bearer(await open_test_session(harness, reader))
+    assert (await client.get(url, headers=reader_headers)).status_code == 200
+    refused(await upload(client, site.report, reader_headers, jpeg), 403, 13)
     refused(await client.get(f"{REPORTS}/{site.report}/images/nope", headers=site.rider), 404, 4)
     # The right id under another report is unknown there.
     other = await harness.svc.support.open_report(

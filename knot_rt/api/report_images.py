@@ -1,7 +1,8 @@
 """Chat images (issue 12): upload one as a new message of a report (ROUTES row 10), fetch one.
 
 Both routes serve the report's author and the support agents of its network (``SupportService.access``); anyone
-else gets 404 code 4, whether the report exists or not. The upload checks that before the body is parsed, so a
+else gets 404 code 4, whether the report exists or not; an agent whose ``support`` permission is read-only fetches
+but may not upload (403 code 13). The upload checks that before the body is parsed, so a
 stranger's 10 MiB are never decoded. What the image goes through is in ``knot_rt.support.images``.
 
 The upload route alone may carry a body of ``MAX_UPLOAD_BODY`` (10 MiB of image and its multipart framing);
