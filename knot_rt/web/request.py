@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from quart import request
@@ -11,6 +12,25 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ApiError
 from .inputs import decode_utf8, parse_json_body
 
+# Routes allowed a larger body than the app's ``MAX_CONTENT_LENGTH`` (Settings.max_body_bytes): method, a
+# pattern of the whole path, the limit. Quart sizes the body (and the multipart parser) when the request object is
+# built, before routing, so the route cannot raise it itself; a blueprint declares it here at import
+# (``allow_larger_body``). Every other route keeps the app's limit.
+_LARGER_BODIES: list[tuple[str, re.Pattern[str], int]] = []
+
+
+def allow_larger_body(method: str, path_pattern: str, limit: int) -> None:
+    """Let ``method`` requests whose path fully matches ``path_pattern`` carry up to ``limit`` bytes of body."""
+    _LARGER_BODIES.append((method.upper(), re.compile(path_pattern), limit))
+
+
+def body_limit(method: str, path: str, default: int | None) -> int | None:
+    """The body limit of a request: a declared larger one for its route, else ``default``."""
+    for wanted, pattern, limit in _LARGER_BODIES:
+        if method == wanted and pattern.fullmatch(path):
+            return limit if default is None else max(limit, default)
+    return default
+
 
 class KnotRequest(TrioRequest):
     """Quart's request, with JSON and text bodies read strictly (see ``inputs``).
@@ -19,7 +39,17 @@ class KnotRequest(TrioRequest):
     was a 500; here it is 400 + code 2, like NUL, lone surrogates, 64-bit
     overflow and NaN anywhere in the JSON. ``silent`` keeps Quart's meaning: None
     instead of an error.
+
+    A route declared by ``allow_larger_body`` gets its own body limit (the body
+    and the multipart parser alike); every other one keeps the app's.
     """
+
+    def __init__(self, method: str, scheme: str, path: str, *args: Any, max_content_length: int | None = None,
+                 **kwargs: Any) -> None:
+        limit = body_limit(method, path, max_content_length)
+        super().__init__(method, scheme, path, *args, max_content_length=limit, **kwargs)
+        if limit != max_content_length:
+            self.max_content_length = limit  # the multipart parser reads the property, not the body's limit
 
     async def get_data(
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
