@@ -28,6 +28,7 @@ Stored bytes are served as they are: ``report_images`` keeps the cleaned data, i
 
 from __future__ import annotations
 
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -170,6 +171,15 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_public_id(text: str) -> bool:
+    """Could ``text`` be an image's public id (URL-safe base64, what ``new_public_id`` writes)? Anything else
+    (NUL, other characters) names no image and is never sent to the database."""
+    return _PUBLIC_ID.fullmatch(text) is not None
+
+
 async def insert_image(conn: asyncpg.Connection, report_id: int, image: CleanImage) -> StoredImage:
     """Store a cleaned image of report ``report_id`` (inside the caller's transaction)."""
     row = await conn.fetchrow(
@@ -182,6 +192,8 @@ async def insert_image(conn: asyncpg.Connection, report_id: int, image: CleanIma
 
 async def load_image(conn: asyncpg.Connection, report_id: int, public_id: str) -> tuple[bytes, str] | None:
     """The bytes and content type of image ``public_id`` of report ``report_id``, or None."""
+    if not is_public_id(public_id):
+        return None
     row = await conn.fetchrow(
         "SELECT data, content_type FROM report_images WHERE report_id = $1 AND public_id = $2",
         report_id, public_id)
