@@ -62,10 +62,13 @@ class TopicKind(StrEnum):
     CLUSTER = "cluster"
     STATION = "station"
     SUPPORT = "support"
+    MAINTENANCE = "maintenance"
 
 
-_WITH_ID: Final = frozenset({TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STATION, TopicKind.SUPPORT})
-_TOPIC = re.compile(r"(user)|(report|cluster|station|support):([1-9][0-9]{0,18})")
+_WITH_ID: Final = frozenset(
+    {TopicKind.REPORT, TopicKind.CLUSTER, TopicKind.STATION, TopicKind.SUPPORT, TopicKind.MAINTENANCE}
+)
+_TOPIC = re.compile(r"(user)|(report|cluster|station|support|maintenance):([1-9][0-9]{0,18})")
 _USER_TOPIC = re.compile(r"user:([1-9][0-9]{0,18})")
 
 #: How a topic name with an id begins: ``"station:"``, ``"cluster:"``, ``"report:"``, ``"user:"`` (a user's own
@@ -118,6 +121,11 @@ class Topic(NamedTuple):
     @classmethod
     def station(cls, station_id: int) -> Topic:
         return cls(TopicKind.STATION, _topic_id(TopicKind.STATION, station_id))
+
+    @classmethod
+    def maintenance(cls, network_id: int) -> Topic:
+        """The maintenance operators' topic of a network: every maintenance of its stations, spots, vehicles."""
+        return cls(TopicKind.MAINTENANCE, _topic_id(TopicKind.MAINTENANCE, network_id))
 
     @classmethod
     def support(cls, network_id: int) -> Topic:
@@ -219,6 +227,10 @@ class EventName(StrEnum):
     SPOT_UNLOCKED = "spot.unlocked"
     ALERT = "alert"
     FAULT = "fault"
+    # station:<id> and maintenance:<network_id>
+    MAINTENANCE_OPENED = "maintenance.opened"
+    MAINTENANCE_UPDATED = "maintenance.updated"
+    MAINTENANCE_RESOLVED = "maintenance.resolved"
     # support:<network_id> (and REPORT_UPDATED on user: a report of the user got an answer or changed)
     REPORT_CREATED = "report.created"
     REPORT_UPDATED = "report.updated"
@@ -264,7 +276,13 @@ TOPIC_EVENTS: Final[Mapping[TopicKind, frozenset[EventName]]] = {
             EventName.SPOT_UNLOCKED,
             EventName.ALERT,
             EventName.FAULT,
+            EventName.MAINTENANCE_OPENED,
+            EventName.MAINTENANCE_UPDATED,
+            EventName.MAINTENANCE_RESOLVED,
         }
+    ),
+    TopicKind.MAINTENANCE: frozenset(
+        {EventName.MAINTENANCE_OPENED, EventName.MAINTENANCE_UPDATED, EventName.MAINTENANCE_RESOLVED}
     ),
     TopicKind.SUPPORT: frozenset({EventName.REPORT_CREATED, EventName.REPORT_UPDATED}),
 }

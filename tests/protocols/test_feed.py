@@ -46,6 +46,7 @@ def rejected(text: str | bytes) -> FeedFrameError:
     [
         ("user", TopicKind.USER, None),
         ("support:4", TopicKind.SUPPORT, 4),
+        ("maintenance:3", TopicKind.MAINTENANCE, 3),
         ("report:12", TopicKind.REPORT, 12),
         ("cluster:3", TopicKind.CLUSTER, 3),
         ("station:7001", TopicKind.STATION, 7001),
@@ -109,6 +110,12 @@ def test_topic_events_follow_the_contract() -> None:
         "spot.unlocked",
         "alert",
         "fault",
+        "maintenance.opened",
+        "maintenance.updated",
+        "maintenance.resolved",
+    }
+    assert {str(name) for name in TOPIC_EVENTS[TopicKind.MAINTENANCE]} == {
+        "maintenance.opened", "maintenance.updated", "maintenance.resolved",
     }
     assert {str(name) for name in TOPIC_EVENTS[TopicKind.USER]} == {
         "rent.started",
