@@ -200,6 +200,12 @@ class StationListener(Protocol):
         """Availability, online state or docked vehicles changed (``cause``: a vehicle released or returned)."""
         ...
 
+    async def station_reported(self, before: StationView, after: StationView, payload: wire.Payload) -> None:
+        """An event of the station was recorded and applied (never called for a resent id): its payload,
+        with the views before and after it. Called from inside the actor: it must not wait on the actor
+        (the maintenances opened from faults and alerts are queued, ``knot_rt.maintenance.automatic``)."""
+        ...
+
 
 # --------------------------------------------------------------------------
 # Messages
@@ -394,7 +400,13 @@ class StationActor(Actor[StationMessage, StationReply]):
             return
         if isinstance(call.payload, wire.UnlockedPayload):
             self._unlocks.pop(call.payload.unlock, None)
+        before = self.view
         await self._apply(call, changes)
+        try:
+            await self._listener.station_reported(before, self.view, call.payload)
+        except Exception:  # recorded and applied: a listener's trouble stays its own
+            log.exception("station %s: a listener failed on a report", self.station_id,
+                          extra={"station_id": self.station_id})
         if isinstance(call.payload, wire.BadgeRfidPayload):
             await self._badge_read(call.payload)
         await answer(link, wire.result(call.id, result))

@@ -228,10 +228,12 @@ def _state(facts: VehicleFacts, state: VehicleView) -> str:
 
 
 def _is_available(facts: VehicleFacts, state: VehicleView) -> bool:
-    """Ready to be rented: available and not rented now, not exceptionally out of order, battery above the
-    auto-lock level, and for a vehicle with its own module, connected (else it cannot be unlocked)."""
+    """Ready to be rented: available and not rented now, not exceptionally out of order nor out of rent for
+    an open ``high`` maintenance, battery above the auto-lock level, and for a vehicle with its own module,
+    connected (else it cannot be unlocked)."""
     return (
         _state(facts, state) == "available" and facts.out_of_order is None
+        and not services().vehicles.in_maintenance(facts.id)
         and (state.battery_level is None or state.battery_level > facts.min_battery_to_auto_lock)
         and (state.connected or not state.has_module)
     )

@@ -203,6 +203,8 @@ class RentService:
         live: VehicleView = self.vehicles.state(vehicle_id)
         if live.rented or live.station_id is None or live.spot_number is None:
             raise unavailable
+        if self.vehicles.in_maintenance(vehicle_id):
+            raise ApiError(ErrorCode.VEHICLE_NOT_AVAILABLE, f"vehicle {vehicle_id} is in maintenance")
         station = self.stations.live.station(live.station_id)
         spot = station.spot(live.spot_number) if station is not None else None
         if (
@@ -267,6 +269,7 @@ class RentService:
         why = (
             "is out of order" if vehicle.state not in ("available", "rented") or vehicle.out_of_order
             or network.out_of_order is not None
+            else "is in maintenance" if self.vehicles.in_maintenance(vehicle_id)
             else "is rented" if live.rented
             else "is not connected" if not live.connected
             else "has not told where it is" if live.latitude is None or live.longitude is None

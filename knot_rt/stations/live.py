@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from actors.station import SpotEvent, StationView
+from protocols import station as wire
 from protocols.feed import EventName, Topic
 
 from ..db import Backoff, DatabaseUnavailable
@@ -49,6 +50,10 @@ class ClusterAvailability:
 
 
 VehicleMoves = Callable[[StationView, StationView, SpotEvent | None], Awaitable[None]]
+#: Told of every event a station actor recorded and applied, and of its going on- and offline (a watcher that
+#: must not wait on the actor: ``knot_rt.maintenance.automatic`` queues what it decides).
+StationReports = Callable[[StationView, StationView, wire.Payload], None]
+OnlineChanges = Callable[[StationView], None]
 
 
 class LiveStations:
@@ -66,6 +71,11 @@ class LiveStations:
         self._wake = trio.Event()
         self.coalesce = coalesce
         self.vehicle_moves: VehicleMoves | None = None
+        # Vehicles out of rent (an open ``high`` maintenance, ``knot_rt.maintenance.live``): docked in a usable
+        # spot, they do not count as available. The vehicles' live state owns the set; this only reads it.
+        self.vehicle_blocked: Callable[[int], bool] = lambda _vehicle_id: False
+        self.reports: StationReports | None = None
+        self.online_changes: OnlineChanges | None = None
 
     def seed(self, views: list[StationView]) -> None:
         """The last known state of every station, from the database at start."""
@@ -93,11 +103,35 @@ class LiveStations:
     def _compute(self, cluster_id: int) -> ClusterAvailability:
         views = [self._views[s] for s in self._by_cluster.get(cluster_id, ())]
         return ClusterAvailability(
-            available_vehicles=sum(v.available_vehicles for v in views),
+            available_vehicles=sum(self.available_vehicles(v) for v in views),
             free_spots=sum(v.free_spots for v in views),
             total_spots=sum(v.total_spots for v in views),
             cluster_is_down=not any(v.online for v in views),
         )
+
+    def available_vehicles(self, view: StationView) -> int:
+        """``view.available_vehicles`` less the vehicles out of rent for maintenance."""
+        if not view.online:
+            return 0
+        return sum(
+            1 for s in view.spots
+            if s.vehicle not in (None, 0) and s.lock == 1 and not s.in_maintenance and s.is_accessible
+            and not self.vehicle_blocked(s.vehicle)
+        )
+
+    def refresh_station(self, station_id: int) -> None:
+        """Recompute the totals of the station's cluster (a vehicle docked there went in or out of
+        maintenance); ``cluster.updated`` follows when they changed."""
+        view = self._views.get(station_id)
+        if view is not None:
+            self._update_totals(view.cluster_id)
+
+    def _update_totals(self, cluster_id: int) -> None:
+        totals = self._compute(cluster_id)
+        if totals != self._availability.get(cluster_id):
+            self._availability[cluster_id] = totals
+            self._dirty.add(cluster_id)
+            self._wake.set()
 
     # reads -----------------------------------------------------------------
 
@@ -114,7 +148,13 @@ class LiveStations:
     # StationListener ---------------------------------------------------------
 
     async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
+        if event in (EventName.STATION_ONLINE, EventName.STATION_OFFLINE) and self.online_changes is not None:
+            self.online_changes(view)
         await self._work.publish(Topic.station(view.station_id), event, data)
+
+    async def station_reported(self, before: StationView, after: StationView, payload: wire.Payload) -> None:
+        if self.reports is not None:
+            self.reports(before, after, payload)
 
     async def station_changed(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
         """The vehicles first (their actors take the report), then the station's view and totals:
@@ -124,13 +164,8 @@ class LiveStations:
                 await self.vehicle_moves(before, after, cause)
             except Exception:  # the vehicles' trouble never keeps the station's view behind
                 log.exception("station %s: moving its vehicles failed", after.station_id)
-        cluster_id = after.cluster_id
         self._remember(after)
-        totals = self._compute(cluster_id)
-        if totals != self._availability.get(cluster_id):
-            self._availability[cluster_id] = totals
-            self._dirty.add(cluster_id)
-            self._wake.set()
+        self._update_totals(after.cluster_id)
 
     async def run(self) -> None:
         """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes.

@@ -110,6 +110,7 @@ class StationService:
         self.vehicle_service = vehicles
         self.registry.register(VEHICLE, self.vehicles, self.vehicle_service.actor_factory())
         self.live.vehicle_moves = self.vehicle_service.mover(self.registry, unknown=self._unknown_vehicle)
+        self.live.vehicle_blocked = self.vehicle_service.in_maintenance
         self.heartbeat_interval = heartbeat_interval
         self.call_timeout = call_timeout
         # Wiring point of the badges domain (``Services.build`` sets it before anything runs): the station

@@ -36,6 +36,9 @@ class LiveVehicles:
         self._free = MovingGrid()
         self._docked: dict[int, dict[int, int]] = {}  # station id -> spot number -> vehicle id
         self._changed_while_loading: dict[int, VehicleView] | None = None
+        # Out of rent for maintenance (an open ``high`` one), written by ``knot_rt.maintenance.live`` after
+        # the maintenance's commit; not part of a ``VehicleView`` (the actor's), kept beside it.
+        self._in_maintenance: set[int] = set()
 
     # reads -------------------------------------------------------------------
 
@@ -61,7 +64,21 @@ class LiveVehicles:
         """The vehicles docked at a station, by spot number."""
         return {number: self._views[vehicle_id] for number, vehicle_id in self._docked.get(station_id, {}).items()}
 
+    def in_maintenance(self, vehicle_id: int) -> bool:
+        """Out of rent for maintenance: not unlockable (409/30), not available on the map or in its cluster."""
+        return vehicle_id in self._in_maintenance
+
     # writes ------------------------------------------------------------------
+
+    def set_in_maintenance(self, vehicle_id: int, blocked: bool) -> bool:
+        """Put a vehicle out of rent or back; True when it changed."""
+        if blocked == (vehicle_id in self._in_maintenance):
+            return False
+        if blocked:
+            self._in_maintenance.add(vehicle_id)
+        else:
+            self._in_maintenance.discard(vehicle_id)
+        return True
 
     async def vehicle_changed(self, view: VehicleView) -> None:
         """A vehicle actor saved a change (``VehicleListener``)."""

@@ -117,6 +117,10 @@ class VehicleService:
         """The vehicles docked at a station now, by spot number."""
         return self.live.docked_at(station_id)
 
+    def in_maintenance(self, vehicle_id: int) -> bool:
+        """Out of rent for an open ``high`` maintenance (``knot_rt.maintenance.live`` keeps it)."""
+        return self.live.in_maintenance(vehicle_id)
+
 
     # writes ----------------------------------------------------------------------
 

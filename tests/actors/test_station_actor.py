@@ -294,6 +294,9 @@ class RecordingListener:
         await trio.lowlevel.checkpoint()
         self.changes.append((before, after))
 
+    async def station_reported(self, before: StationView, after: StationView, payload: wire.Payload) -> None:
+        await trio.lowlevel.checkpoint()
+
     def names(self, station_id: int = 1) -> list[str]:
         return [event for sid, event, _ in self.events if sid == station_id]
 
