@@ -402,6 +402,7 @@ class StationActor(Actor[StationMessage, StationReply]):
             self._unlocks.pop(call.payload.unlock, None)
         before = self.view
         await self._apply(call, changes)
+        assert before is not None and self.view is not None
         try:
             await self._listener.station_reported(before, self.view, call.payload)
         except Exception:  # recorded and applied: a listener's trouble stays its own

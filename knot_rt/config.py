@@ -186,6 +186,7 @@ class Settings:
     chat_idle_seconds: float = 300.0  # a report's chat actor stops after this long without a message
     subtree_restart_backoff: float = 1.0  # first delay before the root restarts a failed subtree (capped 60 s)
     badge_link_seconds: float = 60.0  # a badge link waits this long at its reader for the badge
+    station_offline_maintenance_seconds: float = 900.0  # a station offline this long gets a maintenance opened
     vehicle_idle_seconds: float = 900.0  # a vehicle actor without messages for this long stops
     vehicle_call_timeout: float = vehicle_wire.DEFAULT_CALL_TIMEOUT  # a command to a vehicle's module: 504 after
     vehicle_status_seconds: int = vehicle_wire.DEFAULT_HEARTBEAT_INTERVAL  # the `status` interval told at boot
@@ -228,6 +229,7 @@ class Settings:
             station_max_handshakes=_env_int("KNOT_STATION_MAX_HANDSHAKES", 512),
             station_auth_failures=env("KNOT_STATION_AUTH_FAILURES", "20/minute"),
             badge_link_seconds=_env_float("KNOT_BADGE_LINK_SECONDS", 60.0),
+            station_offline_maintenance_seconds=_env_float("KNOT_STATION_OFFLINE_MAINTENANCE_SECONDS", 900.0),
             social=SocialConfig.from_env(),
             stripe=StripeConfig.from_env(),
         )

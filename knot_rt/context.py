@@ -15,6 +15,8 @@ from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .maintenance.automatic import StationWatch
+from .maintenance.live import LiveMaintenance
 from .maintenance.service import MaintenanceService
 from .payments.service import PaymentService
 from .payments.worker import PaymentWorker
@@ -60,6 +62,8 @@ class Services:
     support: SupportService
     agents: SupportAgents
     maintenance: MaintenanceService
+    maintenance_live: LiveMaintenance  # the open maintenances' effects and counts (rows 56-57)
+    maintenance_watch: StationWatch  # the maintenances the stations open and resolve themselves
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -111,6 +115,11 @@ class Services:
         support = SupportService(work, catalog, access, idle_after=settings.chat_idle_seconds)
         agents = SupportAgents(db, work, catalog, hub, mail, settings.public_url)
         support.store.on_support_message = agents.mail_rider_if_offline  # the offline rider's mail
+        maintenance = MaintenanceService(work)
+        maintenance_live = LiveMaintenance(maintenance, stations, vehicles)  # its after-change hook
+        maintenance_watch = StationWatch(
+            maintenance, stations, vehicles, offline_after=settings.station_offline_maintenance_seconds
+        )
         return cls(
             settings=settings,
             db=db,
@@ -137,7 +146,9 @@ class Services:
             payment_worker=payment_worker,
             support=support,
             agents=agents,
-            maintenance=MaintenanceService(work),
+            maintenance=maintenance,
+            maintenance_live=maintenance_live,
+            maintenance_watch=maintenance_watch,
         )
 
 

@@ -16,6 +16,7 @@ from protocols import vehicle as vehicle_wire
 
 from .api.app import create_app
 from .context import Services
+from .maintenance.automatic import offline_at_start
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ async def _serve_all(
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             live.start_soon(svc.rents.run)
+            live.start_soon(svc.maintenance_watch.run, offline_at_start(svc.stations))
+            live.start_soon(svc.maintenance_live.run)
             await live.start(svc.support.run)
             async with trio.open_nursery() as http:
                 binds: list[str] = await http.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))

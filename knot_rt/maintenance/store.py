@@ -332,6 +332,12 @@ async def insert(conn: asyncpg.Connection, target: Target, type_key: str, severi
     return None if new_id is None else await get(conn, new_id)
 
 
+async def open_all(conn: asyncpg.Connection) -> list[Maintenance]:
+    """Every open maintenance, by id (the live state's start, ``maintenance/live.py``)."""
+    rows = await conn.fetch(f"{_SELECT} WHERE m.stopped_at IS NULL ORDER BY m.id")
+    return [_maintenance(r) for r in rows]
+
+
 async def open_automatic(conn: asyncpg.Connection, target: Target, code: str) -> Maintenance | None:
     """The open automatic maintenance of ``code`` on the target, if any."""
     where, key = _target_filter(target)

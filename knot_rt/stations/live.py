@@ -138,6 +138,13 @@ class LiveStations:
     def station(self, station_id: int) -> StationView | None:
         return self._views.get(station_id)
 
+    def station_ids(self) -> list[int]:
+        return sorted(self._views)
+
+    def stations_of(self, cluster_id: int) -> list[int]:
+        """The ids of the cluster's stations, in order."""
+        return sorted(self._by_cluster.get(cluster_id, ()))
+
     def cluster(self, cluster_id: int) -> ClusterAvailability:
         return self._availability.get(cluster_id, ClusterAvailability())
 
