@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint
 from quart_schema import tag, validate_querystring, validate_response
 
@@ -85,6 +85,12 @@ class ClustersQuery(PageQuery):
     clusters: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=MAX_CLUSTERS)] = Field(
         description="Identifiers of the clusters (repeated: ``?clusters=1&clusters=2``)."
     )
+
+    @field_validator("clusters", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        """The query string gives one value as itself and a repeated one as a list."""
+        return value if isinstance(value, list) else [value]
 
 
 async def _scope(cluster_id: int) -> Scope | None:
