@@ -103,7 +103,7 @@ async def topic_events(harness: Harness, topic: str) -> list[tuple[str, int | No
     return found
 
 
-def maintenance_events(events: list[tuple[str, int | None]]) -> list[tuple[str, int | None]]:
+def maintenance_events(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return [e for e in events if e[0].startswith("maintenance.")]
 
 
@@ -116,30 +116,46 @@ async def open_automatic(harness: Harness, target: Target) -> list[Maintenance]:
 
 
 async def test_a_high_spot_maintenance_denies_a_return_and_resolving_restores_it(harness: Harness) -> None:
+    """The operator's flow over HTTP; the cluster, the station's and the network's topics on the real feed."""
     site = await make_site(harness)
     station_id = site.station[0]
+    headers = bearer(site.operator_token)
+    target = await spot_target(harness, station_id, 2)
     async with raw_station(harness, site.station, {1: 101, 2: None, 3: None, 4: None}) as raw:
         before = await eventually_value(lambda: cluster_json(harness, site), lambda c: c["free_spots"] == 3)
         assert before["available_vehicles"] == 1
         async with open_feed(harness.base_url, site.operator_token) as feed:
-            assert (await feed.subscribe(f"cluster:{site.cluster}")).get("code") == 0
-            spot = await open_for(harness, site, await spot_target(harness, station_id, 2), "lock-stuck")
+            for topic in (f"cluster:{site.cluster}", f"station:{station_id}", f"maintenance:{site.network}"):
+                assert (await feed.subscribe(topic)).get("code") == 0, topic
+            opened = await harness.client.post("/api/application/maintenances/spots", headers=headers, json={
+                "maintenance_type": "lock-stuck", "comment": "the lock sticks", "spot_id": target.spot_id,
+            })
+            assert opened.status_code == 200, opened.text
+            maintenance_id = opened.json()["data"]["maintenance_id"]
+            assert opened.json()["data"]["severity"] == "high"  # the type's
             view = harness.svc.stations.live.station(station_id)
             assert view is not None and view.spot(2) is not None and view.spot(2).in_maintenance  # type: ignore[union-attr]
             assert (await cluster_json(harness, site))["free_spots"] == 2  # at once: the hook ran before the answer
-            [updated] = await feed.events(1)
-            assert updated["event"] == "cluster.updated" and updated["data"]["free_spots"] == 2
+            seen = await feed.events(3)  # maintenance.opened twice, cluster.updated
             assert (await raw.call("locked", locked(2, 102)))[2] == {"accepted": 2}  # DENY
-            await harness.svc.maintenance.resolve(spot.id, by_user_id=site.operator)
+            resolved = await harness.client.delete(f"/api/application/maintenances/{maintenance_id}", headers=headers)
+            assert resolved.status_code == 200, resolved.text
             assert (await cluster_json(harness, site))["free_spots"] == 3
-            [back] = await feed.events(1)
-            assert back["data"]["free_spots"] == 3
+            seen += await feed.events(4)  # the denied spot.locked, maintenance.resolved twice, cluster.updated
         assert (await raw.call("locked", locked(2, 102)))[2] == {"accepted": 0}
+    by_topic: dict[str, list[tuple[str, Any]]] = {}
+    for event in seen:
+        by_topic.setdefault(event["topic"], []).append((event["event"], event["data"].get("maintenance_id")))
+    assert by_topic[f"station:{station_id}"] == [("maintenance.opened", maintenance_id), ("spot.locked", None),
+                                                 ("maintenance.resolved", maintenance_id)]
+    assert by_topic[f"maintenance:{site.network}"] == maintenance_events(by_topic[f"station:{station_id}"])
+    assert [(e, d) for e, d in by_topic[f"cluster:{site.cluster}"]] == [("cluster.updated", None)] * 2
+    free = [e["data"]["free_spots"] for e in seen if e["event"] == "cluster.updated"]
+    assert free == [2, 3]
     assert await harness.db.fetchval(
         "SELECT in_maintenance FROM spots WHERE station_id = $1 AND number = 2", station_id) is False
     events = maintenance_events(await topic_events(harness, f"station:{station_id}"))
-    assert events == [("maintenance.opened", spot.id), ("maintenance.resolved", spot.id)]
-    assert maintenance_events(await topic_events(harness, f"maintenance:{site.network}")) == events
+    assert events == [("maintenance.opened", maintenance_id), ("maintenance.resolved", maintenance_id)]
 
 
 async def test_a_station_maintenance_takes_every_spot_out_and_a_lower_severity_puts_them_back(
