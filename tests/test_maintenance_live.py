@@ -18,6 +18,8 @@ import pytest
 from knot_rt.config import Settings
 from knot_rt.maintenance.store import Maintenance, Target
 from tests.feed_client import open_feed
+from tests.test_maps import by_id, ids, public_map, user_map
+from tests.test_networks import make_city as make_map_city
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, eventually_value, open_test_session, wait_station_online
 
@@ -341,3 +343,19 @@ async def test_the_cluster_overview_and_counts_follow_the_maintenances(harness: 
     forbidden = await harness.client.get(f"/api/application/maintenances/clusters?clusters={site.cluster}",
                                          headers=bearer(site.rider_token))
     assert (forbidden.status_code, forbidden.json()["code"]) == (403, 13)
+
+
+async def test_a_free_floating_vehicle_in_high_maintenance_is_not_available_on_the_maps(harness: Harness) -> None:
+    city = await make_map_city(harness)
+    free = city.vehicles["free"]
+    target = await harness.svc.maintenance.vehicle(vehicle_id=free)
+    assert target is not None
+    operator = await harness.create_user("maint@example.com", perms=[("maintenance", True)],
+                                         networks=[target.network_id])
+    m = await harness.svc.maintenance.open(target, "brake", by_user_id=operator)
+    assert m is not None
+    assert by_id((await user_map(harness, city, "rider"))["vehicles"], "vehicle_id")[free]["is_available"] is False
+    assert free not in ids((await public_map(harness, app_label="knot"))["vehicle"], "vehicle_id")
+    await harness.svc.maintenance.resolve(m.id, by_user_id=operator)
+    assert by_id((await user_map(harness, city, "rider"))["vehicles"], "vehicle_id")[free]["is_available"] is True
+    assert free in ids((await public_map(harness, app_label="knot"))["vehicle"], "vehicle_id")
