@@ -18,10 +18,10 @@ import pytest
 from knot_rt.config import Settings
 from knot_rt.maintenance.store import Maintenance, Target
 from tests.feed_client import open_feed
-from tests.test_maps import by_id, ids, public_map, user_map
-from tests.test_networks import make_city as make_map_city
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, eventually_value, open_test_session, wait_station_online
+from tests.test_maps import by_id, ids, public_map, user_map
+from tests.test_networks import make_city as make_map_city
 
 NEAR = {"lat": 48.5801, "lng": 7.7301}
 RETURN_TIME = 1_700_000_000_000
