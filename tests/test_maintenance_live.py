@@ -7,7 +7,7 @@ Real server (hypercorn on port 0, real PostgreSQL), real station sockets (``RawS
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 
 from knot_rt.config import Settings
 from knot_rt.maintenance.store import Maintenance, Target
-from tests.feed_client import open_feed
+from tests.feed_client import FeedClient, open_feed
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, eventually_value, open_test_session, wait_station_online
 from tests.test_maps import by_id, ids, public_map, user_map
@@ -109,6 +109,18 @@ def maintenance_events(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return [e for e in events if e[0].startswith("maintenance.")]
 
 
+async def events_until(feed: FeedClient, done: Callable[[dict[str, Any]], bool], at_most: int = 20) -> list[
+        dict[str, Any]]:
+    """The feed's next events up to the first for which ``done`` holds (bounded)."""
+    found: list[dict[str, Any]] = []
+    for _ in range(at_most):
+        [event] = await feed.events(1)
+        found.append(event)
+        if done(event):
+            return found
+    raise AssertionError(f"not seen in {at_most} events: {found}")
+
+
 async def open_automatic(harness: Harness, target: Target) -> list[Maintenance]:
     return [m for m in await harness.svc.maintenance.ongoing_of(target) if m.started_by == "automatic"]
 
@@ -138,12 +150,16 @@ async def test_a_high_spot_maintenance_denies_a_return_and_resolving_restores_it
             view = harness.svc.stations.live.station(station_id)
             assert view is not None and view.spot(2) is not None and view.spot(2).in_maintenance  # type: ignore[union-attr]
             assert (await cluster_json(harness, site))["free_spots"] == 2  # at once: the hook ran before the answer
-            seen = await feed.events(3)  # maintenance.opened twice, cluster.updated
+            # maintenance.opened twice, then cluster.updated with the spot gone (a cluster.updated of the boot,
+            # published after its coalescing delay, may come first).
+            seen = await events_until(feed, lambda e: e["event"] == "cluster.updated" and e["data"]["free_spots"] == 2)
             assert (await raw.call("locked", locked(2, 102)))[2] == {"accepted": 2}  # DENY
             resolved = await harness.client.delete(f"/api/application/maintenances/{maintenance_id}", headers=headers)
             assert resolved.status_code == 200, resolved.text
             assert (await cluster_json(harness, site))["free_spots"] == 3
-            seen += await feed.events(4)  # the denied spot.locked, maintenance.resolved twice, cluster.updated
+            seen += await events_until(feed, lambda e: e["event"] == "cluster.updated" and e["data"]["free_spots"] == 3)
+            while sum(1 for e in seen if e["event"] == "maintenance.resolved") < 2:
+                seen += await feed.events(1)
         assert (await raw.call("locked", locked(2, 102)))[2] == {"accepted": 0}
     by_topic: dict[str, list[tuple[str, Any]]] = {}
     for event in seen:
@@ -151,9 +167,8 @@ async def test_a_high_spot_maintenance_denies_a_return_and_resolving_restores_it
     assert by_topic[f"station:{station_id}"] == [("maintenance.opened", maintenance_id), ("spot.locked", None),
                                                  ("maintenance.resolved", maintenance_id)]
     assert by_topic[f"maintenance:{site.network}"] == maintenance_events(by_topic[f"station:{station_id}"])
-    assert [(e, d) for e, d in by_topic[f"cluster:{site.cluster}"]] == [("cluster.updated", None)] * 2
     free = [e["data"]["free_spots"] for e in seen if e["event"] == "cluster.updated"]
-    assert free == [2, 3]
+    assert free[-2:] == [2, 3]
     assert await harness.db.fetchval(
         "SELECT in_maintenance FROM spots WHERE station_id = $1 AND number = 2", station_id) is False
     events = maintenance_events(await topic_events(harness, f"station:{station_id}"))
