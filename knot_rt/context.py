@@ -120,6 +120,7 @@ class Services:
         maintenance_watch = StationWatch(
             maintenance, stations, vehicles, offline_after=settings.station_offline_maintenance_seconds
         )
+        maintenance_watch.live = maintenance_live
         return cls(
             settings=settings,
             db=db,

@@ -36,6 +36,7 @@ from protocols import station as wire
 
 from ..stations.service import StationService
 from ..vehicles.service import VehicleService
+from .live import LiveMaintenance
 from .service import MaintenanceService
 from .store import Target
 
@@ -74,6 +75,9 @@ class StationWatch:
         self.offline_after = offline_after
         self._send, self._receive = trio.open_memory_channel[Job](QUEUE)
         self._timers: dict[int, trio.CancelScope] = {}
+        # The open maintenances in memory, once loaded: a station coming online with no ``offline`` one open
+        # (the common case: every reconnection) then costs no query.
+        self.live: LiveMaintenance | None = None
         stations.live.reports = self.reported
         stations.live.online_changes = self.online_changed
 
@@ -160,6 +164,9 @@ class StationWatch:
             view = self.stations.live.station(job.station_id)
             if view is None or view.online or not view.enabled:
                 return  # back meanwhile (its online job cancelled a timer that had fired already)
+        if (job.kind == "offline" and not job.open and self.live is not None and self.live.loaded.is_set()
+                and not self.live.station_automatic_open(job.station_id, OFFLINE)):
+            return
         target = await self._target(job)
         if target is None:
             return

@@ -92,6 +92,13 @@ class LiveMaintenance:
     def vehicle_counts(self, vehicle_id: int) -> Counts:
         return self._vehicles.get(vehicle_id) or Counts()
 
+    def station_automatic_open(self, station_id: int, code: str) -> bool:
+        """An automatic maintenance of ``code`` is open on the station itself."""
+        return any(
+            m.target_type == "station" and m.station_id == station_id and m.started_by == "automatic"
+            and m.automatic_code_description == code for m in self._open.values()
+        )
+
     def undocked_vehicles(self, cluster_id: int) -> list[int]:
         """Vehicles with an open maintenance, not docked now, whose maintenance opened in the cluster."""
         found = set()
