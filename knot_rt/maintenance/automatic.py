@@ -110,7 +110,7 @@ class StationWatch:
         try:
             self._send.send_nowait(job)
         except trio.WouldBlock:
-            log.warning("maintenance: the automatic queue is full; dropped %r", job)
+            log.warning("maintenances: the automatic queue is full; dropped %r", job)
 
     # the worker --------------------------------------------------------------------------------------------
 
@@ -154,9 +154,9 @@ class StationWatch:
                 return
             except Exception:
                 if attempt == ATTEMPTS:
-                    log.warning("maintenance: %r failed %s times; dropped", job, ATTEMPTS, exc_info=True)
+                    log.warning("maintenances: %r failed %s times; dropped", job, ATTEMPTS, exc_info=True)
                     return
-                log.info("maintenance: %r failed; retrying", job, exc_info=True)
+                log.info("maintenances: %r failed; retrying", job, exc_info=True)
                 await trio.sleep(attempt)
 
     async def _do(self, job: Job) -> None:

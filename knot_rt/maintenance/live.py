@@ -200,11 +200,11 @@ class LiveMaintenance:
             for vehicle_id in sorted({m.vehicle_id for m in rows if m.high_open and m.vehicle_id is not None
                                       and m.target_type == "vehicle"}):
                 self._apply_vehicle(vehicle_id)
-        log.info("maintenance: %s open maintenances live", len(rows))
+        log.info("maintenances: %s open maintenances live", len(rows))
 
     async def run(self) -> None:
         """Load at start, retrying until the database answers."""
         backoff = Backoff(cap=5.0)
-        while not await attempt("maintenance: loading the open maintenances", self.load, backoff):
+        while not await attempt("maintenances: loading the open maintenances", self.load, backoff):
             await backoff.sleep()
         self.loaded.set()
