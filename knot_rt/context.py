@@ -15,6 +15,7 @@ from .catalog.service import CatalogService
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .maintenance.service import MaintenanceService
 from .payments.service import PaymentService
 from .payments.worker import PaymentWorker
 from .rents.book import PgRentBook
@@ -58,6 +59,7 @@ class Services:
     payment_worker: PaymentWorker
     support: SupportService
     agents: SupportAgents
+    maintenance: MaintenanceService
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -135,6 +137,7 @@ class Services:
             payment_worker=payment_worker,
             support=support,
             agents=agents,
+            maintenance=MaintenanceService(work),
         )
 
 

@@ -59,6 +59,7 @@ class ErrorCode(IntEnum):
     GUARANTEE_IN_USE = 44
     PAYMENTS_UNAVAILABLE = 45
     REPORT_CLOSED = 46
+    MAINTENANCE_TYPE = 47
     SERVICE_UNAVAILABLE = 48
     DEVICE_OFFLINE = 50
     INVALID_2FA_SETUP = 60
@@ -121,6 +122,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     # 501 when payments are not configured; 502 (given by the raiser) when the provider cannot be reached.
     ErrorCode.PAYMENTS_UNAVAILABLE: ErrorInfo(501, "Payments are not available"),
     ErrorCode.REPORT_CLOSED: ErrorInfo(409, "The report is resolved and may not be reopened by writing"),
+    ErrorCode.MAINTENANCE_TYPE: ErrorInfo(400, "Unknown maintenance type, or a type for another target"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorInfo(503, "The service is temporarily unavailable, try again shortly"),
     ErrorCode.DEVICE_OFFLINE: ErrorInfo(503, "The device is offline"),
     ErrorCode.INVALID_2FA_SETUP: ErrorInfo(400, "Invalid or expired two-factor setup token"),

@@ -1,0 +1,1 @@
+"""Maintenances of stations, spots and vehicles (issue 13)."""
