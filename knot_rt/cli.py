@@ -258,6 +258,77 @@ def cmd_vehicle_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintenance_type_list(args: argparse.Namespace) -> int:
+    from .maintenance import store
+
+    settings = _settings(args)
+
+    async def main() -> list[store.MaintenanceType]:
+        async with open_database(settings) as db:
+            return await db.run(lambda conn: store.list_types(conn, with_deleted=args.all))
+
+    kinds = _run_or_report(main, "maintenance-type list")
+    if kinds is None:
+        return 1
+    for kind in kinds:
+        print(json.dumps(kind.as_json(args.lang) | {"names": kind.names}, ensure_ascii=False))
+    return 0
+
+
+def cmd_maintenance_type_create(args: argparse.Namespace) -> int:
+    from .maintenance import store
+
+    settings = _settings(args)
+    names: dict[str, str] = {}
+    for item in args.name or []:
+        lang, sep, text = item.partition("=")
+        if not sep or len(lang) != 2 or not lang.isalpha() or not text.strip():
+            print(f"knot-rt maintenance-type create: --name takes LANG=TEXT (two letters), not {item!r}",
+                  file=sys.stderr)
+            return 2
+        names[lang.lower()] = text.strip()
+    if not 1 <= len(args.key) <= 50 or not names:
+        print("knot-rt maintenance-type create: a key of 1 to 50 characters and at least one --name",
+              file=sys.stderr)
+        return 2
+
+    async def main() -> tuple[store.MaintenanceType | None]:
+        async with open_database(settings) as db:
+            return (await db.transaction(
+                lambda conn: store.create_type(conn, args.key, args.target, args.severity, names)
+            ),)
+
+    created = _run_or_report(main, "maintenance-type create")
+    if created is None:
+        return 1
+    [kind] = created
+    if kind is None:
+        print(f"knot-rt maintenance-type create: the maintenance type {args.key!r} already exists", file=sys.stderr)
+        return 2
+    print(json.dumps(kind.as_json(next(iter(names))) | {"names": kind.names}, ensure_ascii=False))
+    return 0
+
+
+def cmd_maintenance_type_delete(args: argparse.Namespace) -> int:
+    from .maintenance import store
+
+    settings = _settings(args)
+
+    async def main() -> bool:
+        async with open_database(settings) as db:
+            return await db.transaction(lambda conn: store.delete_type(conn, args.key))
+
+    deleted = _run_or_report(main, "maintenance-type delete")
+    if deleted is None:
+        return 1
+    if not deleted:
+        print(f"knot-rt maintenance-type delete: no maintenance type {args.key!r} (or already deleted)",
+              file=sys.stderr)
+        return 2
+    print(json.dumps({"type_key": args.key, "deleted": True}))
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulator.cli import run_from_args
 
@@ -331,6 +402,23 @@ def build_parser() -> argparse.ArgumentParser:
     vehicle_secret = vehicle_sub.add_parser("secret", help="rotate a free-floating vehicle's secret; prints the new one")
     vehicle_secret.add_argument("serial", metavar="SERIAL", help="its serial number")
     on_database(vehicle_secret, cmd_vehicle_secret)
+
+    type_sub = group("maintenance-type", "manage maintenance types")
+    type_list = type_sub.add_parser("list", help="print the maintenance types, one JSON line each")
+    type_list.add_argument("--lang", default="en", help="the language of type_name (default en)")
+    type_list.add_argument("--all", action="store_true", help="also the deleted ones")
+    on_database(type_list, cmd_maintenance_type_list)
+    type_create = type_sub.add_parser(
+        "create", help="create a maintenance type (or bring back a deleted one with new values)")
+    type_create.add_argument("key", help="its key (type_key), 1 to 50 characters")
+    type_create.add_argument("--target", required=True, choices=["station", "spot", "vehicle"])
+    type_create.add_argument("--severity", default="low", choices=["info", "low", "high"],
+                             help="its default severity (default low)")
+    type_create.add_argument("--name", action="append", metavar="LANG=TEXT", help="a localized name (repeatable)")
+    on_database(type_create, cmd_maintenance_type_create)
+    type_delete = type_sub.add_parser("delete", help="delete a maintenance type (its maintenances keep it)")
+    type_delete.add_argument("key")
+    on_database(type_delete, cmd_maintenance_type_delete)
 
     from .simulator.cli import add_arguments as simulate_arguments
 

@@ -34,6 +34,7 @@ from ..maintenance import pictures
 from ..maintenance.service import scope_of
 from ..maintenance.store import Maintenance
 from ..media import MAX_UPLOAD_BODY
+from ..services.access import MAINTENANCE
 from ..web.auth import caller_permissions, current_caller, require_user
 from ..web.media import picture_response, read_part
 from ..web.request import allow_larger_body
@@ -46,9 +47,6 @@ bp = Blueprint("maintenance_pictures", __name__, url_prefix="/api/application")
 
 allow_larger_body("POST", r"/api/application/maintenances/[0-9]+/pictures", MAX_UPLOAD_BODY)
 
-#: The permission key of the maintenance routes.
-MAINTENANCE = "maintenance"
-
 
 class PictureUpload(BaseModel):
     maintenance_picture: File = Field(description="The picture: JPEG, PNG or WebP (by content), at most 10 MiB.")
@@ -60,7 +58,8 @@ class PictureOut(BaseModel):
 
 async def maintenance_of_caller(maintenance_id: int, *, write: bool) -> Maintenance:
     """Maintenance ``maintenance_id`` if the caller may read it (``write``: write it): 404/4 when unknown or
-    deleted from history, then 403/13 without the ``maintenance`` permission on its target's scope."""
+    deleted from history, then 403/13 without the ``maintenance`` permission on its target's scope. The same
+    rule, in the same order, as ``api/maintenances.py``'s rows 58-59 (``_maintenance`` there)."""
     svc = services().maintenance
     found = await svc.get(maintenance_id) if maintenance_id >= 1 else None
     if found is None:

@@ -185,7 +185,8 @@ class MaintenanceService:
     # types ------------------------------------------------------------------------------------------------
 
     async def create_type(self, key: str, target_type: TargetType, severity: Severity,
-                          names: dict[str, str]) -> MaintenanceType:
+                          names: dict[str, str]) -> MaintenanceType | None:
+        """A new type (or a deleted one brought back); None when a live type has that key."""
         return await self.db.transaction(lambda conn: store.create_type(conn, key, target_type, severity, names))
 
     async def delete_type(self, key: str) -> bool:

@@ -236,18 +236,21 @@ async def get_type(conn: asyncpg.Connection, key: str) -> MaintenanceType | None
 
 
 async def create_type(conn: asyncpg.Connection, key: str, target_type: TargetType, severity: Severity,
-                      names: dict[str, str]) -> MaintenanceType:
-    """A new type, or an undeleted one of the same key given the new target, severity and names."""
+                      names: dict[str, str]) -> MaintenanceType | None:
+    """A new type, or a deleted one of the same key brought back with the new target, severity and names;
+    None when a type of that key exists (a live type never changes its target under its maintenances)."""
     import json
 
     row = await conn.fetchrow(
         """INSERT INTO maintenance_types (key, target_type, default_severity, names) VALUES ($1, $2, $3, $4::jsonb)
            ON CONFLICT (key) DO UPDATE SET target_type = EXCLUDED.target_type,
-               default_severity = EXCLUDED.default_severity, names = EXCLUDED.names, deleted_at = NULL
+               default_severity = EXCLUDED.default_severity, names = EXCLUDED.names, deleted_at = NULL,
+               created_at = now()
+           WHERE maintenance_types.deleted_at IS NOT NULL
            RETURNING *""",
         key, target_type, severity, json.dumps(names),
     )
-    return _type(row)
+    return None if row is None else _type(row)
 
 
 async def delete_type(conn: asyncpg.Connection, key: str) -> bool:

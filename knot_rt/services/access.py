@@ -31,6 +31,7 @@ from .permissions import Permissions, Scope, load_permissions
 
 #: The permission key of the support agents (``support:<network_id>``, the support routes).
 SUPPORT = "support"
+MAINTENANCE = "maintenance"
 
 
 class Network(Protocol):
@@ -112,6 +113,21 @@ def support_networks(permissions: Permissions, catalog: Catalog[Cluster], *, wri
     return frozenset(
         network.id for network in catalog.networks.values()
         if permissions.allows(SUPPORT, Scope(network_id=network.id, organization_id=network.organization_id),
+                              write=write)
+    )
+
+
+def maintenance_networks(permissions: Permissions, catalog: Catalog[Cluster], *,
+                         write: bool = False) -> frozenset[int]:
+    """The networks a user maintains: a ``maintenance`` permission on an OU covering the network (listed in
+    it, or its organisation). Subscribing to ``maintenance:<network_id>`` takes any such permission.
+
+    A cluster listed in an OU gives the maintenance of that cluster's objects (the HTTP routes check each
+    object's scope), not of the whole network's topic.
+    """
+    return frozenset(
+        network.id for network in catalog.networks.values()
+        if permissions.allows(MAINTENANCE, Scope(network_id=network.id, organization_id=network.organization_id),
                               write=write)
     )
 

@@ -20,7 +20,7 @@ from ..bus import Ephemeral, FeedEvent, Resync, Subscriber
 from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
-from ..services.access import seen_cluster, support_networks, unknown_cluster
+from ..services.access import maintenance_networks, seen_cluster, support_networks, unknown_cluster
 from ..services.permissions import STATION_READERS, load_permissions
 from ..support.store import load_report
 from .auth import Caller, access_of, authenticate
@@ -57,6 +57,11 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
         # The network's support agents (services/access.py); any other caller is refused like for a station.
         permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
         if topic.id in support_networks(permissions, svc.catalog):
+            return
+    if topic.kind is wire.TopicKind.MAINTENANCE and topic.id is not None:
+        # The network's maintenance operators (services/access.py); anyone else is refused (code 13).
+        permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+        if topic.id in maintenance_networks(permissions, svc.catalog):
             return
     if topic.kind is wire.TopicKind.REPORT and topic.id is not None:
         # The author and the support agents of its network; an unknown report answers like a forbidden one.
