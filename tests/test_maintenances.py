@@ -385,3 +385,44 @@ async def _station_target(harness: Harness, station_id: int) -> Target:
     target = await harness.svc.maintenance.station(station_id)
     assert target is not None
     return target
+
+
+async def test_a_docked_vehicle_s_maintenance_reaches_its_station_topic(harness: Harness) -> None:
+    w = await make_world(harness)
+    op = w.tokens["operator"]
+    # Vehicle 101 is docked in the station's second spot (as the station would have reported it).
+    await harness.db.execute("UPDATE vehicles SET spot_id = $1 WHERE id = 101", w.spots[1])
+    station_topic = str(Topic.station(w.station))
+    async with open_feed(harness.base_url, op) as feed:
+        assert (await feed.subscribe(station_topic))["code"] == 0
+        _, body = await call(harness, "POST", "/vehicles", op, json={"maintenance_type": "broken-screen",
+                                                                     "vehicle_id": 101})
+        opened = body["data"]
+        assert (opened["vehicle_id"], opened["spot_id"], opened["station_id"]) == (101, w.spots[1], w.station)
+        [event] = await feed.events(1)
+        assert (event["topic"], event["event"], event["data"]["maintenance_id"]) == (
+            station_topic, "maintenance.opened", opened["maintenance_id"])
+    # It is the vehicle's, not the spot's nor the station's.
+    assert (await call(harness, "GET", f"/spots/{w.spots[1]}", op, params={"lang": "en"}))[1]["data"] == []
+    assert (await call(harness, "GET", f"/stations/{w.station}", op, params={"lang": "en"}))[1]["data"] == []
+    _, listed = await call(harness, "GET", "/vehicles", op, params={"vehicle_id": 101, "lang": "en"})
+    assert [m["maintenance_id"] for m in listed["data"]] == [opened["maintenance_id"]]
+
+
+async def test_automatic_maintenances_list_as_such_and_users_may_resolve_them(harness: Harness) -> None:
+    w = await make_world(harness)
+    op = w.tokens["operator"]
+    svc = harness.svc.maintenance
+    spot = await svc.spot(w.spots[0])
+    assert spot is not None
+    opened = await svc.open_automatic(spot, "lock-stuck", "locker-stuck")
+    assert opened is not None
+    _, listed = await call(harness, "GET", f"/spots/{w.spots[0]}", op, params={"lang": "en"})
+    [m] = listed["data"]
+    assert m == {**m, "started_by": "automatic", "started_by_uid": None,
+                 "automatic_code_description": "locker-stuck", "severity": "high"}
+    assert (await call(harness, "DELETE", f"/{opened.id}", op))[1]["code"] == 0
+    # Resolved by a user: the station's "disappeared" finds nothing left to resolve; a new alert opens anew.
+    assert await svc.resolve_automatic(spot, "locker-stuck") is None
+    again = await svc.open_automatic(spot, "lock-stuck", "locker-stuck")
+    assert again is not None and again.id != opened.id
