@@ -14,7 +14,14 @@ import asyncpg
 
 from .accounts.store import find_user_by_email, insert_user
 from .db import Database
-from .demo_city import IssuedVehicle, ensure_app_labels, ensure_city, issue_station_secrets, issue_vehicle_secrets
+from .demo_city import (
+    IssuedVehicle,
+    ensure_app_labels,
+    ensure_city,
+    ensure_maintenances,
+    issue_station_secrets,
+    issue_vehicle_secrets,
+)
 from .services.passwords import Passwords
 from .services.permissions import grant
 
@@ -280,6 +287,21 @@ async def _ensure_faq(conn: asyncpg.Connection, label: int) -> None:
     )
 
 
+async def _user_id(conn: asyncpg.Connection, email: str) -> int | None:
+    user = await find_user_by_email(conn, email)
+    return None if user is None else int(user["id"])
+
+
+async def _brake_report(conn: asyncpg.Connection) -> int | None:
+    """The demo rider's open report about a scooter's brakes (``DEMO_REPORTS``), for its maintenance."""
+    found: int | None = await conn.fetchval(
+        """SELECT r.id FROM reports r JOIN users u ON u.id = r.user_id JOIN report_messages m ON m.report_id = r.id
+           WHERE u.email = $1 AND m.body LIKE '%brakes badly%' ORDER BY r.id LIMIT 1""",
+        DEMO_ACCOUNTS[0][0],
+    )
+    return found
+
+
 async def _missing_accounts(conn: asyncpg.Connection) -> list[str]:
     return [email for email, _, _ in DEMO_ACCOUNTS if await find_user_by_email(conn, email) is None]
 
@@ -299,6 +321,8 @@ async def load_demo(db: Database, *, scale: int = 1) -> dict[str, Any]:
         await _ensure_content(conn, label)
         await _ensure_reports(conn, network)
         city = await ensure_city(conn, network, scale)
+        city["open_maintenances"] = await ensure_maintenances(
+            conn, network, operator=await _user_id(conn, DEMO_ACCOUNTS[1][0]), report=await _brake_report(conn))
         return {"organization": org, "app_label": label, "network": network,
                 "accounts": [email for email, _, _ in DEMO_ACCOUNTS], "city": city}
 

@@ -33,6 +33,14 @@ transaction and by a bulk statement, and not through
 ``VehicleService.create``: the demo loads before the services exist (``serve
 --demo``) and every secret is issued anew at each start anyway.
 
+A few maintenances are open in the city (:func:`ensure_maintenances`, ``DEMO_MAINTENANCES``): a ``high`` one
+on a spot of the Gare Centrale (its scooter may not be rented until it is resolved), a ``low`` one on a scooter
+docked at Place Kléber (linked to the demo rider's report about its brakes), and an automatic one on a station of
+the Homme de Fer, as a station's fault would open it. They are written with the city, in its transaction, through
+the maintenance store (``maintenance.store``: the same rows the service writes) but not through the service: no
+feed event is published for them (nobody listens before the server starts), and the live effects come from the
+open maintenances being read when the station and vehicle actors start, as after any restart.
+
 Shapes are ``[[longitude, latitude], ...]`` polygons (GeoJSON order).
 """
 
@@ -48,6 +56,7 @@ from decimal import Decimal
 import asyncpg
 
 from .devices.credentials import hash_device_secret, new_device_secret
+from .maintenance import store as maintenance_store
 
 CENTER = (48.5734, 7.7521)  # latitude, longitude
 CURRENCY = "EUR"
@@ -731,3 +740,84 @@ async def issue_vehicle_secrets(conn: asyncpg.Connection, network: int) -> list[
         [v.vehicle_id for v in issued], [hash_device_secret(v.secret) for v in issued],
     )
     return issued
+
+
+@dataclass(frozen=True)
+class DemoMaintenance:
+    """An open maintenance of the demo city, on the ``station``-th station (by id) of cluster ``cluster``: the
+    station itself, its spot ``spot``, or the vehicle docked in that spot (``target``)."""
+
+    target: maintenance_store.TargetType
+    cluster: str
+    station: int
+    spot: int | None
+    type_key: str
+    severity: maintenance_store.Severity
+    comment: str
+    hours_ago: int
+    automatic_code: str | None = None  # set: opened by the station, not by the operator
+    report: bool = False  # linked to the demo rider's report about the brakes
+
+
+DEMO_MAINTENANCES: tuple[DemoMaintenance, ...] = (
+    DemoMaintenance("spot", "Gare Centrale", 0, 2, "lock-stuck", "high",
+                    "The lock does not release the scooter; technician on the way.", 3),
+    DemoMaintenance("vehicle", "Place Kléber", 0, 1, "brake", "low",
+                    "A rider finds the front brake weak: adjust it at the next round.", 20, report=True),
+    DemoMaintenance("station", "Homme de Fer", 1, None, "power-supply", "low",
+                    "The station reported an abnormal low voltage on its supply.", 6,
+                    automatic_code="abnormal-low-voltage"),
+)
+
+
+async def _demo_target(conn: asyncpg.Connection, network: int, plan: DemoMaintenance,
+                       ) -> maintenance_store.Target | None:
+    station = await conn.fetchval(
+        """SELECT s.id FROM stations s JOIN clusters c ON c.id = s.cluster_id
+           WHERE c.network_id = $1 AND c.name = $2 ORDER BY s.id OFFSET $3 LIMIT 1""",
+        network, plan.cluster, plan.station,
+    )
+    if station is None:
+        return None
+    if plan.target == "station":
+        return await maintenance_store.station_target(conn, station)
+    assert plan.spot is not None
+    spot = await maintenance_store.spot_target_by_number(conn, station, plan.spot)
+    if plan.target == "spot" or spot is None:
+        return spot
+    vehicle = await conn.fetchval("SELECT vehicle_id FROM spots WHERE id = $1", spot.spot_id)
+    return None if vehicle is None else await maintenance_store.vehicle_target(conn, vehicle)
+
+
+async def ensure_maintenances(conn: asyncpg.Connection, network: int, *, operator: int | None,
+                              report: int | None) -> int:
+    """Open the ``DEMO_MAINTENANCES`` the city lacks; the number of open maintenances of the network.
+
+    Additive like the rest: a target that ever had a maintenance of the demo's type (open, resolved or deleted
+    from history) is left alone, so resolving a demo maintenance is not undone by the next ``knot-rt demo``.
+    The operator's ones are started by ``operator`` (``started_by_uid``); ``report`` is the rider's report
+    the vehicle one links to. Missing pieces (a cluster of the plan renamed away, no scooter in the spot) skip it.
+    """
+    for plan in DEMO_MAINTENANCES:
+        target = await _demo_target(conn, network, plan)
+        if target is None or (plan.automatic_code is None and operator is None):
+            continue
+        own = {"station": target.station_id, "spot": target.spot_id, "vehicle": target.vehicle_id}[target.kind]
+        if await conn.fetchval(
+            f"""SELECT 1 FROM maintenances WHERE target_type = $1 AND {target.kind}_id = $2 AND type_key = $3
+                LIMIT 1""",
+            target.kind, own, plan.type_key,
+        ):
+            continue
+        opened = await maintenance_store.insert(
+            conn, target, plan.type_key, plan.severity, comment=plan.comment,
+            report_id=report if plan.report else None,
+            started_by="automatic" if plan.automatic_code else "user",
+            started_by_uid=None if plan.automatic_code else operator, automatic_code=plan.automatic_code,
+        )
+        if opened is not None:
+            await conn.execute("UPDATE maintenances SET started_at = now() - make_interval(hours => $2) "
+                               "WHERE id = $1", opened.id, plan.hours_ago)
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM maintenances WHERE network_id = $1 AND stopped_at IS NULL", network)
+    return count

@@ -24,7 +24,7 @@ from tests.support import Harness, wait_station_online
 KNOT_RT = str(Path(sys.executable).with_name("knot-rt"))
 TABLES = ["organizations", "app_labels", "networks", "network_app_labels", "users", "user_permissions", "clusters",
           "stations", "spots", "vehicle_models", "vehicles", "virtual_parkings", "speed_zones",
-          "exceptional_out_of_orders", "faq_contents", "consent_types"]
+          "exceptional_out_of_orders", "faq_contents", "consent_types", "maintenances"]
 
 CATHEDRAL = (48.58187, 7.75050)
 NEUDORF_MARKET = (48.57010, 7.75745)
@@ -116,6 +116,39 @@ async def test_the_demo_city_is_idempotent_and_big_enough(harness: Harness) -> N
     )
     assert {(p["perm_key"], p["network_id"]) for p in operator_networks} >= {("stations", first["network"]),
                                                                              ("clusters", first["network"])}
+
+
+async def test_the_demo_city_has_open_maintenances(harness: Harness) -> None:
+    summary = await load_demo(harness.db)
+    assert summary["city"]["open_maintenances"] == 3
+    svc = harness.svc.maintenance
+    rows = await harness.db.fetch(
+        """SELECT m.id, m.target_type, m.severity, m.started_by, m.started_by_uid, m.automatic_code_description,
+                  m.report_id, m.started_at < now() AS in_the_past, c.name AS cluster
+           FROM maintenances m JOIN clusters c ON c.id = m.cluster_id WHERE m.stopped_at IS NULL ORDER BY m.id""")
+    operator = await harness.db.fetchval("SELECT id FROM users WHERE email = $1", DEMO_ACCOUNTS[1][0])
+    by_kind = {r["target_type"]: r for r in rows}
+    assert set(by_kind) == {"spot", "vehicle", "station"} and len(rows) == 3
+    spot, vehicle, station = by_kind["spot"], by_kind["vehicle"], by_kind["station"]
+    assert (spot["severity"], spot["started_by"], spot["started_by_uid"], spot["cluster"]) == (
+        "high", "user", operator, "Gare Centrale")
+    assert (vehicle["severity"], vehicle["started_by"], vehicle["cluster"]) == ("low", "user", "Place Kléber")
+    brake_report = await harness.db.fetchval(
+        "SELECT report_id FROM report_messages WHERE body LIKE '%brakes badly%'")
+    assert vehicle["report_id"] == brake_report is not None
+    assert (station["started_by"], station["started_by_uid"], station["automatic_code_description"],
+            station["cluster"]) == ("automatic", None, "abnormal-low-voltage", "Homme de Fer")
+    assert all(r["in_the_past"] for r in rows)
+    # The service sees them as its own, on their targets, in the spec's shape.
+    for row in rows:
+        found = await svc.get(row["id"])
+        assert found is not None and found.is_open
+        [ongoing] = await svc.ongoing_of(await svc.target_of(found))
+        assert ongoing.as_json()["maintenance_id"] == row["id"]
+    # A resolved demo maintenance stays resolved when the demo is loaded again; nothing is opened twice.
+    await svc.resolve(spot["id"], by_user_id=operator)
+    assert (await load_demo(harness.db))["city"]["open_maintenances"] == 2
+    assert await harness.db.fetchval("SELECT count(*) FROM maintenances") == 3
 
 
 async def test_the_pedestrian_centre_is_a_slow_zone(harness: Harness) -> None:

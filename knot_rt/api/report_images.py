@@ -3,7 +3,8 @@
 Both routes serve the report's author and the support agents of its network (``SupportService.access``); anyone
 else gets 404 code 4, whether the report exists or not; an agent whose ``support`` permission is read-only fetches
 but may not upload (403 code 13). The upload checks that before the body is parsed, so a
-stranger's 10 MiB are never decoded. What the image goes through is in ``knot_rt.support.images``.
+stranger's 10 MiB are never decoded. What the image goes through is in ``knot_rt.media`` (shared with the
+maintenance pictures) and ``knot_rt.support.images``.
 
 The upload route alone may carry a body of ``MAX_UPLOAD_BODY`` (10 MiB of image and its multipart framing);
 every other route keeps the app's ``Settings.max_body_bytes`` (``web.request.allow_larger_body``). Codes:
@@ -18,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-import trio
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, g
 from quart_schema import DataSource, tag, validate_request, validate_response
@@ -31,6 +31,7 @@ from ..errors import ApiError
 from ..support import images
 from ..support.store import Report, Side, image_url
 from ..web.auth import current_caller, require_user
+from ..web.media import picture_response, read_part
 from ..web.request import allow_larger_body
 from .models import Data
 
@@ -41,9 +42,6 @@ bp = Blueprint("report_images", __name__, url_prefix="/api/application")
 
 UPLOAD_PATH = "/reports/<int:report_id>/images"
 allow_larger_body("POST", r"/api/application/reports/[0-9]+/images", images.MAX_UPLOAD_BODY)
-
-# Private (only the report's readers), and never changed under its id: cached a year, never revalidated.
-CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 class ImageUpload(BaseModel):
@@ -99,7 +97,7 @@ async def upload_image(report_id: int, data: ImageUpload) -> Data[ImageOut]:
     svc.limiter.check((svc.settings.rate_limits.report_message_per_user, "report_message:user", str(caller.user_id)))
     report, side = _report()
     # The part may sit in a temporary file (werkzeug spools beyond 500 KB): read it off the event loop.
-    raw = await trio.to_thread.run_sync(data.chat_image.stream.read, images.MAX_IMAGE_BYTES + 1)
+    raw = await read_part(data.chat_image.stream)
     stored, message = await images.post_image(svc.db, svc.support, report, side, caller.user_id, raw)
     return Data(data=ImageOut(id=stored.public_id, date=str(message["date"]),
                               url=image_url(report_id, stored.public_id)))
@@ -120,10 +118,4 @@ async def fetch_image(report_id: int, image_id: str) -> Response:
     if found is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"report {report_id} has no image {image_id!r}")
     content, content_type = found
-    response = Response(content, content_type=content_type)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers["ETag"] = f'"{image_id}"'
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response.headers["Content-Disposition"] = "inline"
-    return response
+    return picture_response(content, content_type, image_id)

@@ -1,81 +1,35 @@
 """Chat images (issue 12, ROUTES row 10): checked, cleaned, stored in ``report_images``, posted as a message.
 
-What an upload goes through, in order:
-
-1. Size: at most ``MAX_IMAGE_BYTES`` (10 MiB) of file data, else 413 code 6. The route's request body may be
-   that plus a little multipart overhead (``MAX_UPLOAD_BODY``; every other route keeps the app's 1 MiB).
-2. Kind, by content only: the first bytes must be a JPEG, PNG or WebP signature, and Pillow must open the data as
-   that same format (``formats=``, so Pillow never tries its other decoders). The file name and the declared
-   content type are never read. Anything else: 415 code 23.
-3. Decompression bombs: the pixel count is read from the header, before any decoding, and refused above
-   ``MAX_PIXELS`` (413 code 6: too large, in pixels rather than bytes). Pillow's own global bomb check
-   stays on behind it, and its limits on PNG text chunks refuse a zlib bomb hidden there (400 code 2).
-4. Decoding: a truncated or corrupt image fails here, 400 code 2.
-5. Cleaning: the EXIF orientation is applied (``ImageOps.exif_transpose``), then the pixels are copied into a new
-   image (``Image.frombytes``) that carries no ``info`` at all, and encoded again in the same format. So EXIF
-   (GPS included), XMP, IPTC, PNG text chunks, comments and the ICC profile are all gone: dropping ICC may shift the
-   colours of a wide-gamut photo slightly, the price of an output that provably carries nothing but pixels. Only
-   the first frame of an animated PNG or WebP is kept. JPEG is re-encoded at quality 90 (one more generation of
-   loss), PNG losslessly, WebP at quality 90 (lossy, even from a lossless source).
-
-Steps 2-5 are CPU work: they run in a worker thread (``trio.to_thread.run_sync``), at most ``DECODERS`` at a
-time, so the event loop keeps serving while a large photo is decoded and a burst of uploads cannot hold more than
-a few decoded images in memory (``MAX_PIXELS`` RGBA is ~200 MB each).
+The checks and the cleaning are the shared ones of ``knot_rt.media`` (size, kind by content, pixel limit,
+re-encoding without metadata in a worker thread), also used by the maintenance pictures; this module keeps what is
+the chat's: the ``report_images`` table and posting an image as a message. The limits are re-exported under their
+old names for the chat's route and tests.
 
 Stored bytes are served as they are: ``report_images`` keeps the cleaned data, its type and size; the public id
-(row 10's ``id``, in the URL) is random (``secrets.token_urlsafe``), never the row id.
+(row 10's ``id``, in the URL) is random (``media.new_public_id``), never the row id.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import trio
-from PIL import Image, ImageOps
 
 from protocols.errors import ErrorCode
 
 from ..errors import ApiError
+from ..media import MAX_IMAGE_BYTES as MAX_IMAGE_BYTES
+from ..media import MAX_PIXELS as MAX_PIXELS
+from ..media import MAX_UPLOAD_BODY as MAX_UPLOAD_BODY
+from ..media import CleanImage, is_public_id, new_public_id, prepare
 
 if TYPE_CHECKING:
     from ..db import Database
     from .service import SupportService
     from .store import Report, Side
-
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-# The request body of the upload route: the image and its multipart framing (boundaries, part headers).
-MAX_UPLOAD_BODY = MAX_IMAGE_BYTES + 64 * 1024
-# 50 megapixels: any phone photo (a 48 MP sensor's 8000x6000 included); a 10 MiB file claiming more is refused
-# before it is decoded.
-MAX_PIXELS = 50_000_000
-DECODERS = trio.CapacityLimiter(2)
-# Pillow warns from 89 MP and refuses from 178 MP (its global check, left on); ours refuses from 50 MP, right after
-# the header is read, so its warning would only be noise. Set once at import: ``warnings`` filters are
-# process-wide and not thread-safe to change per call.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-# Pillow's format name -> the content type stored and served.
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-_SAVE_OPTIONS: dict[str, dict[str, object]] = {
-    "JPEG": {"quality": 90},
-    "PNG": {},
-    "WEBP": {"quality": 90},
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CleanImage:
-    data: bytes
-    content_type: str
-    width: int
-    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,101 +37,6 @@ class StoredImage:
     id: int  # report_images.id, for report_messages.image_id
     public_id: str
     created_at: datetime
-
-
-def sniff(data: bytes) -> str | None:
-    """The Pillow format name of ``data`` by its signature, or None: JPEG, PNG and WebP only."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
-def unsupported() -> ApiError:
-    return ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "unsupported image: send a JPEG, PNG or WebP picture")
-
-
-def too_large() -> ApiError:
-    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"image too large: at most {MAX_IMAGE_BYTES} bytes")
-
-
-def _too_many_pixels() -> ApiError:
-    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"image too large: at most {MAX_PIXELS} pixels")
-
-
-def _corrupt() -> ApiError:
-    return ApiError(ErrorCode.INVALID_INPUT, "invalid input: the image could not be decoded")
-
-
-def _plain_mode(image: Image.Image, kind: str) -> str:
-    """The mode the cleaned image is written in: one the format stores without extra info (no palette)."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if kind == "JPEG":
-        return "L" if image.mode in ("1", "L") else "RGB"
-    if image.mode in ("1", "L") and not has_alpha:
-        return "L"
-    return "RGBA" if has_alpha else "RGB"
-
-
-def clean_image(data: bytes) -> CleanImage:
-    """Check, decode and re-encode ``data`` without any metadata (blocking: run it in a thread).
-
-    Raises ApiError: 413/6 too many bytes or pixels, 415/23 not a JPEG, PNG or WebP, 400/2 undecodable.
-    """
-    if len(data) > MAX_IMAGE_BYTES:
-        raise too_large()
-    kind = sniff(data)
-    if kind is None:
-        raise unsupported()
-    try:
-        with Image.open(BytesIO(data), formats=[kind]) as opened:
-            if opened.width * opened.height > MAX_PIXELS:
-                raise _too_many_pixels()
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
-            mode = _plain_mode(upright, kind)
-            pixels = upright.convert(mode) if upright.mode != mode else upright
-            clean = Image.frombytes(mode, pixels.size, pixels.tobytes())
-    except ApiError:
-        raise
-    except Image.DecompressionBombError:
-        raise _too_many_pixels() from None
-    except MemoryError:
-        raise
-    except Exception:
-        # Pillow's ways of saying "truncated or corrupt" are many (OSError, SyntaxError, ValueError, struct.error,
-        # EOFError, IndexError, an unidentifiable body...), and a hostile file may find others: the signature said
-        # JPEG, PNG or WebP, so whatever fails to decode is a corrupt one.
-        raise _corrupt() from None
-    out = BytesIO()
-    clean.save(out, format=kind, **_SAVE_OPTIONS[kind])
-    return CleanImage(out.getvalue(), CONTENT_TYPES[kind], clean.width, clean.height)
-
-
-async def prepare(data: bytes) -> CleanImage:
-    """``clean_image`` in a worker thread (at most ``DECODERS`` at once); the loop stays free meanwhile."""
-    if len(data) > MAX_IMAGE_BYTES:  # no thread for what is refused anyway
-        raise too_large()
-    if sniff(data) is None:
-        raise unsupported()
-    return await trio.to_thread.run_sync(clean_image, data, limiter=DECODERS)
-
-
-def new_public_id() -> str:
-    """Row 10's ``id``: 128 random bits, URL-safe (22 characters); guessing one is hopeless."""
-    return secrets.token_urlsafe(16)
-
-
-_PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def is_public_id(text: str) -> bool:
-    """Could ``text`` be an image's public id (URL-safe base64, what ``new_public_id`` writes)? Anything else
-    (NUL, other characters) names no image and is never sent to the database."""
-    return _PUBLIC_ID.fullmatch(text) is not None
 
 
 async def insert_image(conn: asyncpg.Connection, report_id: int, image: CleanImage) -> StoredImage:
