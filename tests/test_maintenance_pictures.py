@@ -18,10 +18,9 @@ from PIL import Image
 
 from knot_rt import media
 from tests.support import Harness, bearer, open_test_session
+from tests.test_report_images import GPS_IFD, gps_exif, picture, refused
 
 MAINTENANCES = "/api/application/maintenances"
-GPS_IFD = 0x8825
-ORIENTATION = 0x0112
 
 
 @dataclass
@@ -53,30 +52,10 @@ async def make_site(harness: Harness) -> Site:
                 bearer(await open_test_session(harness, reader)), bearer(await open_test_session(harness, other)))
 
 
-def picture(fmt: str, size: tuple[int, int] = (40, 20), **save: object) -> bytes:
-    out = BytesIO()
-    Image.new("RGB", size, (30, 120, 200)).save(out, fmt, **save)
-    return out.getvalue()
-
-
-def gps_exif() -> Image.Exif:
-    """EXIF of a phone photo: a camera, a GPS position, and an orientation (rotate 90° to show it upright)."""
-    exif = Image.Exif()
-    exif[0x010F] = "PhoneMaker"
-    exif[ORIENTATION] = 6
-    gps = exif.get_ifd(GPS_IFD)
-    gps[1], gps[2], gps[3], gps[4] = "N", (48.0, 35.0, 24.0), "E", (7.0, 45.0, 0.0)
-    return exif
-
-
 async def upload(client: httpx.AsyncClient, maintenance: int, headers: dict[str, str], content: bytes,
                  filename: str = "photo.jpg", content_type: str = "image/jpeg") -> httpx.Response:
     return await client.post(f"{MAINTENANCES}/{maintenance}/pictures", headers=headers,
                              files={"maintenance_picture": (filename, content, content_type)})
-
-
-def refused(response: httpx.Response, status: int, code: int) -> None:
-    assert (response.status_code, response.json()["code"]) == (status, code), response.text
 
 
 async def stored_count(harness: Harness) -> int:
