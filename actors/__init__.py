@@ -13,10 +13,11 @@ from actors.errors import (
     DuplicateChild,
     MailboxFull,
     RestartIntensityExceeded,
+    RunsElsewhere,
     SupervisorNotRunning,
 )
 from actors.metrics import ActorMetrics, RestartEvent
-from actors.registry import ActorKind, Registry
+from actors.registry import ActorGate, ActorKind, Registry
 from actors.reply import OneShot
 from actors.runtime import Actor, ActorRef
 from actors.supervisor import ActorSpec, RestartIntensity, Supervisor, SupervisorSpec
@@ -25,6 +26,7 @@ __all__ = [
     "Actor",
     "ActorCrashed",
     "ActorError",
+    "ActorGate",
     "ActorKind",
     "ActorMetrics",
     "ActorRef",
@@ -39,6 +41,7 @@ __all__ = [
     "RestartEvent",
     "RestartIntensity",
     "RestartIntensityExceeded",
+    "RunsElsewhere",
     "Supervisor",
     "SupervisorNotRunning",
     "SupervisorSpec",

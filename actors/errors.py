@@ -47,3 +47,12 @@ class SupervisorNotRunning(ActorError):
 
 class DuplicateChild(ActorError):
     """A supervisor already has a child with this id."""
+
+
+class RunsElsewhere(ActorError):
+    """The actor may not start in this process: another process runs it (``node``: that process's id in the
+    cluster). The caller forwards its request there, or answers that the device is unavailable."""
+
+    def __init__(self, message: str, node: int) -> None:
+        super().__init__(message)
+        self.node = node

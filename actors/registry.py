@@ -7,6 +7,13 @@ concurrent first uses of one id start it once and all get the same ref. A ref
 is forgotten as soon as its actor stops for good (stopped, removed, or its
 supervisor ended), so the next ``get`` starts a fresh one.
 
+A ``gate`` (optional) says whether an actor may start in this process at all: ``admit`` is awaited
+before a first start (under the same "starting" mark, so concurrent callers wait for one decision) and may
+raise ``RunsElsewhere`` (the actor runs in another process: the callers forward their request there);
+``left`` is told when an admitted actor stops for good, or when its start failed. Several server processes
+on one database use it for the ownership of devices (``knot_rt/cluster/ownership.py``); one process alone
+has no gate.
+
 Cost: ``get`` of a running actor, ``lookup`` and forgetting a stopped actor are
 dict operations, O(1) whatever the number of actors; a first ``get`` adds one
 dynamic child to the supervisor (O(1) too, see ``actors.supervisor``).
@@ -16,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from actors.errors import ChildStartFailed
+from actors.errors import ChildStartFailed, RunsElsewhere
 from actors.reply import OneShot
 from actors.runtime import DEFAULT_MAILBOX_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, Actor, ActorRef
 from actors.supervisor import ActorSpec, Supervisor
@@ -34,6 +41,14 @@ class ActorKind(Generic[M, R]):
     name: str
 
 
+class ActorGate(Protocol):
+    """Whether an actor may run in this process (see the module's docstring)."""
+
+    async def admit(self, kind: str, actor_id: str) -> None: ...
+
+    def left(self, kind: str, actor_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Registration(Generic[M, R]):
     supervisor: Supervisor
@@ -43,7 +58,8 @@ class _Registration(Generic[M, R]):
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, gate: ActorGate | None = None) -> None:
+        self.gate = gate
         self._kinds: dict[str, _Registration[Any, Any]] = {}
         self._refs: dict[tuple[str, str], ActorRef[Any, Any]] = {}
         # First starts in progress, awaited by concurrent callers: settled when the
@@ -112,13 +128,23 @@ class Registry:
             mailbox_size=registration.mailbox_size,
             shutdown_timeout=registration.shutdown_timeout,
         )
+        admitted = False
         try:
+            if self.gate is not None:
+                await self.gate.admit(kind.name, actor_id)
+                admitted = True
             ref = await registration.supervisor.start_child(spec)
-        except Exception as exc:
-            # The waiters get their own error, not ``exc`` itself: the starter is raising that one.
-            failed = ChildStartFailed(f"{kind.name} {actor_id!r} failed to start")
-            failed.__cause__ = exc
-            starting.fail(failed)
+        except BaseException as exc:
+            if admitted:
+                self._left(kind.name, actor_id)
+            if isinstance(exc, Exception):
+                # The waiters get their own error, not ``exc`` itself: the starter is raising that one.
+                if isinstance(exc, RunsElsewhere):
+                    failed: Exception = RunsElsewhere(str(exc), exc.node)
+                else:
+                    failed = ChildStartFailed(f"{kind.name} {actor_id!r} failed to start")
+                failed.__cause__ = exc
+                starting.fail(failed)
             raise
         else:
             self._refs[key] = ref
@@ -131,3 +157,8 @@ class Registry:
     def _forget(self, key: tuple[str, str], ref: ActorRef[Any, Any]) -> None:
         if self._refs.get(key) is ref:
             del self._refs[key]
+            self._left(*key)
+
+    def _left(self, kind: str, actor_id: str) -> None:
+        if self.gate is not None:
+            self.gate.left(kind, actor_id)

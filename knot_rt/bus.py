@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -59,17 +60,30 @@ class Resync:
     seq: int
 
 
-async def append_event(conn: asyncpg.Connection, topic: Topic, event: EventName, data: dict[str, Any]) -> FeedEvent:
-    """Write one event with the topic's next sequence number (asyncio side, inside a transaction)."""
+_APPEND = """WITH t AS (INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)
+                    ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
+                    RETURNING last_seq),
+              e AS (INSERT INTO feed_events (topic, seq, event, data)
+                    SELECT $1::text, t.last_seq, $2::text, $3::jsonb FROM t RETURNING seq)
+         SELECT seq FROM e"""
+
+# The same, also telling the other server processes (``knot_feed``: "<origin> <seq> <topic>", at commit).
+_APPEND_AND_NOTIFY = _APPEND.replace(
+    "SELECT seq FROM e", "SELECT e.seq FROM e, pg_notify('knot_feed', $4::text || ' ' || e.seq || ' ' || $1::text)"
+)
+
+
+async def append_event(
+    conn: asyncpg.Connection, topic: Topic, event: EventName, data: dict[str, Any], origin: int | None = None
+) -> FeedEvent:
+    """Write one event with the topic's next sequence number (asyncio side, inside a transaction), in one
+    round trip. ``origin``: this process's node when several share the database (the event is announced
+    to the others, which fetch it when they have subscribers of the topic)."""
     name, event_name = str(topic), str(event)
-    seq: int = await conn.fetchval(
-        """INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)
-           ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
-           RETURNING last_seq""",
-        name,
-    )
-    await conn.execute("INSERT INTO feed_events (topic, seq, event, data) VALUES ($1, $2, $3, $4)", name, seq,
-                       event_name, data)
+    if origin is None:
+        seq: int = await conn.fetchval(_APPEND, name, event_name, data)
+    else:
+        seq = await conn.fetchval(_APPEND_AND_NOTIFY, name, event_name, data, str(origin))
     return FeedEvent(name, seq, event_name, data)
 
 
@@ -80,9 +94,14 @@ class Subscriber:
         self._send, self.inbox = trio.open_memory_channel[FeedEvent | Resync | Ephemeral](capacity)
         self.too_slow = trio.Event()
         self.topics: set[str] = set()
+        # By topic, the last sequence number it already got when it caught up with ``since`` (several
+        # processes: an event announced late by another process is not handed over twice).
+        self.floor: dict[str, int] | None = None
 
     def offer(self, item: FeedEvent | Resync | Ephemeral) -> None:
         if self.too_slow.is_set():
+            return
+        if self.floor and isinstance(item, FeedEvent) and item.seq <= self.floor.get(item.topic, 0):
             return
         try:
             self._send.send_nowait(item)
@@ -100,6 +119,9 @@ class Subscriber:
 class _TopicState:
     lock: trio.Lock = field(default_factory=trio.Lock)
     subscribers: set[Subscriber] = field(default_factory=set)
+    # Several processes: the last sequence number handed to this process's subscribers (None: not known,
+    # one process alone, where every event of the topic is delivered here in order).
+    delivered: int | None = None
 
 
 class FeedBus:
@@ -109,6 +131,9 @@ class FeedBus:
         self.queue_capacity = queue_capacity
         self.retention = retention
         self.published = 0
+        # Several processes on one database (``knot_rt/cluster``): this process's node, given to
+        # ``append_event`` so that the others hear of each event; 0 while the link is down. None: alone.
+        self.origin: Callable[[], int] | None = None
 
     def new_subscriber(self) -> Subscriber:
         return Subscriber(self.queue_capacity)
@@ -121,13 +146,55 @@ class FeedBus:
         """The lock that orders a topic's writes and deliveries with its subscriptions."""
         return self._topics[str(topic)].lock
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write to the same topics."""
+        return self.origin is not None
+
+    async def deliver_committed(self, item: FeedEvent) -> None:
+        """Hand a committed event of this process to the topic's subscribers (``uow.Work``, under the topic's
+        lock). Several processes: an event of another process that came before it and was not announced
+        yet is read first, so that subscribers see the topic's order with no gap."""
+        state = self._topics.get(item.topic)
+        if state is not None and state.delivered is not None and item.seq > state.delivered + 1:
+            try:
+                await self._catch_up(item.topic, state, item.seq - 1)
+            except Exception as exc:  # committed already: deliver it; a gap is seen by ``since`` later
+                log.warning("feed: the events of %s before %s could not be read: %r", item.topic, item.seq, exc)
+        self.deliver(item)
+
+    async def deliver_announced(self, topic: str, seq: int) -> None:
+        """Another process committed event ``seq`` of ``topic``: read it (and any before it not seen yet)
+        and hand them over, if this process has subscribers of the topic."""
+        state = self._topics.get(topic)
+        if state is None or state.delivered is None or seq <= state.delivered:
+            return
+        async with state.lock:
+            if state.delivered is not None and seq > state.delivered:
+                await self._catch_up(topic, state, seq)
+
+    async def _catch_up(self, topic: str, state: _TopicState, upto: int) -> None:
+        after = state.delivered or 0
+        rows = await self._db.fetch(
+            "SELECT seq, event, data FROM feed_events WHERE topic = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+            topic, after, upto,
+        )
+        for row in rows:
+            self.deliver(FeedEvent(topic, row["seq"], row["event"], row["data"]))
+        if state.delivered is not None and state.delivered < upto:
+            state.delivered = upto  # pruned meanwhile: nothing more to give
+
     def deliver(self, item: FeedEvent) -> None:
-        """Fan an event out to local subscribers, once it is committed (``uow.Work`` calls it under the
-        topic's lock, in sequence order)."""
+        """Fan an event out to local subscribers, once it is committed (in sequence order, under the topic's
+        lock: ``deliver_committed`` and ``deliver_announced``)."""
         self.published += 1
         state = self._topics.get(item.topic)
         if state is None:
             return
+        if state.delivered is not None:
+            if item.seq <= state.delivered:
+                return  # already handed over (another process's event read with a later one)
+            state.delivered = item.seq
         for subscriber in list(state.subscribers):
             subscriber.offer(item)
             if subscriber.too_slow.is_set():
@@ -159,6 +226,16 @@ class FeedBus:
                 else:
                     for item in missed:
                         subscriber.offer(item)
+                if self.shared:
+                    if subscriber.floor is None:
+                        subscriber.floor = {}
+                    subscriber.floor[name] = last_seq
+                    if state.delivered is None:
+                        state.delivered = last_seq
+            elif self.shared and state.delivered is None:
+                state.delivered = await self._db.fetchval(
+                    "SELECT COALESCE((SELECT last_seq FROM feed_topics WHERE topic = $1), 0)", name
+                )
             state.subscribers.add(subscriber)
             subscriber.topics.add(name)
 

@@ -205,6 +205,9 @@ class Settings:
     payment_retry_seconds: float = 5.0  # first delay after a provider failure, doubling, capped at 15 minutes
     guarantee_margin_hours: float = 36.0  # an unlock takes a hold only if the provider keeps it this much longer
     guarantee_warn_hours: float = 24.0  # a riding rent's hold ending within this: the rider is warned once
+    # Several server processes share the database (``knot_rt/cluster``): devices owned through advisory
+    # locks, feed events, revocations and catalog changes across processes. Off: one process does it all.
+    cluster: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -230,6 +233,7 @@ class Settings:
             station_auth_failures=env("KNOT_STATION_AUTH_FAILURES", "20/minute"),
             badge_link_seconds=_env_float("KNOT_BADGE_LINK_SECONDS", 60.0),
             station_offline_maintenance_seconds=_env_float("KNOT_STATION_OFFLINE_MAINTENANCE_SECONDS", 900.0),
+            cluster=env("KNOT_CLUSTER", "") not in ("", "0", "false", "no"),
             social=SocialConfig.from_env(),
             stripe=StripeConfig.from_env(),
         )

@@ -12,6 +12,7 @@ from .badges.service import BadgeService
 from .bus import FeedBus, FeedHub
 from .catalog.memory import Catalog
 from .catalog.service import CatalogService
+from .cluster.node import Cluster
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
@@ -64,6 +65,7 @@ class Services:
     maintenance: MaintenanceService
     maintenance_live: LiveMaintenance  # the open maintenances' effects and counts (rows 56-57)
     maintenance_watch: StationWatch  # the maintenances the stations open and resolve themselves
+    cluster: Cluster | None = None  # several processes on the database (``Settings.cluster``)
 
     @classmethod
     def build(cls, settings: Settings, db: Database, *, passwords: Passwords | None = None) -> Services:
@@ -121,6 +123,13 @@ class Services:
             maintenance, stations, vehicles, offline_after=settings.station_offline_maintenance_seconds
         )
         maintenance_watch.live = maintenance_live
+        cluster = None
+        if settings.cluster:
+            cluster = Cluster(db, bus)
+            stations.join(cluster)
+            rents.join(cluster)
+            cluster.on_sessions_revoked = hub.sessions_revoked
+            cluster.on_catalog_changed = catalog.changed_elsewhere
         return cls(
             settings=settings,
             db=db,
@@ -150,6 +159,7 @@ class Services:
             maintenance=maintenance,
             maintenance_live=maintenance_live,
             maintenance_watch=maintenance_watch,
+            cluster=cluster,
         )
 
 

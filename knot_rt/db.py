@@ -86,8 +86,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class Database:
     """A pool of connections, used from Trio."""
 
-    def __init__(self, pool: asyncpg.Pool, loop: Any, *, acquire_timeout: float = 10.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, loop: Any, *, acquire_timeout: float = 10.0, url: str = "") -> None:
         self._pool = pool
+        self.url = url  # for a connection of one's own (the cluster link's)
         # Kept so that any Trio task may use the pool, even one that did not inherit the loop.
         self._loop = loop
         self.acquire_timeout = acquire_timeout
@@ -114,7 +115,7 @@ class Database:
             if _is_connection_failure(exc):  # one exception for "cannot reach it", at start as later
                 raise DatabaseUnavailable(_describe(exc, "no connection within the connect timeout")) from exc
             raise
-        return cls(pool, loop, acquire_timeout=acquire_timeout)
+        return cls(pool, loop, acquire_timeout=acquire_timeout, url=url)
 
     async def close(self) -> None:
         async def close_pool() -> None:
@@ -185,6 +186,11 @@ class Database:
             log.info("database available again")
         else:
             log.warning("database unavailable: %s", reason)
+
+    def on_loop(self, proc: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``proc`` (an asyncio coroutine function) made awaitable from any Trio task, on the pool's loop: for
+        a connection of one's own outside the pool (``cluster/link.py``)."""
+        return self._aio(proc)
 
     def _aio(self, proc: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         wrapped: Callable[[], Awaitable[T]] = trio_asyncio.aio_as_trio(proc, loop=self._loop)

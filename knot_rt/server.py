@@ -89,6 +89,9 @@ async def _serve_all(
         background.start_soon(svc.catalog.run, svc.settings.catalog_refresh_seconds)
         if svc.settings.payment_worker:
             background.start_soon(svc.payment_worker.run)
+        if svc.cluster is not None:  # joined before any device connects: ownership needs the link
+            node = await background.start(svc.cluster.run)
+            log.info("cluster: this process is node %s", node)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
             live.start_soon(svc.rents.run)

@@ -70,6 +70,7 @@ class UnitOfWork:
 
     conn: asyncpg.Connection
     topics: frozenset[Topic]
+    origin: int | None = None  # this process's node when several share the database (``bus.append_event``)
     events: list[FeedEvent] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
 
@@ -78,7 +79,7 @@ class UnitOfWork:
         if topic not in self.topics:
             named = sorted(str(t) for t in self.topics)
             raise UndeclaredTopic(f"publish on {str(topic)!r}: the unit of work named only {named}")
-        written = await append_event(self.conn, topic, event, data)
+        written = await append_event(self.conn, topic, event, data, self.origin)
         self.events.append(written)
         return written
 
@@ -97,6 +98,7 @@ class Work:
     async def run(self, change: Callable[[UnitOfWork], Awaitable[T]], *, topics: Iterable[Topic] = ()) -> T:
         """Run ``change`` in one transaction; after the commit, deliver its events and run its effects."""
         named = frozenset(topics)
+        origin = None if self.bus.origin is None else self.bus.origin()
         async with AsyncExitStack() as locks:
             for topic in sorted(named, key=str):
                 await locks.enter_async_context(self.bus.topic_lock(topic))
@@ -104,14 +106,14 @@ class Work:
                 uow_box: list[UnitOfWork] = []
 
                 async def transaction(conn: asyncpg.Connection) -> T:
-                    uow = UnitOfWork(conn, named)
+                    uow = UnitOfWork(conn, named, origin)
                     uow_box.append(uow)
                     return await change(uow)
 
                 result = await self.db.transaction(transaction)
                 uow = uow_box[-1]
                 for event in uow.events:
-                    self.bus.deliver(event)
+                    await self.bus.deliver_committed(event)
         # The topics' locks are released: effects may publish again.
         with trio.CancelScope(shield=True):
             for effect in uow.effects:

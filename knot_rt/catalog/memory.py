@@ -224,6 +224,11 @@ class Catalog:
             return False
         return True
 
+    def changed_elsewhere(self) -> None:
+        """Another process (or a command) changed the catalog's tables: ``run()`` reads everything again now
+        (changes told together are read once)."""
+        self._stale.set()
+
     async def run(self, every: float = 60.0) -> None:
         """Read everything again every ``every`` seconds, and soon after a reload the database could
         not serve (retried with back-off until it succeeds).

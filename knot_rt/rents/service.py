@@ -63,7 +63,7 @@ from typing import Any
 import asyncpg
 import trio
 
-from actors import ActorError, AskTimeout
+from actors import ActorError, AskTimeout, RunsElsewhere
 from actors.link import CommandFailed, Failure, PendingCommand
 from actors.rent import CommandKind, Rent, RentRefused, RentRequest, RentState, Via
 from actors.station import StationView
@@ -80,6 +80,7 @@ from actors.vehicle import (
 from protocols.errors import ErrorCode
 
 from ..catalog.memory import Catalog, Cluster, Network, VehicleFacts, vehicle_facts
+from ..cluster.node import Cluster as ProcessCluster
 from ..config import FREE_FLOATING_UNLOCK_METRES
 from ..db import Backoff, Database, attempt
 from ..errors import ApiError
@@ -141,16 +142,54 @@ class RentService:
         self.ask_timeout = ask_timeout
         self.unlock_metres = unlock_metres  # a free-floating vehicle is unlocked from this close at most
         self.command_timeout = command_timeout  # bound of the wait for a vehicle's RESULT (its actor's is shorter)
+        # Several processes (``knot_rt/cluster``): a rent's request is run by the process that holds the vehicle
+        # (its actor), or the station it is docked at; set by ``join``.
+        self.cluster: ProcessCluster | None = None
+
+    def join(self, cluster: ProcessCluster) -> None:
+        self.cluster = cluster
+        cluster.calls.handle("rent.unlock", self._remote_unlock)
+        cluster.calls.handle("rent.end", lambda a: self.end(int(a["user_id"]), int(a["vehicle_id"]), forward=False))
+        cluster.calls.handle("rent.pause", lambda a: self.pause(int(a["user_id"]), int(a["vehicle_id"]), forward=False))
+        cluster.calls.handle("rent.resume", lambda a: self.resume(int(a["user_id"]), int(a["rent_id"]), forward=False))
+
+    async def _holder_elsewhere(self, vehicle_id: int) -> int | None:
+        """The other process that holds the vehicle, or the station it is docked at; None: this one may."""
+        if self.cluster is None:
+            return None
+        ownership = self.cluster.ownership
+        node = await ownership.elsewhere("vehicle", vehicle_id)
+        if node:
+            return node
+        station_id = await self.db.run(lambda conn: store.vehicle_station(conn, vehicle_id))
+        return None if station_id is None else await ownership.elsewhere("station", station_id)
+
+    async def _remote_unlock(self, args: dict[str, Any]) -> dict[str, Any]:
+        access = await self.access.of(self.db, self.catalog, int(args["user_id"]))
+        unlocked = await self.unlock(access, str(args["serial_number"]), float(args["lat"]), float(args["lng"]),
+                                     forward=False)
+        return {"trip_id": unlocked.trip_id, "external_locks": unlocked.external_locks}
+
+    async def _forward(self, node: int, op: str, args: dict[str, Any]) -> Any:
+        assert self.cluster is not None
+        return await self.cluster.calls.call(node, op, args, timeout=self.command_timeout + 10)
 
     # unlocking -------------------------------------------------------------------------
 
-    async def unlock(self, access: UserAccess, serial_number: str, lat: float, lng: float) -> Unlocked:
+    async def unlock(
+        self, access: UserAccess, serial_number: str, lat: float, lng: float, *, forward: bool = True
+    ) -> Unlocked:
         """Rent the vehicle ``serial_number`` for the caller at (lat, lng), or resume the caller's paused rent of
         it (free-floating); see the module's docstring."""
         assert access.user_id is not None
         row = await self.db.run(lambda conn: store.vehicle_by_serial(conn, serial_number))
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no vehicle {serial_number}")
+        if forward and (node := await self._holder_elsewhere(row.vehicle_id)):
+            found = await self._forward(node, "rent.unlock", {
+                "user_id": access.user_id, "serial_number": serial_number, "lat": lat, "lng": lng,
+            })
+            return Unlocked(trip_id=int(found["trip_id"]), external_locks=list(found["external_locks"]))
         live = self.vehicles.state(row.vehicle_id)
         if (row.free_floating or live.has_module) and not live.docked:
             return await self._unlock_free_floating(access, row, live, lat, lng)
@@ -291,9 +330,12 @@ class RentService:
                 raise
         return Unlocked(trip_id=reserved.rent_id, external_locks=[])
 
-    async def end(self, user_id: int, vehicle_id: int) -> None:
+    async def end(self, user_id: int, vehicle_id: int, *, forward: bool = True) -> None:
         """End the caller's free-floating rent of ``vehicle_id`` where the vehicle is: answered once the vehicle
         accepted its ``lock``; the rent ends on its ``locked`` (``rent.ended``)."""
+        if forward and (node := await self._holder_elsewhere(vehicle_id)):
+            await self._forward(node, "rent.end", {"user_id": user_id, "vehicle_id": vehicle_id})
+            return
         rent = await self._riding_free_floating(user_id, vehicle_id)
         if not rent.state.riding:
             raise ApiError(ErrorCode.RENT_STATE, f"trip {rent.rent_id} is {rent.state.value}")
@@ -305,9 +347,12 @@ class RentService:
                            "a trip may not end here: outside the network's area or its parkings")
         await self._command(vehicle_id, RentCommand(user_id, CommandKind.END))
 
-    async def pause(self, user_id: int, vehicle_id: int) -> None:
+    async def pause(self, user_id: int, vehicle_id: int, *, forward: bool = True) -> None:
         """Pause the caller's ongoing free-floating rent of ``vehicle_id`` (a temporary lock): answered once
         the vehicle accepted its ``lock``; the rent pauses on its ``locked`` (``rent.paused``)."""
+        if forward and (node := await self._holder_elsewhere(vehicle_id)):
+            await self._forward(node, "rent.pause", {"user_id": user_id, "vehicle_id": vehicle_id})
+            return
         rent = await self._riding_free_floating(user_id, vehicle_id)
         if not rent.rules.allow_pause:
             raise ApiError(ErrorCode.PAUSE_NOT_ALLOWED, "pausing a trip is not allowed on this network")
@@ -316,7 +361,7 @@ class RentService:
             raise ApiError(ErrorCode.RENT_STATE, f"trip {rent.rent_id} is {state}")
         await self._command(vehicle_id, RentCommand(user_id, CommandKind.PAUSE))
 
-    async def resume(self, user_id: int, rent_id: int) -> None:
+    async def resume(self, user_id: int, rent_id: int, *, forward: bool = True) -> None:
         """Resume a paused rent of the caller: another rider's rent or an unknown one is 404/4, a rent that is
         not paused 409/35, a docked one 409/36. Answered once the vehicle accepted its ``unlock``; the rent
         resumes on its ``unlocked`` (``rent.resumed``)."""
@@ -327,6 +372,9 @@ class RentService:
             raise ApiError(ErrorCode.RENT_STATE, f"trip {rent_id} is {row['rent_state']}, not paused")
         if not row["free_floating"]:
             raise ApiError(ErrorCode.WRONG_VEHICLE_KIND, "only free-floating rents are paused")
+        if forward and (node := await self._holder_elsewhere(row["vehicle_id"])):
+            await self._forward(node, "rent.resume", {"user_id": user_id, "rent_id": rent_id})
+            return
         await self._command(row["vehicle_id"], RentCommand(user_id, CommandKind.UNLOCK, rent_id))
 
     async def _riding_free_floating(self, user_id: int, vehicle_id: int) -> Rent:
@@ -456,7 +504,10 @@ class RentService:
         async def wake() -> None:
             vehicle_ids = await self.book.load_renting()
             for vehicle_id in vehicle_ids:
-                await self.stations.registry.get(VEHICLE, str(vehicle_id))
+                try:
+                    await self.stations.registry.get(VEHICLE, str(vehicle_id))
+                except RunsElsewhere:
+                    pass  # another process holds it (several processes): its clock runs there
             if vehicle_ids:
                 log.info("rents: %s vehicles with a current rent are live", len(vehicle_ids))
 

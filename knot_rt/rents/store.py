@@ -379,3 +379,11 @@ async def vehicle_by_serial(conn: asyncpg.Connection, serial_number: str) -> Veh
 async def vehicles_by_id(conn: asyncpg.Connection, vehicle_ids: list[int]) -> dict[int, VehicleToRent]:
     rows = await conn.fetch(_VEHICLE_TO_RENT + " WHERE id = ANY($1::bigint[])", vehicle_ids)
     return {row["id"]: _to_rent(row) for row in rows}
+
+
+async def vehicle_station(conn: asyncpg.Connection, vehicle_id: int) -> int | None:
+    """The station where the vehicle is docked, as recorded; None when it is not docked."""
+    found: int | None = await conn.fetchval(
+        "SELECT sp.station_id FROM vehicles v JOIN spots sp ON sp.id = v.spot_id WHERE v.id = $1", vehicle_id
+    )
+    return found

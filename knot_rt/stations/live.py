@@ -206,3 +206,9 @@ class LiveStations:
                 self._published[cluster_id] = totals
             else:
                 backoff.reset()
+
+    def replace_remote(self, view: StationView) -> None:
+        """A station whose actor runs in another process changed (its record, read again): reads see it at
+        once; the totals' event is that process's to publish (``cluster.updated`` once, not per process)."""
+        self._remember(view)
+        self._availability[view.cluster_id] = self._compute(view.cluster_id)

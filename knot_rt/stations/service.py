@@ -34,6 +34,7 @@ from actors import (
     AskTimeout,
     Registry,
     RestartIntensity,
+    RunsElsewhere,
     Supervisor,
     SupervisorSpec,
 )
@@ -56,9 +57,10 @@ from protocols import station as wire
 from protocols.errors import ErrorCode
 from protocols.feed import EventName, Topic
 
+from ..cluster.node import Cluster
 from ..config import Settings
 from ..db import repeat
-from ..devices.gateway import DeviceGateway
+from ..devices.gateway import DeviceGateway, Door
 from ..errors import ApiError
 from ..services.permissions import Scope, station_scope
 from ..uow import Work
@@ -117,8 +119,12 @@ class StationService:
         # actors hand it the badges their readers see. None: badges are recorded, nothing more.
         self.badges: BadgeBook | None = None
         self.badge_link_seconds = options.badge_link_seconds
-        self.station_door = StationDoor(self.store.secret_hash, self.store.secret_hashes, self.actor)
-        self.vehicle_door = self.vehicle_service.door(self.registry)
+        self.station_door = StationDoor(self.store.secret_hash, self.store.secret_hashes, self._socket_actor)
+        self.vehicle_door = self.vehicle_service.door(self.registry, before_attach=self._claim_vehicle)
+        # Several processes on one database (``knot_rt/cluster``): set by ``join`` before anything runs.
+        self.cluster: Cluster | None = None
+        self._remote_dirty: set[int] = set()
+        self._remote_wake = trio.Event()
         self.gateway = DeviceGateway(
             [self.station_door, self.vehicle_door], ping_interval=ping_interval,
             max_connections=options.station_max_connections, max_handshakes=options.station_max_handshakes,
@@ -149,8 +155,106 @@ class StationService:
         )
 
     async def actor(self, station_id: int) -> StationRef:
-        """The station's actor, started (and its state loaded) on first use."""
+        """The station's actor, started (and its state loaded) on first use. Several processes: raises
+        ``RunsElsewhere`` when another process holds the station's socket."""
         return await self.registry.get(STATION, str(station_id))
+
+    async def _socket_actor(self, station_id: int) -> StationRef:
+        """The actor of a station that just connected here: the newest socket wins, in any process."""
+        if self.cluster is not None:
+            await self.cluster.ownership.claim("station", station_id, socket=True)
+        return await self.actor(station_id)
+
+    async def _claim_vehicle(self, vehicle_id: int) -> None:
+        if self.cluster is not None:
+            await self.cluster.ownership.claim("vehicle", vehicle_id, socket=True)
+
+    # several processes ---------------------------------------------------------------------------
+
+    def join(self, cluster: Cluster) -> None:
+        """Share the work with the other processes on the database: an actor runs only where its device's
+        lock is held, commands for a station held elsewhere are forwarded there, and the live views of the
+        stations held elsewhere follow their records."""
+        self.cluster = cluster
+        self.registry.gate = cluster.ownership
+        cluster.ownership.releaser = self._release
+        cluster.feed.on_station = self._station_changed_elsewhere
+        calls = cluster.calls
+        calls.handle("station.command", self._remote_command)
+        calls.handle("station.unlock", self._remote_unlock)
+        calls.handle("station.badge_link", self._remote_badge_link)
+        calls.handle("station.spot_maintenance", self._remote_spot_maintenance)
+
+    async def _release(self, kind: str, device_id: int, socket: bool) -> bool:
+        """Another process takes the device (``cluster/ownership.py``): refused while its socket is here,
+        unless ``socket`` (a newer socket is there); otherwise the socket is closed and the actor stopped."""
+        door: Door[Any] = self.station_door if kind == "station" else self.vehicle_door
+        connection = door.links.current(device_id)
+        if connection is not None:
+            if not socket:
+                return False
+            door.count("replaced")
+            await connection.close(wire.REPLACED, "replaced")
+        if kind == "station":
+            await self.registry.stop(STATION, str(device_id))
+        else:
+            await self.registry.stop(VEHICLE, str(device_id))
+        return True
+
+    async def _forward(self, station_id: int, op: str, args: dict[str, Any], node: int | None = None) -> Any:
+        """Run ``op`` in the process that holds the station; 503 (50) when no process does."""
+        if self.cluster is None:
+            raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
+        if node is None:
+            node = await self.cluster.ownership.elsewhere("station", station_id)
+        if not node:
+            raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
+        return await self.cluster.calls.call(node, op, args, timeout=self.call_timeout + 10)
+
+    async def _remote_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        _, result = await self._command(int(args["station_id"]), Command(wire.Action(args["action"]), args["payload"]),
+                                        forward=False)
+        return result
+
+    async def _remote_unlock(self, args: dict[str, Any]) -> int:
+        return await self.unlock(int(args["station_id"]), int(args["spot"]), args.get("unlock_id"), forward=False)
+
+    async def _remote_badge_link(self, args: dict[str, Any]) -> None:
+        await self._command(
+            int(args["station_id"]), StartBadgeLink(int(args["user_id"]), str(args["name"]), args.get("spot")),
+            forward=False,
+        )
+
+    async def _remote_spot_maintenance(self, args: dict[str, Any]) -> None:
+        await self.set_spot_maintenance(int(args["station_id"]), int(args["spot"]), bool(args["in_maintenance"]),
+                                        forward=False)
+
+    def _station_changed_elsewhere(self, station_id: int) -> None:
+        if self.running_actor(station_id) is None:
+            self._remote_dirty.add(station_id)
+            self._remote_wake.set()
+
+    async def _follow_remote_stations(self, every: float = 0.1) -> None:
+        """Read again the stations other processes changed, for the map's live views (one pass per
+        ``every`` seconds at most, whatever the number of changes)."""
+        while True:
+            await self._remote_wake.wait()
+            self._remote_wake = trio.Event()
+            dirty, self._remote_dirty = self._remote_dirty, set()
+            for station_id in sorted(dirty):
+                if self.running_actor(station_id) is not None:
+                    continue
+                try:
+                    view = await self.store.load(station_id)
+                except Exception as exc:
+                    log.warning("stations: station %s held elsewhere could not be read: %r", station_id, exc)
+                    self._remote_dirty.add(station_id)
+                    continue
+                if view is not None:
+                    self.live.replace_remote(view)
+            if self._remote_dirty:
+                self._remote_wake.set()
+            await trio.sleep(every)
 
     def running_actor(self, station_id: int) -> StationRef | None:
         return self.registry.lookup(STATION, str(station_id))
@@ -179,18 +283,40 @@ class StationService:
             uow.conn, cluster_id, spot_count, version=version, first_displayed_number=first_displayed_number,
         ))
 
-    async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None) -> int:
+    async def unlock(self, station_id: int, spot: int, unlock_id: int | None = None, *, forward: bool = True) -> int:
         """Unlock a spot; returns the unlock id once the station accepted (``ApiError`` otherwise).
 
         ``unlock_id``: an id the caller already recorded (a rent's); None: the station's actor draws one."""
-        pending, _ = await self._command(station_id, UnlockSpot(spot, unlock_id))
+        if forward and self.running_actor(station_id) is None and self.cluster is not None:
+            node = await self.cluster.ownership.elsewhere("station", station_id)
+            if node:
+                found: int = await self._forward(
+                    station_id, "station.unlock", {"station_id": station_id, "spot": spot, "unlock_id": unlock_id},
+                    node,
+                )
+                return found
+        pending, _ = await self._command(station_id, UnlockSpot(spot, unlock_id), forward=False)
         assert pending.unlock_id is not None
         return pending.unlock_id
 
-    async def set_spot_maintenance(self, station_id: int, spot: int, in_maintenance: bool) -> StationView:
+    async def set_spot_maintenance(
+        self, station_id: int, spot: int, in_maintenance: bool, *, forward: bool = True
+    ) -> StationView:
         """Put a spot into maintenance or take it out (its actor writes it; a ``locked`` there is then
         answered DENY). Raises ``ApiError`` 400 (2) for a spot the station does not have."""
-        actor = await self.actor(station_id)
+        try:
+            actor = await self.actor(station_id)
+        except RunsElsewhere as elsewhere:
+            if not forward or not elsewhere.node:
+                raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, f"station {station_id} is moving; retry") from None
+            await self._forward(
+                station_id, "station.spot_maintenance",
+                {"station_id": station_id, "spot": spot, "in_maintenance": in_maintenance}, elsewhere.node,
+            )
+            view = await self.store.load(station_id)
+            if view is None:
+                raise ApiError(ErrorCode.NOT_FOUND) from None
+            return view
         reply = await actor.ask(SetSpotMaintenance(spot, in_maintenance))
         if isinstance(reply, CommandFailed):
             raise ApiError(_FAILURES[reply.failure], reply.message)
@@ -204,7 +330,7 @@ class StationService:
         400 (2), the backend could not record it 503 (48).
         """
         _, result = await self._command(station_id, Command(action, payload))
-        return result
+        return result  # (forwarded to the process holding the station when it is not here)
 
     async def start_badge_link(self, station_id: int, user_id: int, name: str, spot: int | None) -> None:
         """Wait for the user's badge at a reader of the station (``spot`` None: its one reader); returns once
@@ -213,10 +339,12 @@ class StationService:
         await self._command(station_id, StartBadgeLink(user_id, name, spot))
 
     async def _command(
-        self, station_id: int, message: Command | UnlockSpot | StartBadgeLink
+        self, station_id: int, message: Command | UnlockSpot | StartBadgeLink, *, forward: bool = True
     ) -> tuple[PendingCommand, dict[str, Any]]:
         actor = self.running_actor(station_id)
         if actor is None:
+            if forward and self.cluster is not None and not isinstance(message, UnlockSpot):
+                return await self._forward_command(station_id, message)
             raise ApiError(ErrorCode.DEVICE_OFFLINE, f"station {station_id} is offline")
         try:
             reply = await actor.ask(message, timeout=self.call_timeout)
@@ -240,6 +368,22 @@ class StationService:
             raise ApiError(ErrorCode.INTERNAL)
         raise ApiError(_FAILURES[failed.failure], failed.message)
 
+    async def _forward_command(
+        self, station_id: int, message: Command | StartBadgeLink
+    ) -> tuple[PendingCommand, dict[str, Any]]:
+        if isinstance(message, Command):
+            result = await self._forward(
+                station_id, "station.command",
+                {"station_id": station_id, "action": str(message.action), "payload": message.payload},
+            )
+        else:
+            await self._forward(
+                station_id, "station.badge_link",
+                {"station_id": station_id, "user_id": message.user_id, "name": message.name, "spot": message.spot},
+            )
+            result = {}
+        return PendingCommand(str(message.action) if isinstance(message, Command) else "badge-link"), result
+
     async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.live.seed(await self.db.run(load_all_stations))
         async with trio.open_nursery() as nursery:
@@ -249,6 +393,8 @@ class StationService:
                 gateway.start_soon(self._prune_messages)
                 gateway.start_soon(self._pick_up_new_stations)
                 gateway.start_soon(self.live.run)
+                if self.cluster is not None:
+                    gateway.start_soon(self._follow_remote_stations)
                 task_status.started(bound)
             nursery.cancel_scope.cancel()  # reached only when the gateway ends
 

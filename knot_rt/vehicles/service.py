@@ -27,7 +27,7 @@ actors keep reporting.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -83,11 +83,16 @@ class VehicleService:
             heartbeat_interval=self.status_interval,
         )
 
-    def door(self, registry: Registry) -> VehicleDoor:
+    def door(
+        self, registry: Registry, *, before_attach: Callable[[int], Awaitable[None]] | None = None
+    ) -> VehicleDoor:
         """The free-floating vehicles' door of the device gateway: their sockets reach the ``VEHICLE``
-        actors of ``registry`` and fill ``links``."""
+        actors of ``registry`` and fill ``links``. ``before_attach``: awaited first (several processes:
+        the vehicle is taken over from the process that held it)."""
 
         async def actor_for(vehicle_id: int) -> VehicleRef:
+            if before_attach is not None:
+                await before_attach(vehicle_id)
             return await registry.get(VEHICLE, str(vehicle_id))
 
         return VehicleDoor(self.store.credentials, self.store.secret_hashes, actor_for, links=self.links)
