@@ -212,8 +212,9 @@ class StationService:
         return await self.cluster.calls.call(node, op, args, timeout=self.call_timeout + 10)
 
     async def _remote_command(self, args: dict[str, Any]) -> dict[str, Any]:
-        _, result = await self._command(int(args["station_id"]), Command(wire.Action(args["action"]), args["payload"]),
-                                        forward=False)
+        action = wire.Action(args["action"])
+        payload = wire.ACTIONS[action].model_validate(args["payload"])
+        _, result = await self._command(int(args["station_id"]), Command(action, payload), forward=False)
         return result
 
     async def _remote_unlock(self, args: dict[str, Any]) -> int:
@@ -374,7 +375,8 @@ class StationService:
         if isinstance(message, Command):
             result = await self._forward(
                 station_id, "station.command",
-                {"station_id": station_id, "action": str(message.action), "payload": message.payload},
+                {"station_id": station_id, "action": str(message.action),
+                 "payload": message.payload.model_dump(mode="json", exclude_none=True)},
             )
         else:
             await self._forward(

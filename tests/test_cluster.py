@@ -1,0 +1,181 @@
+"""Two server processes on one database (``knot_rt/cluster``): real ``knot-rt serve`` processes, a station
+over a real socket, feed clients on either process.
+
+The test's own harness (one more process-like server, alone) only builds the world through the services
+and signs the tokens; the stations, the commands and the feeds go to the two processes under test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed
+
+from knot_rt.config import Settings
+from tests.feed_client import FeedClient, open_feed
+from tests.server_processes import ServerProcess, server_process
+from tests.station_client import RawStation, station_socket
+from tests.support import Harness, bearer, eventually, open_test_session
+from tests.test_stations import Site, make_site, next_call
+
+
+@asynccontextmanager
+async def two_processes(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    async with server_process(settings, tmp_path, "a") as first, server_process(settings, tmp_path, "b") as second:
+        yield first, second
+
+
+async def post(base_url: str, path: str, token: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        return await client.post(f"/api/application{path}", json=body, headers=bearer(token))
+
+
+async def unlock_through(server: ServerProcess, token: str, station: RawStation, station_id: int,
+                         spot: int) -> tuple[list[Any], httpx.Response]:
+    """The operator's unlock sent to ``server``; the station (wherever it is connected) accepts it."""
+    answers: list[httpx.Response] = []
+
+    async def operator() -> None:
+        answers.append(await post(server.base_url, "/spots/unlock/admin", token,
+                                  {"station_id": station_id, "spot": spot}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        command = await next_call(station)
+        assert command[2] == "unlock" and command[3]["spot"] == spot, command
+        await station.answer(command, {"status": "accepted"})
+    return command, answers[0]
+
+
+async def test_an_unlock_through_one_process_reaches_a_station_on_the_other(
+    harness: Harness, settings: Settings, tmp_path: Path
+) -> None:
+    site: Site = await make_site(harness, stations=1)
+    station_id, secret = site.stations[0]
+    async with two_processes(settings, tmp_path) as (a, b):
+        async with station_socket(a.station_url, station_id, secret) as station, \
+                open_feed(b.base_url, site.operator_token) as feed:
+            assert (await feed.subscribe(f"station:{station_id}"))["code"] == 0
+            await station.boot()
+            await station.state({1: 101, 2: None, 3: 102, 4: None})
+            command, response = await unlock_through(b, site.operator_token, station, station_id, 1)
+            assert response.status_code == 200, response.text
+            assert response.json()["data"]["unlock"] == command[3]["unlock"]
+            await station.call("unlocked", {"spot": 1, "unlock": command[3]["unlock"], "vehicle": 101})
+            assert (await station.call("locked", locked(2, 103)))[0] == 3
+            await station.call("unexpected-unlock", {"spot": 3})
+            # A command for the station through B that the station refuses: its code crosses back.
+            refused: list[httpx.Response] = []
+
+            async def ping() -> None:
+                refused.append(await post(b.base_url, f"/stations/{station_id}/reboot", site.operator_token))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping)
+                reboot = await next_call(station)
+                await station.answer(reboot, {"status": "rejected"})
+            assert (refused[0].status_code, refused[0].json()["code"]) == (409, 41)
+            events = await events_up_to_the_last(harness, feed, f"station:{station_id}")
+    written = await harness.db.fetch(  # (the station.offline of its going away is not awaited)
+        "SELECT seq, event FROM feed_events WHERE topic = $1 AND seq <= $2 ORDER BY seq", f"station:{station_id}",
+        events[-1]["seq"],
+    )
+    # Every event the station's process wrote, in order, none twice, to a subscriber of the other process.
+    assert [(e["seq"], e["event"]) for e in events] == [(r["seq"], r["event"]) for r in written]
+    unlocked = [e for e in events if e["event"] == "spot.unlocked" and e["data"].get("unlock") == command[3]["unlock"]]
+    assert len(unlocked) == 1 and unlocked[0]["data"]["spot"] == 1
+
+
+def locked(spot: int, vehicle: int) -> dict[str, Any]:
+    return {"spot": spot, "vehicle": vehicle, "time": int(time.time() * 1000), "cache_accepted": False}
+
+
+async def events_up_to_the_last(harness: Harness, feed: FeedClient, topic: str) -> list[dict[str, Any]]:
+    """The feed's events of ``topic`` until it has had the last one written (bounded wait)."""
+    last = await harness.db.fetchval("SELECT last_seq FROM feed_topics WHERE topic = $1", topic)
+    found: list[dict[str, Any]] = []
+    while not found or found[-1]["seq"] < last:
+        found += [e for e in await feed.events(1, timeout=20) if e["topic"] == topic]
+    return found
+
+
+async def test_logout_on_one_process_closes_the_feed_on_the_other(
+    harness: Harness, settings: Settings, tmp_path: Path
+) -> None:
+    user = await harness.create_user("rider@example.com")
+    token = await open_test_session(harness, user)
+    async with two_processes(settings, tmp_path) as (a, b):
+        async with open_feed(b.base_url, token) as feed:
+            assert (await feed.subscribe("user"))["code"] == 0
+            response = await post(a.base_url, "/logout", token)
+            assert response.status_code == 200, response.text
+            closed: ConnectionClosed | None = None
+            with trio.fail_after(10):
+                try:
+                    while True:
+                        await feed.ws.get_message()
+                except ConnectionClosed as exc:
+                    closed = exc
+            assert closed is not None and closed.reason is not None and closed.reason.code == 4401
+        # And the token is refused by both at once.
+        for server in (a, b):
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                refused = await client.get("/api/application/reports", headers=bearer(token))
+            assert (refused.status_code, refused.json()["code"]) == (401, 3)
+
+
+async def test_a_station_moves_when_its_process_dies_with_no_event_lost_or_applied_twice(
+    harness: Harness, settings: Settings, tmp_path: Path
+) -> None:
+    site: Site = await make_site(harness, stations=1)
+    station_id, secret = site.stations[0]
+    topic = f"station:{station_id}"
+    async with server_process(settings, tmp_path, "b") as b, open_feed(b.base_url, site.operator_token) as feed:
+        assert (await feed.subscribe(topic))["code"] == 0
+        async with server_process(settings, tmp_path, "a") as a:
+            async with station_socket(a.station_url, station_id, secret) as station:
+                await station.boot()
+                assert (await station.call("locked", locked(1, 101), call_id="c-1"))[0] == 3
+                # A call sent, then the process holding the station dies before the station reads its answer.
+                await station.send([2, "c-2", "locked", locked(2, 102)])
+                await eventually(lambda: _recorded(harness, station_id, "c-2"))
+                a.kill()
+                with trio.fail_after(10):
+                    try:
+                        while True:
+                            await station.receive()
+                    except (ConnectionClosed, trio.TooSlowError):
+                        pass
+        # The station reconnects, to B this time, and sends its unanswered call again.
+        async with station_socket(b.station_url, station_id, secret) as station:
+            await station.boot()
+            again = await station.call("locked", locked(2, 102), call_id="c-2")
+            assert again[0] == 3, again  # answered from the record: applied once
+            assert (await station.call("locked", locked(3, 103), call_id="c-3"))[0] == 3
+            async with httpx.AsyncClient(base_url=b.base_url) as client:
+                view = await client.get(f"/api/application/stations/{station_id}",
+                                        headers=bearer(site.operator_token))
+            assert view.status_code == 200, view.text
+            spots = {s["spot"]: s["vehicle"] for s in view.json()["data"]["spots"]}
+            assert (spots[1], spots[2], spots[3]) == (101, 102, 103)
+            events = [e for e in await feed.events(6, timeout=20) if e["event"] == "spot.locked"]
+            while len(events) < 3:
+                events += [e for e in await feed.events(1, timeout=20) if e["event"] == "spot.locked"]
+    assert [e["data"]["spot"] for e in events] == [1, 2, 3]  # spot 2 once, in order
+    rows = await harness.db.fetch(
+        "SELECT seq, event, data FROM feed_events WHERE topic = $1 AND event = 'spot.locked' ORDER BY seq", topic
+    )
+    assert [r["data"]["spot"] for r in rows] == [1, 2, 3]
+
+
+async def _recorded(harness: Harness, station_id: int, message_id: str) -> bool:
+    found = await harness.db.fetchval(
+        "SELECT count(*) FROM station_messages WHERE station_id = $1 AND message_id = $2", station_id, message_id
+    )
+    return bool(found)
