@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -44,9 +45,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     tune_gc()
+    worker = args.http_fd is not None
+    if worker:  # one of ``--workers N``'s processes: its sockets are the parent's
+        settings = replace(settings, http_fd=args.http_fd, gateway_fd=args.gateway_fd, cluster=True)
     serve_lock = ServeLock(settings.data_dir)
     if not settings.database_url:  # the embedded cluster: one server per data folder
         serve_lock.acquire()
+    if args.workers > 1 and not worker:
+        from .workers import run_workers
+
+        try:
+            run_with_loop(lambda: run_workers(settings, args.workers, demo=args.demo))
+        finally:
+            serve_lock.release()
+        return 0
 
     async def main() -> None:
         async with stop_on_signal() as stopper, open_database(settings) as db:
@@ -57,14 +69,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 bound = await nursery.start(lambda task_status: run_server(
                     svc, shutdown=stopper.shutdown, task_status=task_status))
                 stopper.serving()
-                for bind in bound.http:
-                    print(f"knot_rt API:      {bind}/api/application/", flush=True)
-                    print(f"OpenAPI document: {bind}/openapi.json  (docs: {bind}/docs)", flush=True)
-                print(f"station gateway:  {bound.station_url(settings.host)}", flush=True)
-                print(f"vehicle gateway:  {bound.vehicle_url(settings.host)}", flush=True)
-                if args.demo:
-                    for email, password, what in DEMO_ACCOUNTS:
-                        print(f"demo account:     {email} / {password}  ({what})", flush=True)
+                if worker:
+                    from .workers import READY
+
+                    print(f"{READY} pid={os.getpid()}", flush=True)
+                else:
+                    for bind in bound.http:
+                        print(f"knot_rt API:      {bind}/api/application/", flush=True)
+                        print(f"OpenAPI document: {bind}/openapi.json  (docs: {bind}/docs)", flush=True)
+                    print(f"station gateway:  {bound.station_url(settings.host)}", flush=True)
+                    print(f"vehicle gateway:  {bound.vehicle_url(settings.host)}", flush=True)
+                    if args.demo:
+                        for email, password, what in DEMO_ACCOUNTS:
+                            print(f"demo account:     {email} / {password}  ({what})", flush=True)
 
     try:
         run_with_loop(main)
@@ -354,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--station-port", type=int,
                        help=f"station gateway port (env KNOT_STATION_PORT, default {station_wire.DEFAULT_PORT})")
     serve.add_argument("--demo", action="store_true", help="load the demo data first")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N server processes sharing the ports and the database (default 1)")
+    serve.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited sockets
+    serve.add_argument("--gateway-fd", type=int, help=argparse.SUPPRESS)
     on_database(serve, cmd_serve)
 
     demo = sub.add_parser("demo", help="load the demo data and the city of Strasbourg (idempotent)")

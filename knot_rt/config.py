@@ -208,6 +208,10 @@ class Settings:
     # Several server processes share the database (``knot_rt/cluster``): devices owned through advisory
     # locks, feed events, revocations and catalog changes across processes. Off: one process does it all.
     cluster: bool = False
+    # Listening sockets inherited from ``knot-rt serve --workers N`` (``knot_rt/workers.py``): the HTTP port's
+    # and the device gateway's, shared by every worker. None: bind ``port`` and ``station_port``.
+    http_fd: int | None = None
+    gateway_fd: int | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

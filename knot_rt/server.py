@@ -21,9 +21,9 @@ from .maintenance.automatic import offline_at_start
 log = logging.getLogger(__name__)
 
 
-def hypercorn_config(host: str, port: int) -> Config:
+def hypercorn_config(host: str, port: int, fd: int | None = None) -> Config:
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{fd}"] if fd is not None else [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = "-"
     config.graceful_timeout = 5
@@ -70,7 +70,7 @@ async def run_server(
     await svc.catalog.load()
     if shutdown is None:
         shutdown = trio.Event()
-    config = hypercorn_config(svc.settings.host, svc.settings.port)
+    config = hypercorn_config(svc.settings.host, svc.settings.port, svc.settings.http_fd)
     try:
         await _serve_all(svc, app, config, shutdown, task_status)
     finally:
@@ -93,7 +93,9 @@ async def _serve_all(
             node = await background.start(svc.cluster.run)
             log.info("cluster: this process is node %s", node)
         async with trio.open_nursery() as live:
-            station_port: int = await live.start(svc.stations.run, svc.settings.host, svc.settings.station_port)
+            station_port: int = await live.start(
+                partial(svc.stations.run, fd=svc.settings.gateway_fd), svc.settings.host, svc.settings.station_port,
+            )
             live.start_soon(svc.rents.run)
             live.start_soon(svc.maintenance_watch.run, offline_at_start(svc.stations))
             live.start_soon(svc.maintenance_live.run)

@@ -7,6 +7,9 @@ and signs the tokens; the stations, the commands and the feeds go to the two pro
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +20,11 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed
 
+from knot_rt.cluster.link import APPLICATION_NAME
 from knot_rt.config import Settings
+from knot_rt.launcher import knot_rt_command
 from tests.feed_client import FeedClient, open_feed
-from tests.server_processes import ServerProcess, server_process
+from tests.server_processes import ServerProcess, server_env, server_process
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session
 from tests.test_stations import Site, make_site, next_call
@@ -179,3 +184,59 @@ async def _recorded(harness: Harness, station_id: int, message_id: str) -> bool:
         "SELECT count(*) FROM station_messages WHERE station_id = $1 AND message_id = $2", station_id, message_id
     )
     return bool(found)
+
+
+async def test_serve_with_two_workers_shares_its_ports(harness: Harness, settings: Settings, tmp_path: Path) -> None:
+    """``knot-rt serve --workers 2``: one HTTP port and one gateway port for both processes; whichever
+    worker a request lands on, the station's commands reach it; SIGTERM stops them all."""
+    site: Site = await make_site(harness, stations=1)
+    station_id, secret = site.stations[0]
+    receive, send = os.pipe()
+    process = await trio.lowlevel.open_process(
+        [*knot_rt_command(), "serve", "--workers", "2"], env=server_env(settings, tmp_path / "w"), stdout=send,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(send)
+    try:
+        async with trio.lowlevel.FdStream(receive) as stream:
+            banner = b""
+            with trio.fail_after(90):
+                while b"vehicle gateway:" not in banner:
+                    chunk = await stream.receive_some(4096)
+                    assert chunk, banner
+                    banner += chunk
+            lines = banner.decode().splitlines()
+            api = next(line.split()[2] for line in lines if line.startswith("knot_rt API:"))
+            base_url = api.removesuffix("/api/application/")
+            gateway = next(line.split()[-1] for line in lines if line.startswith("station gateway:"))
+            async with station_socket(gateway, station_id, secret) as station:
+                await station.boot()
+                answered = 0
+                pings: list[httpx.Response] = []
+
+                async def ping() -> None:
+                    pings.append(await post(base_url, f"/stations/{station_id}/ping", site.operator_token))
+
+                for _ in range(6):  # a new connection each time: they land on either worker
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(ping)
+                        call = await next_call(station)
+                        assert call[2] == "ping", call
+                        await station.answer(call, {})
+                    assert pings[-1].status_code == 200, pings[-1].text
+                    answered += 1
+            assert answered == 6
+            workers = await harness.db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+            assert workers == 2
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(40):
+                await process.wait()
+            assert process.returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

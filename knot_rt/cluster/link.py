@@ -44,6 +44,7 @@ SESSIONS = "knot_sessions"
 CATALOG = "knot_catalog"
 
 Handler = Callable[[str], None]
+APPLICATION_NAME = "knot-rt link"  # how the links show in pg_stat_activity: one per process of the cluster
 
 
 def node_channel(node: int) -> str:
@@ -142,7 +143,8 @@ class ClusterLink:
         url = self.db.url
 
         async def connect() -> asyncpg.Connection:
-            conn = await asyncpg.connect(url, timeout=self.connect_timeout)
+            conn = await asyncpg.connect(url, timeout=self.connect_timeout,
+                                         server_settings={"application_name": APPLICATION_NAME})
             node = conn.get_server_pid()
             for channel in [*self._handlers, node_channel(node)]:
                 await conn.add_listener(channel, self._notified)

@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
@@ -355,9 +356,16 @@ class DeviceGateway:
         self.sockets = 0  # open sockets, handshakes included
         self.handshakes = 0  # sockets not yet authenticated
 
-    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, host: str, port: int, *, fd: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on ``host:port``, or on the listening socket ``fd`` (inherited: several processes share it)."""
         async with trio.open_nursery() as handlers:
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            if fd is not None:
+                listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))]
+            else:
+                listeners = await trio.open_tcp_listeners(port, host=host)
             server = _CappedServer(
                 self, self._guarded, listeners, handler_nursery=handlers, max_message_size=TRANSPORT_MAX_MESSAGE,
                 connect_timeout=self.handshake_timeout,

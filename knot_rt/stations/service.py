@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 import trio
@@ -386,12 +387,15 @@ class StationService:
             result = {}
         return PendingCommand(str(message.action) if isinstance(message, Command) else "badge-link"), result
 
-    async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, host: str, port: int, *, fd: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         self.live.seed(await self.db.run(load_all_stations))
         async with trio.open_nursery() as nursery:
             await nursery.start(self.root.run)
             async with trio.open_nursery() as gateway:
-                bound: int = await gateway.start(self.gateway.serve, host, port)
+                bound: int = await gateway.start(partial(self.gateway.serve, fd=fd), host, port)
                 gateway.start_soon(self._prune_messages)
                 gateway.start_soon(self._pick_up_new_stations)
                 gateway.start_soon(self.live.run)

@@ -1,0 +1,165 @@
+"""``knot-rt serve --workers N``: N server processes on one machine, sharing the HTTP port and the device
+gateway's port.
+
+The parent binds both listening sockets once and hands them to N ``knot-rt serve`` children (inherited
+file descriptors: every child accepts on the same sockets, the kernel gives each connection to one of
+them). The children run in the cluster mode (``knot_rt/cluster``): a device's actor lives in the child
+that accepted its socket, its ownership is a PostgreSQL advisory lock, and requests, feed events,
+revocations and catalog changes cross children through PostgreSQL. Nothing else is shared.
+
+The parent itself serves nothing: it migrates the database and loads the demo data once (so that the
+children do not race at it), starts the embedded PostgreSQL when no ``DATABASE_URL`` is given, prints
+the banners once every child is ready, restarts a child that dies (after a back-off: 1 s doubling to
+30 s; a crashed child's stations reconnect to the others meanwhile), and on SIGINT/SIGTERM stops them
+all (SIGTERM, then SIGKILL after ``STOP_SECONDS``).
+
+Choices: inherited sockets rather than SO_REUSEPORT, so that port 0 works and no other process can
+join the port group; the price is no kernel load balancing by hash (an idle child accepts more).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from .config import Settings
+from .db import Backoff
+from .launcher import knot_rt_command
+from .runner import database_url, open_database, stop_on_signal
+
+log = logging.getLogger(__name__)
+
+READY = "knot_rt worker ready"
+READY_SECONDS = 120.0
+STOP_SECONDS = 20.0
+PR_SET_PDEATHSIG = 1
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Worker:
+    index: int
+    process: trio.Process | None = None
+    ready: trio.Event = field(default_factory=trio.Event)
+
+
+async def run_workers(settings: Settings, count: int, *, demo: bool) -> None:
+    """Serve with ``count`` worker processes until a signal stops them."""
+    from .demo import DEMO_ACCOUNTS, load_demo
+
+    async with stop_on_signal() as stopper, database_url(settings) as url:
+        settings = replace(settings, database_url=url)
+        async with open_database(settings) as db:  # migrated once, here
+            if demo:
+                await load_demo(db)
+        http = listening_socket(settings.host, settings.port)
+        gateway = listening_socket(settings.host, settings.station_port)
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": url, "KNOT_CLUSTER": "1", "KNOT_SECRET_KEY": settings.secret_key,
+            "KNOT_DATA_DIR": str(settings.data_dir), "KNOT_HOST": settings.host,
+            "KNOT_PUBLIC_URL": settings.public_url,
+        })
+        command = [*knot_rt_command(), "serve", "--http-fd", str(http.fileno()), "--gateway-fd", str(gateway.fileno())]
+        workers = [Worker(i) for i in range(count)]
+        async with trio.open_nursery() as nursery:
+            for worker in workers:
+                nursery.start_soon(_keep_running, worker, command, env, stopper.shutdown)
+            with trio.move_on_after(READY_SECONDS):
+                for worker in workers:
+                    await worker.ready.wait()
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            http_port, gateway_port = http.getsockname()[1], gateway.getsockname()[1]
+            print(f"knot_rt API:      http://{host}:{http_port}/api/application/  ({count} workers)", flush=True)
+            print(f"OpenAPI document: http://{host}:{http_port}/openapi.json", flush=True)
+            print(f"station gateway:  ws://{host}:{gateway_port}/api/stations/ws", flush=True)
+            print(f"vehicle gateway:  ws://{host}:{gateway_port}/api/vehicles/ws", flush=True)
+            if demo:
+                for email, password, what in DEMO_ACCOUNTS:
+                    print(f"demo account:     {email} / {password}  ({what})", flush=True)
+            stopper.serving()
+            await stopper.shutdown.wait()
+            with trio.CancelScope(shield=True):
+                await _stop_all(workers)
+            nursery.cancel_scope.cancel()
+        http.close()
+        gateway.close()
+
+
+async def _keep_running(worker: Worker, command: list[str], env: dict[str, str], stopping: trio.Event) -> None:
+    backoff = Backoff(first=1.0, cap=30.0)
+    while not stopping.is_set():
+        receive, send = os.pipe()
+        try:
+            process = await trio.lowlevel.open_process(
+                command, env=env, stdout=send, pass_fds=_inherited(command), preexec_fn=_end_with_parent,
+            )
+        finally:
+            os.close(send)
+        worker.process = process
+        async with trio.lowlevel.FdStream(receive) as stream:
+            await _read_banner(worker, stream)
+            await process.wait()
+        if stopping.is_set():
+            return
+        log.warning("worker %s (pid %s) ended with %s; restarting it", worker.index, process.pid, process.returncode)
+        await backoff.sleep()
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies, however it dies (Linux; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _inherited(command: list[str]) -> tuple[int, ...]:
+    return tuple(int(command[i + 1]) for i, arg in enumerate(command) if arg in ("--http-fd", "--gateway-fd"))
+
+
+async def _read_banner(worker: Worker, stream: trio.lowlevel.FdStream) -> None:
+    """Wait for the child's ready line, then pass whatever else it prints on (its logs go to stderr)."""
+    buffer = b""
+    while True:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            if text.startswith(READY):
+                worker.ready.set()
+            else:
+                print(text, file=sys.stdout, flush=True)
+
+
+async def _stop_all(workers: list[Worker]) -> None:
+    running = [w.process for w in workers if w.process is not None and w.process.returncode is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(STOP_SECONDS):
+        for process in running:
+            await process.wait()
+    for process in running:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
