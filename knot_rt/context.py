@@ -26,7 +26,7 @@ from .rents.service import RentService
 from .services.access import AccessCache
 from .services.mail import MailSender
 from .services.passwords import Passwords
-from .services.ratelimit import RateLimiter
+from .services.ratelimit import RateLimiter, SharedRateLimiter
 from .services.secrets import SecretBox
 from .services.social import SocialVerifier
 from .services.tokens import TokenSigner
@@ -130,11 +130,13 @@ class Services:
             rents.join(cluster)
             cluster.on_sessions_revoked = hub.sessions_revoked
             cluster.on_catalog_changed = catalog.changed_elsewhere
+            cluster.on_access_changed = access.forget
+            cluster.on_rejoined = lambda: access.forget(None)  # what was missed while the link was down
         return cls(
             settings=settings,
             db=db,
             signer=signer,
-            limiter=RateLimiter(),
+            limiter=SharedRateLimiter(db) if settings.cluster else RateLimiter(),
             box=box,
             mail=mail,
             social=SocialVerifier(settings.social),

@@ -86,6 +86,7 @@ async def _serve_all(
         # so a database outage leaves them waiting, not the process dead.
         background.start_soon(svc.mail.run)
         background.start_soon(svc.bus.run_pruner)
+        background.start_soon(svc.limiter.run)
         background.start_soon(svc.catalog.run, svc.settings.catalog_refresh_seconds)
         if svc.settings.payment_worker:
             background.start_soon(svc.payment_worker.run)

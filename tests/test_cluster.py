@@ -110,12 +110,17 @@ async def events_up_to_the_last(harness: Harness, feed: FeedClient, topic: str) 
     return found
 
 
-async def test_logout_on_one_process_closes_the_feed_on_the_other(
+async def test_logout_limits_and_catalog_changes_reach_every_process(
     harness: Harness, settings: Settings, tmp_path: Path
 ) -> None:
+    await harness.create_app_label()
     user = await harness.create_user("rider@example.com")
     token = await open_test_session(harness, user)
+    network = await harness.make.network()
+    operator = await harness.create_user("operator@example.com", perms=[("clusters", True)], networks=[network])
+    operator_token = await open_test_session(harness, operator)
     async with two_processes(settings, tmp_path) as (a, b):
+        # Logout through A closes the feed socket held by B, and the token is refused by both at once.
         async with open_feed(b.base_url, token) as feed:
             assert (await feed.subscribe("user"))["code"] == 0
             response = await post(a.base_url, "/logout", token)
@@ -128,11 +133,28 @@ async def test_logout_on_one_process_closes_the_feed_on_the_other(
                 except ConnectionClosed as exc:
                     closed = exc
             assert closed is not None and closed.reason is not None and closed.reason.code == 4401
-        # And the token is refused by both at once.
         for server in (a, b):
             async with httpx.AsyncClient(base_url=server.base_url) as client:
                 refused = await client.get("/api/application/reports", headers=bearer(token))
             assert (refused.status_code, refused.json()["code"]) == (401, 3)
+        # Wrong passwords spread over both count against one limit (10 a minute per address).
+        answers = []
+        for server in [a] * 6 + [b] * 5:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                answer = await client.post("/api/application/login", json={
+                    "email": "rider@example.com", "password": "not the password", "app_label": "knot"})
+            answers.append(answer.status_code)
+        assert answers == [401] * 10 + [429], answers
+        # A cluster created by another process (here the test's) is on both maps without waiting for a reload.
+        created = await harness.make.cluster(network, "Nouvelle gare", 48.6, 7.7)
+        for server in (a, b):
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+
+                async def seen(client: httpx.AsyncClient = client) -> bool:
+                    found = await client.get(f"/api/application/clusters/{created}", headers=bearer(operator_token))
+                    return found.status_code == 200
+
+                await eventually(seen, timeout=10)
 
 
 async def test_a_station_moves_when_its_process_dies_with_no_event_lost_or_applied_twice(

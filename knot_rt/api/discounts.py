@@ -111,7 +111,7 @@ async def use(data: UseCodeBody) -> Data[Discount]:
     svc = services()
     user_id = current_caller().user_id
     rates = svc.settings.rate_limits
-    svc.limiter.check((rates.discount_code_per_user, "discount_code:user", str(user_id)))
+    await svc.limiter.check((rates.discount_code_per_user, "discount_code:user", str(user_id)))
     on = today()
     row = await svc.catalog_service.use_code(user_id, data.code, data.lat, data.lng, on)
     return Data(data=discount_of(row))

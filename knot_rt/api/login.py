@@ -180,7 +180,7 @@ async def login(data: LoginBody) -> LoginResponse:
     """Log in a user with their Knot account."""
     svc = services()
     limits = svc.settings.rate_limits
-    svc.limiter.check(
+    await svc.limiter.check(
         (limits.login_per_address, "login:address", data.email),
         (limits.login_per_client, "login:client", client_address()),
     )
@@ -241,7 +241,7 @@ async def second_factor(data: SecondFactorBody) -> LoginResponse:
     claims = purpose_claims()
     user_id = int(claims["user_id"])
     limits = svc.settings.rate_limits
-    svc.limiter.check(
+    await svc.limiter.check(
         (limits.second_factor_per_user, "2fa:user", str(user_id)),
         (limits.second_factor_per_client, "2fa:client", client_address()),
     )

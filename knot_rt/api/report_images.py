@@ -94,7 +94,7 @@ async def upload_image(report_id: int, data: ImageUpload) -> Data[ImageOut]:
     svc = services()
     caller = current_caller()
     # One budget with text messages: the same rate and key as ``reports.post_message``.
-    svc.limiter.check((svc.settings.rate_limits.report_message_per_user, "report_message:user", str(caller.user_id)))
+    await svc.limiter.check((svc.settings.rate_limits.report_message_per_user, "report_message:user", str(caller.user_id)))
     report, side = _report()
     # The part may sit in a temporary file (werkzeug spools beyond 500 KB): read it off the event loop.
     raw = await read_part(data.chat_image.stream)

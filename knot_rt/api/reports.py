@@ -128,11 +128,11 @@ def _report_out(report: store.Report, side: Side) -> ReportOut:
     return ReportOut.model_validate(store.report_json(report, side))
 
 
-def _rate(kind: str) -> None:
+async def _rate(kind: str) -> None:
     svc = services()
     rates = svc.settings.rate_limits
     rate = rates.report_per_user if kind == "report" else rates.report_message_per_user
-    svc.limiter.check((rate, f"{kind}:user", str(current_caller().user_id)))
+    await svc.limiter.check((rate, f"{kind}:user", str(current_caller().user_id)))
 
 
 @bp.get("/reports")
@@ -166,7 +166,7 @@ async def open_report(data: OpenReportBody) -> Data[ReportOut]:
     spot, cluster or trip the rider does not see answers 404 code 4 like an unknown one; pieces of several
     networks 400 code 2. The report's network (whose support agents answer) is theirs, else that of the
     rider's ongoing rent, else none."""
-    _rate("report")
+    await _rate("report")
     context = ReportContext(
         vehicle_id=data.vehicle_id, serial_number=data.serial_number, station_id=data.station_id,
         spot_id=data.spot_id, cluster_id=data.cluster_id, trip_id=data.trip_id, latitude=data.lat,
@@ -186,7 +186,7 @@ async def post_message(report_id: int, data: MessageBody) -> Data[MessageOut]:
     message reopens the report)."""
     svc = services()
     report, side = await svc.support.access(current_caller().user_id, report_id, write=True)
-    _rate("report_message")
+    await _rate("report_message")
     written = await svc.support.post_message(report, side, current_caller().user_id, body=data.message)
     return Data(data=MessageOut.model_validate(written))
 

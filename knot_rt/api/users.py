@@ -122,7 +122,7 @@ async def register(data: RegisterBody) -> Registered:
     """Register an account; sends the confirmation email."""
     svc = services()
     rates = svc.settings.rate_limits
-    svc.limiter.check((rates.register_per_client, "register_per_client", client_address()))
+    await svc.limiter.check((rates.register_per_client, "register_per_client", client_address()))
     user_id = await svc.accounts.register(data.email, data.password, app_label=data.app_label, lang=data.lang)
     return Registered(user_id=user_id)
 
@@ -153,7 +153,7 @@ async def ask_email_change(data: EmailBody) -> Ok:
     user_id = current_caller().user_id
     new_email = normalize_email(data.email)
     await confirm_identity(data.password, data.mfa_token)  # guesses count against the account's logins
-    svc.limiter.check(
+    await svc.limiter.check(
         (rates.confirmation_per_address, "email_change_per_address", new_email),
         (rates.confirmation_per_client, "email_change_per_client", client_address()),
     )
@@ -197,7 +197,7 @@ async def resend_confirmation() -> Ok:
     rates = svc.settings.rate_limits
     user_id = int(purpose_claims()["user_id"])
     account = await svc.accounts.account(user_id)
-    svc.limiter.check(
+    await svc.limiter.check(
         (rates.confirmation_per_address, "confirmation_per_address", normalize_email(account.email)),
         (rates.confirmation_per_client, "confirmation_per_client", client_address()),
     )
@@ -223,7 +223,7 @@ async def ask_password_reset(data: PasswordResetBody) -> Ok:
     """Send an email to reset a user's password. Answers the same whether or not the account exists."""
     svc = services()
     rates = svc.settings.rate_limits
-    svc.limiter.check(
+    await svc.limiter.check(
         (rates.password_reset_per_address, "password_reset_per_address", normalize_email(data.email)),
         (rates.password_reset_per_client, "password_reset_per_client", client_address()),
     )

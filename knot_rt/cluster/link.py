@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FEED = "knot_feed"
 SESSIONS = "knot_sessions"
 CATALOG = "knot_catalog"
+ACCESS = "knot_access"
 
 Handler = Callable[[str], None]
 APPLICATION_NAME = "knot-rt link"  # how the links show in pg_stat_activity: one per process of the cluster

@@ -7,8 +7,9 @@ processes, and how (see ``link.py``):
 - devices: one advisory lock each (``ownership.py``); requests for a device held elsewhere are forwarded
   (``calls.py``);
 - feed events: announced at commit, read by the processes with subscribers (``remote_feed.py``);
-- sessions revoked and catalog changes: told by triggers (migration 130); here they reach
-  ``on_sessions_revoked`` and ``on_catalog_changed``;
+- sessions revoked, catalog changes, users' access changes: told by triggers (migration 130); here they
+  reach ``on_sessions_revoked``, ``on_catalog_changed`` and ``on_access_changed``;
+- rate-limit counters: a table (``services/ratelimit.py``'s ``SharedRateLimiter``);
 - after the link was lost and came back (something may have been missed): ``on_rejoined``.
 
 One process alone has none of it: no extra connection, no NOTIFY.
@@ -25,7 +26,7 @@ import trio
 from ..bus import FeedBus
 from ..db import Database
 from .calls import RemoteCalls
-from .link import CATALOG, SESSIONS, ClusterLink
+from .link import ACCESS, CATALOG, SESSIONS, ClusterLink
 from .ownership import Ownership
 from .remote_feed import RemoteFeed
 
@@ -40,9 +41,11 @@ class Cluster:
         self.feed = RemoteFeed(bus, self.link)
         self.on_sessions_revoked: Callable[[list[uuid.UUID]], None] = lambda _ids: None
         self.on_catalog_changed: Callable[[], None] = lambda: None
+        self.on_access_changed: Callable[[int | None], None] = lambda _user_id: None  # None: every user's
         self.on_rejoined: Callable[[], None] = lambda: None
         self.link.listen(SESSIONS, self._sessions_revoked)
         self.link.listen(CATALOG, lambda _table: self.on_catalog_changed())
+        self.link.listen(ACCESS, self._access_changed)
         self.link.on_joined.append(lambda: self.on_rejoined())
 
     @property
@@ -55,6 +58,12 @@ class Cluster:
         except ValueError:
             return
         self.on_sessions_revoked([session_id])
+
+    def _access_changed(self, payload: str) -> None:
+        if payload == "*":
+            self.on_access_changed(None)
+        elif payload.isdigit():
+            self.on_access_changed(int(payload))
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Join (the link up, its node id known), then keep the parts running."""

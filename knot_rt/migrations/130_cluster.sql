@@ -58,3 +58,51 @@ CREATE TRIGGER vehicles_added AFTER INSERT OR DELETE ON vehicles
 CREATE TRIGGER vehicles_facts_changed AFTER UPDATE OF serial_number, model_id, network_id, exceptional_out_of_order_id, avg_max_range,
     has_freefloat_to_station_reward, free_floating ON vehicles
     FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+
+-- What a user sees and may use changed (``services/access.py``): every process forgets its cached access
+-- of that user ('*': of every user, when an organisational unit or an organisation changed).
+CREATE FUNCTION knot_user_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('knot_access', OLD.user_id::text);
+    ELSE
+        PERFORM pg_notify('knot_access', NEW.user_id::text);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER user_permissions_changed AFTER INSERT OR UPDATE OR DELETE ON user_permissions
+    FOR EACH ROW EXECUTE FUNCTION knot_user_access_changed();
+CREATE FUNCTION knot_user_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('knot_access', NEW.id::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER users_access_changed AFTER UPDATE OF email, app_label_id ON users
+    FOR EACH ROW EXECUTE FUNCTION knot_user_changed();
+CREATE FUNCTION knot_all_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('knot_access', '*');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER organizations_changed AFTER INSERT OR UPDATE OR DELETE ON organizations
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+CREATE TRIGGER ou_networks_changed AFTER INSERT OR UPDATE OR DELETE ON ou_networks
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+CREATE TRIGGER ou_clusters_changed AFTER INSERT OR UPDATE OR DELETE ON ou_clusters
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+CREATE TRIGGER ou_app_labels_changed AFTER INSERT OR UPDATE OR DELETE ON ou_app_labels
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+CREATE TRIGGER ou_organizations_changed AFTER INSERT OR UPDATE OR DELETE ON ou_organizations
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+
+-- Rate limits counted by every process together (``services/ratelimit.py``, the cluster mode): hits per
+-- key in fixed windows; rows of past windows are pruned.
+CREATE UNLOGGED TABLE rate_counts (
+    namespace     text NOT NULL,
+    key           text NOT NULL,
+    window_start  bigint NOT NULL,   -- epoch seconds, a multiple of the rate's period
+    hits          integer NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    PRIMARY KEY (namespace, key, window_start)
+);
+CREATE INDEX rate_counts_expiry ON rate_counts (expires_at);

@@ -1,6 +1,15 @@
-"""Rate limits per address and per client, with the `limits` library (moving window)."""
+"""Rate limits per address, per client and per user.
+
+One process: the `limits` library's moving window, in memory. Several processes on one database
+(``Settings.cluster``): ``SharedRateLimiter`` counts in PostgreSQL, so that a guesser spread over the
+processes by the load balancer meets one limit, not one per process. It counts in fixed windows (one
+upsert for all the limits of a check, one round trip): a burst across a window's edge may reach twice the
+rate, the usual price of fixed windows, against one row per key and window instead of one per hit.
+"""
 
 from __future__ import annotations
+
+import time
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
@@ -8,11 +17,14 @@ from limits.strategies import MovingWindowRateLimiter
 
 from protocols.errors import ErrorCode
 
+from ..db import Database, repeat
 from ..errors import ApiError
+
+Limit = tuple[str, str, str]  # (rate, namespace, key)
 
 
 class RateLimiter:
-    """In-process limits; each process of a deployment counts on its own."""
+    """In-process limits (one process serves)."""
 
     def __init__(self) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -24,14 +36,56 @@ class RateLimiter:
             item = self._items[rate] = parse(rate)
         return item
 
-    def hit(self, rate: str, namespace: str, key: str) -> bool:
-        return self._limiter.hit(self._item(rate), namespace, key.lower())
+    async def over(self, limits: tuple[Limit, ...]) -> list[str]:
+        """Count one hit on each limit; the namespaces over their rate."""
+        return [namespace for rate, namespace, key in limits
+                if not self._limiter.hit(self._item(rate), namespace, key.lower())]
 
-    def check(self, *limits: tuple[str, str, str]) -> None:
+    async def check(self, *limits: Limit) -> None:
         """Count one hit on each (rate, namespace, key); raise 429 when any is over."""
-        over = [namespace for rate, namespace, key in limits if not self.hit(rate, namespace, key)]
-        if over:
+        if await self.over(limits):
             raise ApiError(ErrorCode.RATE_LIMITED, "too many attempts, try again later")
 
     def reset(self) -> None:
         self._limiter.storage.reset()
+
+    async def run(self) -> None:
+        """Background upkeep (none in memory)."""
+
+
+class SharedRateLimiter(RateLimiter):
+    """Limits counted in PostgreSQL (``rate_counts``), shared by every process of the database."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self._db = db
+
+    async def over(self, limits: tuple[Limit, ...]) -> list[str]:
+        now = int(time.time())
+        namespaces, keys, windows, periods, amounts = [], [], [], [], {}
+        for rate, namespace, key in limits:
+            item = self._item(rate)
+            period = item.get_expiry()
+            namespaces.append(namespace)
+            keys.append(key.lower())
+            windows.append(now - now % period)
+            periods.append(period)
+            amounts[namespace] = item.amount
+        rows = await self._db.fetch(
+            """INSERT INTO rate_counts (namespace, key, window_start, hits, expires_at)
+               SELECT n, k, w, 1, to_timestamp(w + p)
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS x(n, k, w, p)
+               ON CONFLICT (namespace, key, window_start) DO UPDATE SET hits = rate_counts.hits + 1
+               RETURNING namespace, hits""",
+            namespaces, keys, windows, periods,
+        )
+        return [r["namespace"] for r in rows if r["hits"] > amounts[r["namespace"]]]
+
+    def reset(self) -> None:  # pragma: no cover - the tests' in-memory limiter only
+        raise NotImplementedError("reset the shared counters with DELETE FROM rate_counts")
+
+    async def run(self, every: float = 60.0) -> None:
+        async def prune() -> None:
+            await self._db.execute("DELETE FROM rate_counts WHERE expires_at < now()")
+
+        await repeat("rate limits: pruning past windows", prune, every, wait_first=True)

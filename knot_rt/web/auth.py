@@ -194,7 +194,7 @@ async def confirm_identity(password: str | None, code: str | None, *, code_check
     if found.password_hash is not None:
         if password is None:
             raise ApiError(ErrorCode.INVALID_INPUT, "password: the current password is required")
-        svc.limiter.check((svc.settings.rate_limits.login_per_address, "login:address", found.email))
+        await svc.limiter.check((svc.settings.rate_limits.login_per_address, "login:address", found.email))
         if not await svc.accounts.passwords.verify(found.password_hash, password):
             raise ApiError(ErrorCode.WRONG_CREDENTIALS, "the current password is wrong")
         return
