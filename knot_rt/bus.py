@@ -134,6 +134,8 @@ class FeedBus:
         # Several processes on one database (``knot_rt/cluster``): this process's node, given to
         # ``append_event`` so that the others hear of each event; 0 while the link is down. None: alone.
         self.origin: Callable[[], int] | None = None
+        # Several processes: how an ephemeral event reaches the others' subscribers (no row, no sequence).
+        self.share_ephemeral: Callable[[Ephemeral], None] | None = None
 
     def new_subscriber(self) -> Subscriber:
         return Subscriber(self.queue_capacity)
@@ -206,10 +208,16 @@ class FeedBus:
 
         Not written, no sequence number, not under the topic's lock: it may pass a durable event
         being delivered, which is harmless for an indicator that expires on its own."""
-        state = self._topics.get(str(topic))
+        item = Ephemeral(str(topic), str(event), data)
+        self.deliver_ephemeral_here(item)
+        if self.share_ephemeral is not None:
+            self.share_ephemeral(item)
+
+    def deliver_ephemeral_here(self, item: Ephemeral) -> None:
+        """An ephemeral event to this process's subscribers only (one told by another process)."""
+        state = self._topics.get(item.topic)
         if state is None:
             return
-        item = Ephemeral(str(topic), str(event), data)
         for subscriber in list(state.subscribers):
             subscriber.offer(item)
 

@@ -5,10 +5,11 @@ One dedicated connection per process, outside the pool, does two things:
 - it holds the process's session advisory locks (``ownership.py``: one per station or vehicle whose
   actor runs here). A process that dies, or whose connection breaks, loses them all at once: that is
   what lets another process take its devices over without asking;
-- it LISTENs: ``knot_feed`` (feed events written by any process: ``remote_feed.py``), ``knot_sessions``
-  (sessions revoked: a trigger sends them), ``knot_catalog`` (the catalog's tables changed: a trigger
-  too), and the process's own channel ``knot_node_<node>`` (calls from other processes and their
-  answers: ``calls.py``).
+- it LISTENs: ``knot_feed`` (feed events written by any process: ``remote_feed.py``), ``knot_ephemeral``
+  (typing indicators, which have no row), ``knot_sessions`` (sessions revoked: a trigger sends them),
+  ``knot_catalog`` (the catalog's tables changed: a trigger too), ``knot_access`` (a user's rights
+  changed: triggers), and the process's own channel ``knot_node_<node>`` (calls from other processes and
+  their answers: ``calls.py``).
 
 The process's ``node`` is that connection's backend pid: ``pg_locks`` names it as the holder of a
 device's lock, so "who owns station 7" is one query and "tell node 1234" is a NOTIFY on its channel.
@@ -43,6 +44,7 @@ FEED = "knot_feed"
 SESSIONS = "knot_sessions"
 CATALOG = "knot_catalog"
 ACCESS = "knot_access"
+EPHEMERAL = "knot_ephemeral"
 
 Handler = Callable[[str], None]
 APPLICATION_NAME = "knot-rt link"  # how the links show in pg_stat_activity: one per process of the cluster

@@ -13,18 +13,20 @@ elsewhere changed (``on_station``), whether or not anyone here subscribes.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
 
 import trio
 
-from ..bus import FeedBus
-from .link import FEED, ClusterLink
+from ..bus import Ephemeral, FeedBus
+from .link import EPHEMERAL, FEED, ClusterLink
 
 log = logging.getLogger(__name__)
 
 STATION_PREFIX = "station:"
+MAX_PAYLOAD = 7900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
 
 
 class RemoteFeed:
@@ -34,7 +36,26 @@ class RemoteFeed:
         self.on_station: Callable[[int], None] | None = None
         self._send, self._receive = trio.open_memory_channel[tuple[str, int]](math.inf)
         link.listen(FEED, self._announced)
+        link.listen(EPHEMERAL, self._ephemeral_told)
         bus.origin = lambda: link.node
+        bus.share_ephemeral = self._share_ephemeral
+
+    def _share_ephemeral(self, item: Ephemeral) -> None:
+        """An ephemeral event (``typing``) has no row to point at: it travels in the notification itself,
+        when it fits (a typing indicator always does); one that does not is for this process only."""
+        payload = json.dumps({"o": self.link.node, "t": item.topic, "e": item.event, "d": item.data},
+                             separators=(",", ":"))
+        if len(payload.encode()) < MAX_PAYLOAD and self.link.node:
+            try:
+                self.link.spawn(self.link.notify, EPHEMERAL, payload)
+            except Exception as exc:  # the link is down: an indicator lost, nothing more
+                log.info("feed: an ephemeral event was not shared: %r", exc)
+
+    def _ephemeral_told(self, payload: str) -> None:
+        told = json.loads(payload)
+        if told.get("o") == self.link.node:
+            return
+        self.bus.deliver_ephemeral_here(Ephemeral(str(told["t"]), str(told["e"]), dict(told["d"])))
 
     def _announced(self, payload: str) -> None:
         origin, _, rest = payload.partition(" ")
