@@ -27,6 +27,7 @@ from tests.feed_client import FeedClient, open_feed
 from tests.server_processes import ServerProcess, server_env, server_process
 from tests.station_client import RawStation, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session
+from tests.test_reports import make_world, open_report
 from tests.test_stations import Site, make_site, next_call
 
 
@@ -262,3 +263,36 @@ async def test_serve_with_two_workers_shares_its_ports(harness: Harness, setting
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_chat_between_a_rider_and_an_agent_on_two_processes(
+    harness: Harness, settings: Settings, tmp_path: Path
+) -> None:
+    world = await make_world(harness)
+    report_id = await open_report(harness, world)
+    topic = f"report:{report_id}"
+    async with two_processes(settings, tmp_path) as (a, b), \
+            open_feed(a.base_url, world.rider) as rider_feed, open_feed(b.base_url, world.agent) as agent_feed:
+        assert (await rider_feed.subscribe(topic))["code"] == 0
+        assert (await agent_feed.subscribe(topic))["code"] == 0
+        # The rider types on A: the agent's feed on B shows it (an ephemeral event, never stored).
+        assert (await rider_feed.request({"type": "typing", "topic": topic}))["code"] == 0
+        (typing,) = await agent_feed.events(1)
+        assert typing["event"] == "typing" and typing["data"]["side"] == "user" and "seq" not in typing
+        # The agent answers through B, the rider answers through A: both feeds get both, in one order.
+        answer = await post(b.base_url, f"/reports/{report_id}/messages", world.agent, {"message": "On my way"})
+        assert answer.status_code == 200, answer.text
+        reply = await post(a.base_url, f"/reports/{report_id}/messages", world.rider, {"message": "Thanks"})
+        assert reply.status_code == 200, reply.text
+
+        async def messages(feed: FeedClient) -> list[tuple[int, str]]:
+            found: list[tuple[int, str]] = []
+            while len(found) < 2:
+                found += [(e["seq"], e["data"]["message"]) for e in await feed.events(1, timeout=20)
+                          if e["event"] == "message.created"]
+            return found
+
+        seen_by_rider = await messages(rider_feed)
+        seen_by_agent = await messages(agent_feed)
+    assert [text for _, text in seen_by_rider] == ["On my way", "Thanks"]
+    assert seen_by_agent == seen_by_rider
