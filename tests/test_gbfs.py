@@ -147,7 +147,7 @@ async def test_every_file_of_the_demo_city_validates(demo_harness: Harness) -> N
 
     stations = files["station_information"]["stations"]
     assert len(stations) == 61
-    kleber = [s for s in stations if s["name"][0]["text"] == "Place Kléber"][0]
+    kleber = next(s for s in stations if s["name"][0]["text"] == "Place Kléber")
     assert {n["language"] for n in kleber["name"]} == {"en", "fr", "de"} and kleber["capacity"] == 8
     statuses = files["station_status"]["stations"]
     assert {s["station_id"] for s in statuses} == {s["station_id"] for s in stations}
@@ -220,7 +220,7 @@ async def test_a_station_going_offline_and_a_vehicle_rented(harness: Harness) ->
     network = town.network
     _, token = await town.rider(harness, "rider@example.com")
     info = await all_valid(harness, network)
-    names = [s for s in info["station_information"]["stations"] if s["station_id"] == str(first)][0]["name"]
+    names = next(s for s in info["station_information"]["stations"] if s["station_id"] == str(first))["name"]
     assert names == [{"text": "Fontaine", "language": "en"}, {"text": "Fontaine", "language": "fr"}]
 
     async with booted_station(harness.station_url, first, first_secret) as station:
