@@ -53,12 +53,12 @@ def _respond(answer: Answer | None) -> Response:
 @document_response(GbfsDocument)
 async def manifest() -> Response:
     """The GBFS manifest: the gbfs.json of every public network."""
-    return _respond(services().gbfs.answer(None, MANIFEST.name))
+    return _respond(await services().gbfs.answer(None, MANIFEST.name))
 
 
 def _file_route(name: str) -> None:
     async def route(network_id: int) -> Response:
-        return _respond(services().gbfs.answer(network_id, name))
+        return _respond(await services().gbfs.answer(network_id, name))
 
     route.__name__ = f"gbfs_{name}"
     route.__doc__ = f"GBFS v3.0 {name}.json of a public network (404 for any other network)."

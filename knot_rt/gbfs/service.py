@@ -8,10 +8,10 @@ and for at most the file's ``ttl``. A rebuild whose ``data`` comes out the same 
 and its ETag: ``last_updated`` is when the data last changed.
 
 Nothing is read from the database per request. Two facts the catalog does not keep in memory are read
-here in the background (``refresh``): each network's tariff (its pricing plan) and its time zone (from
-its centre, offline). They are read at start, again when the catalog's networks were read again (a
-network created or changed), and every ``refresh_seconds``; while the database is away the last ones
-read are kept.
+here: each network's tariff (its pricing plan), read in the background (``refresh``: at start, again when
+the catalog's networks were read again — a network created or changed — and every ``refresh_seconds``;
+while the database is away the last ones read are kept), and its time zone, looked up offline from its
+centre on its first ``system_information``.
 
 ``run`` also watches the free-floating vehicles' rents every ``watch_seconds``, in memory: a vehicle seen
 rented gets a new public id once it is free again (GBFS: ``vehicle_id`` rotated after each trip), even when
@@ -220,8 +220,11 @@ class GbfsService:
         network = self.catalog.networks.get(network_id)
         return network if is_public(network) else None
 
-    def answer(self, network_id: int | None, name: str) -> Answer | None:
-        """The file ``name`` of a public network (``network_id`` None: the manifest); None: not found."""
+    async def answer(self, network_id: int | None, name: str) -> Answer | None:
+        """The file ``name`` of a public network (``network_id`` None: the manifest); None: not found.
+
+        The first ``system_information`` of a network looks its time zone up (offline, from its centre; the
+        boundaries are loaded on the process's first lookup, in a worker thread)."""
         if network_id is None:
             if name != MANIFEST.name:
                 return None
@@ -232,6 +235,9 @@ class GbfsService:
         network = self.public_network(network_id)
         if feed is None or network is None:
             return None
+        if name == "system_information" and network.id not in self.timezones:
+            zone = await COUNTRY_FINDER.zone_at(network.center_latitude, network.center_longitude)
+            self.timezones[network.id] = zone or DEFAULT_TIMEZONE
         inputs, build = self._file(network, feed)
         return self._cached(network.id, feed, inputs, build)
 
@@ -299,8 +305,7 @@ class GbfsService:
     # background: the tariffs and time zones, and the rents' watch -----------------------------------
 
     async def refresh(self) -> bool:
-        """Read the networks' tariffs again, and find the time zones of new networks; False when the
-        database is away (the last ones read are kept)."""
+        """Read the networks' tariffs again; False when the database is away (the last ones read are kept)."""
         networks = self.catalog.networks
         try:
             rows = await self.db.run(_read_tariffs)
@@ -314,10 +319,6 @@ class GbfsService:
             r["id"]: NetworkTariff(r["currency"], Decimal(r["unlock_fee"]), Decimal(r["price_per_minute"]))
             for r in rows
         }
-        for network in list(networks.values()):
-            if network.id not in self.timezones:
-                zone = await COUNTRY_FINDER.zone_at(network.center_latitude, network.center_longitude)
-                self.timezones[network.id] = zone or DEFAULT_TIMEZONE
         self._read_networks = networks
         self._refreshed_at = trio.current_time()
         return True
