@@ -396,3 +396,23 @@ def test_the_feed_names_are_the_schemas_names() -> None:
     for name in [*NETWORK_FILES, "manifest"]:
         assert (SCHEMAS / f"{name}.json").is_file(), name
         assert re.fullmatch(r"[a-z_]+", name)
+
+
+async def test_a_station_in_maintenance_neither_rents_nor_takes_returns(harness: Harness) -> None:
+    town, _, [(station, secret), _] = await make_gbfs_town(harness)
+    async with booted_station(harness.station_url, station, secret) as raw:
+        assert (await raw.state({1: 101, 2: None, 3: None, 4: None}))[0] == 3
+        await wait_station_online(harness, station)
+        assert status_of(await all_valid(harness, town.network), station)["is_renting"] is True
+        # What a ``high`` maintenance of the station does (``maintenance.live``): every spot out of service.
+        for spot in range(1, 5):
+            await harness.svc.stations.set_spot_maintenance(station, spot, True)
+        files = await all_valid(harness, town.network)
+        down = status_of(files, station)
+        assert (down["is_renting"], down["is_returning"], down["num_vehicles_available"],
+                down["num_docks_available"], down["num_vehicles_disabled"], down["num_docks_disabled"]) == (
+            False, False, 0, 0, 1, 3)
+        assert f"station-{station}-maintenance" in alert_ids(files)
+        await harness.svc.stations.set_spot_maintenance(station, 2, False)
+        back = status_of(await all_valid(harness, town.network), station)
+        assert (back["is_renting"], back["num_docks_available"], back["num_vehicles_available"]) == (True, 1, 0)
