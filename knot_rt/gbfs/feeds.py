@@ -365,7 +365,7 @@ def build_geofencing_zones(sources: Sources, network: Network) -> dict[str, Any]
 # alerts ------------------------------------------------------------------------------------------
 
 
-def build_system_alerts(sources: Sources, network: Network, now: float) -> dict[str, Any]:
+def build_system_alerts(sources: Sources, network: Network) -> dict[str, Any]:
     language = network_languages(sources, network.id)[0]
     alerts: list[dict[str, Any]] = []
     if network.out_of_order is not None:
@@ -395,8 +395,6 @@ def build_system_alerts(sources: Sources, network: Network, now: float) -> dict[
                 alerts.append(_alert(f"station-{view.station_id}-maintenance", "station_closure", language,
                                      f"A station of {cluster.name} is in maintenance", None,
                                      station_ids=[str(view.station_id)]))
-    for alert in alerts:
-        alert["last_updated"] = rfc3339(now)
     return {"alerts": alerts}
 
 

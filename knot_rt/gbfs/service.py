@@ -266,7 +266,7 @@ class GbfsService:
         if name == "station_information":
             return (network, clusters, views), lambda: feeds.build_station_information(src, network)
         if name == "system_alerts":
-            return (network, clusters, views), lambda: feeds.build_system_alerts(src, network, time.time())
+            return (network, clusters, views), lambda: feeds.build_system_alerts(src, network)
         if name == "station_status":
             blocked = tuple(
                 src.vehicle_blocked(s.vehicle) for group in views for v in group for s in v.spots if s.vehicle
