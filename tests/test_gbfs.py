@@ -388,7 +388,7 @@ async def test_the_feeds_answer_while_the_database_does_not(settings: Settings) 
                 assert waited.cancelled_caught
             finally:
                 proxy.hold_downstream = False
-                await proxy.cut()
+        await proxy.cut()  # the server is gone: its connections that lost an answer go with the proxy
         nursery.cancel_scope.cancel()
 
 

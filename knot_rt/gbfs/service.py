@@ -268,10 +268,9 @@ class GbfsService:
         if name == "system_alerts":
             return (network, clusters, views), lambda: feeds.build_system_alerts(src, network)
         if name == "station_status":
-            blocked = tuple(
-                src.vehicle_blocked(s.vehicle) for group in views for v in group for s in v.spots if s.vehicle
-            )
-            return (network, clusters, views, vehicles, blocked), lambda: feeds.build_station_status(src, network)
+            # A docked vehicle put out of rent (or back) changes no view but its cluster's totals.
+            totals = tuple(self.stations.cluster(c.id) for c in clusters)
+            return (network, clusters, views, vehicles, totals), lambda: feeds.build_station_status(src, network)
         assert name == "vehicle_status"
         states = tuple(src.vehicle_state(f.id) for f in vehicles)
         blocked = tuple(src.vehicle_blocked(f.id) for f in vehicles)
