@@ -16,6 +16,7 @@ from .cluster.node import Cluster
 from .config import Settings
 from .content.service import ContentService
 from .db import Database
+from .gbfs.service import GbfsService
 from .maintenance.automatic import StationWatch
 from .maintenance.live import LiveMaintenance
 from .maintenance.service import MaintenanceService
@@ -65,6 +66,7 @@ class Services:
     maintenance: MaintenanceService
     maintenance_live: LiveMaintenance  # the open maintenances' effects and counts (rows 56-57)
     maintenance_watch: StationWatch  # the maintenances the stations open and resolve themselves
+    gbfs: GbfsService  # the public GBFS feeds, from memory
     cluster: Cluster | None = None  # several processes on the database (``Settings.cluster``)
 
     @classmethod
@@ -161,6 +163,8 @@ class Services:
             maintenance=maintenance,
             maintenance_live=maintenance_live,
             maintenance_watch=maintenance_watch,
+            gbfs=GbfsService(db, catalog, stations.live, vehicles, base_url=settings.public_url,
+                             contact_email=settings.mail_from),
             cluster=cluster,
         )
 

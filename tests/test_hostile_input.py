@@ -133,12 +133,18 @@ def unknown(response: httpx.Response) -> str | None:
     return None
 
 
+GBFS_ENVELOPE = {"last_updated", "ttl", "version", "data"}
+
+
 def no_server_error(response: httpx.Response) -> str | None:
     """No 5xx, but the answer of a public payment route when payments are not configured (501 code 45)."""
     if response.status_code == 501 and response.json().get("code") == ErrorCode.PAYMENTS_UNAVAILABLE:
         return envelope_fault(response)
     if response.status_code >= 500:
         return f"server error {response.status_code} {response.text[:160]}"
+    if response.status_code == 200 and response.request.url.path.startswith("/gbfs/") \
+            and set(response.json()) == GBFS_ENVELOPE:
+        return None  # a public GBFS file (its Authorization ignored) has the GBFS envelope, not the code one
     return envelope_fault(response)
 
 
