@@ -67,9 +67,15 @@ def _secure(response: Response) -> Response:
     return response
 
 
-async def _file(path: Path) -> Response:
+def _existing(path: Path) -> Path:
+    """``path`` if it is a file (a stat of a small local file, as send_file does itself), else 404."""
     if not path.is_file():
         raise ApiError(ErrorCode.NOT_FOUND, "no such console file")
+    return path
+
+
+async def _file(path: Path) -> Response:
+    _existing(path)
     response = await send_file(path, mimetype=TYPES.get(path.suffix, "application/octet-stream"))
     return _secure(response)
 

@@ -505,10 +505,11 @@ class StationPanel {
       }
     }
     const list = el("ul", { class: "maintenance-list" }, rows.map((m) => this.maintenanceItem(m)));
-    this.maintenances.replaceChildren(
+    const form = this.canWriteMaintenance ? await this.openForm() : null;
+    this.maintenances.replaceChildren(...[
       el("h4", { text: `Maintenances (${rows.length})` }),
       rows.length ? list : el("p", { class: "hint", text: "None open." }),
-      this.canWriteMaintenance ? await this.openForm() : null);
+      form].filter(Boolean));
   }
 
   maintenanceItem(m) {
