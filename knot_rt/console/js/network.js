@@ -337,7 +337,7 @@ class StationPanel {
     this.networkId = networkId;
     this.stopFeed = null;
     this.waiting = new Map(); // unlock id -> spot
-    this.reload = debounce(() => this.load().catch(() => {}), 300);
+    this.reload = debounce(() => this.load().catch(() => {}), 500);
     this.reloadMaintenances = debounce(() => this.loadMaintenances().catch(() => {}), 300);
     this.canCommand = this.session.can("stations", { write: true, networkId });
     this.canRead = this.session.can("stations", { networkId }) || this.session.can("maintenance", { networkId });
@@ -392,13 +392,17 @@ class StationPanel {
       const d = frame.data || {};
       const text = `Station reported spot ${d.spot} unlocked${d.vehicle ? ` (vehicle ${d.vehicle})` : ""}`;
       this.note(text);
+      this.patchSpot(d.spot, 0, null);
       if (d.unlock && this.waiting.has(d.unlock)) {
         this.waiting.delete(d.unlock);
         this.ok(text);
       }
+      return; // the event is the news: a reload now could read the live view before the station's actor applied it
     } else if (frame.event === "spot.locked") {
       const d = frame.data || {};
       this.note(`Station reported spot ${d.spot} locked${d.vehicle ? ` (vehicle ${d.vehicle})` : ""}`);
+      this.patchSpot(d.spot, 1, d.vehicle ?? null);
+      return;
     } else if (frame.event.startsWith("maintenance.")) {
       this.note(`${frame.event.replace(".", " ")} #${(frame.data || {}).maintenance_id}`);
       this.reloadMaintenances();
@@ -406,6 +410,18 @@ class StationPanel {
       this.note(frame.event.replace(".", " "));
     }
     this.reload();
+  }
+
+  patchSpot(spot, lock, vehicle) {
+    const row = this.table.querySelector(`tr[data-spot="${Number(spot)}"]`);
+    if (!row) return;
+    row.dataset.lock = lock;
+    row.dataset.vehicle = vehicle ?? "";
+    const cells = row.children;
+    cells[1].textContent = vehicle ?? "–";
+    cells[2].textContent = LOCKS[lock];
+    cells[2].className = `lock lock-${lock}`;
+    if (!vehicle) cells[3].textContent = "–";
   }
 
   commands() {
