@@ -24,6 +24,7 @@ from knot_rt.stations.admin import rotate_station_secret
 from tests.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ConsoleServer, chromium_missing, console_server
 from tests.feed_client import open_feed
 from tests.live_server import module_database
+from tests.tcp_proxy import TcpProxy
 
 MISSING = chromium_missing()
 if MISSING:
@@ -109,8 +110,8 @@ def page(browser: Browser, server: ConsoleServer, request: pytest.FixtureRequest
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def log_in(page: Page, email: str, password: str) -> None:
-    page.goto("/console/")
+def log_in(page: Page, email: str, password: str, base_url: str = "") -> None:
+    page.goto(f"{base_url}/console/")
     expect(page.locator("#login-email")).to_be_visible()
     page.fill("#login-email", email)
     page.fill("#login-password", password)
@@ -273,7 +274,9 @@ def test_what_a_user_sees_follows_their_permissions(page: Page, server: ConsoleS
     log_in(page, "viewer@example.com", PASSWORD)
     expect(page.locator("#tab-network")).to_be_visible()
     expect(page.locator("#tab-support")).to_be_hidden()  # no `support`: no inbox
-    page.locator('.cluster-item[data-cluster="1"]').click()
+    page.locator('.cluster-item[data-cluster="1"]').focus()
+    page.keyboard.press("Enter")  # the cluster list works by keyboard
+    expect(page.locator("#panel h2")).to_be_focused()
     station = page.locator('#panel .station[data-station="1"]')
     expect(station.locator("table.spots tbody tr")).to_have_count(8)  # may read the station
     expect(station.locator(".commands")).to_have_count(0)  # but no `stations`: no command
@@ -281,10 +284,22 @@ def test_what_a_user_sees_follows_their_permissions(page: Page, server: ConsoleS
     expect(station.locator("form.open-maintenance")).to_have_count(0)  # read only: no maintenance opened
     expect(station.locator(".maintenances h4")).to_contain_text("Maintenances")
 
+    page.set_viewport_size({"width": 820, "height": 1180})  # a tablet, upright: the panel goes under the map
+    expect(station.locator(".badge")).to_be_visible()
+    map_box, side_box = page.locator("#map").bounding_box(), page.locator("#view-network .side").bounding_box()
+    assert map_box is not None and side_box is not None
+    assert side_box["y"] >= map_box["y"] + map_box["height"] - 1 and side_box["width"] > 700
 
-def test_bad_password_then_an_expired_session(page: Page, server: ConsoleServer) -> None:
+
+def test_bad_password_a_cut_feed_then_an_expired_session(page: Page, server: ConsoleServer) -> None:
     server.run(lambda: server.make.user("ops@example.com", PASSWORD, perms=[("stations", True)], networks=[1]))
-    log_in(page, "ops@example.com", "not the password")
+    proxy = TcpProxy(int(server.base_url.rsplit(":", 1)[1]))  # the browser reaches the server through it
+
+    async def start_proxy() -> None:
+        await server.nursery.start(proxy.run)
+
+    server.run(start_proxy)
+    log_in(page, "ops@example.com", "not the password", base_url=f"http://127.0.0.1:{proxy.port}")
     expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
     expect(page.locator("#tabs")).to_be_hidden()
 
@@ -292,6 +307,11 @@ def test_bad_password_then_an_expired_session(page: Page, server: ConsoleServer)
     page.click("#login-submit")
     expect(page.locator("#feed-state")).to_have_text("Feed: live")
     expect(page.locator("#view-network")).to_be_visible()
+
+    # The connection drops: the top bar says the feed is reconnecting, then live again (topics resumed).
+    server.run(proxy.cut)
+    expect(page.locator("#feed-state")).to_have_text("Feed: reconnecting…")
+    expect(page.locator("#feed-state")).to_have_text("Feed: live")
 
     # The session ends behind the console's back (every device logged out): the feed is closed (4401), the
     # refresh refused, and the console says so and asks for the password again.
