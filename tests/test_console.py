@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 import time
 import warnings
 from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from knot_rt.simulator.station import SimulatedStation
 from knot_rt.stations.admin import rotate_station_secret
@@ -27,11 +32,8 @@ from tests.live_server import module_database
 from tests.tcp_proxy import TcpProxy
 
 MISSING = chromium_missing()
-if MISSING:
+if MISSING:  # the serving checks still run; every browser test is skipped with this reason (-ra shows it)
     warnings.warn(f"*** CONSOLE BROWSER TESTS SKIPPED: {MISSING}", stacklevel=1)
-    pytest.skip(f"*** console browser tests SKIPPED: {MISSING}", allow_module_level=True)
-
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright  # noqa: E402
 
 TIMEOUT = 15.0  # seconds: the bound of every wait for the page, never a measurement
 API = "/api/application"
@@ -55,6 +57,8 @@ def server(pg_server_url: str, template_url: str) -> Iterator[ConsoleServer]:
 @pytest.fixture(scope="module")
 def browser(server: ConsoleServer) -> Iterator[Browser]:
     """After the server (whose set-up runs asyncio, which Playwright's sync API forbids while it runs)."""
+    if MISSING:
+        pytest.skip(f"*** console browser tests SKIPPED: {MISSING}")
     # trio_asyncio's loop policy (set by the server's side) would hand Playwright a Trio-driven loop: Playwright
     # gets a plain asyncio loop of its own (it makes it once, at start).
     policy = asyncio.get_event_loop_policy()
@@ -162,11 +166,50 @@ async def typing_once(base_url: str, token: str, report_id: int) -> None:
         assert reply["code"] == 0, reply
 
 
+def png(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (40, 20), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+# -- serving (no browser needed) -----------------------------------------------------------------------------
+
+
+def test_console_is_served_with_a_strict_policy(server: ConsoleServer, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    page = httpx.get(f"{server.base_url}/console/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy and "unsafe-inline" not in policy
+    assert f"ws://{server.base_url.removeprefix('http://')}" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text and 'type="module" src="/console/js/main.js"' in page.text
+    script = httpx.get(f"{server.base_url}/console/js/main.js", timeout=30)
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    library = httpx.get(f"{server.base_url}/console/vendor/leaflet-src.esm.js", timeout=30)
+    assert library.status_code == 200 and "Leaflet" in library.text[:500]  # installed by make (npm ci), pinned
+    for path in ("/console/js/..%2f..%2fweb%2fconsole.py", "/console/vendor/package.json", "/console/js/none.js"):
+        refused = httpx.get(f"{server.base_url}{path}", timeout=30)
+        assert (refused.status_code, refused.json()["code"]) == (404, 4), path
+    assert not [p for p in httpx.get(f"{server.base_url}/openapi.json", timeout=30).json()["paths"]
+                if p.startswith("/console")]
+
+    # Without the map library the console still opens, and its configuration says what is missing.
+    assert httpx.get(f"{server.base_url}/console/config.json", timeout=30).json()["map_library"] is True
+    monkeypatch.setenv("KNOT_CONSOLE_VENDOR", str(tmp_path))
+    config = httpx.get(f"{server.base_url}/console/config.json", timeout=30).json()
+    assert config["map_library"] is False and "npm ci" in config["missing"]
+    assert httpx.get(f"{server.base_url}/console/", timeout=30).status_code == 200
+
+
 # -- the flows -----------------------------------------------------------------------------------------------
 
 
-def test_operator_sees_a_station_come_online_and_unlocks_a_spot(page: Page, server: ConsoleServer) -> None:
-    """Live map without reloading, then the station panel's unlock and the station's own report of it."""
+def test_operator_sees_a_station_come_online_and_unlocks_a_spot(page: Page, server: ConsoleServer,
+                                                                tmp_path: Path) -> None:
+    """Live map without reloading, the station panel's unlock and the station's own report of it, maintenances."""
+    picture = tmp_path / "cover.png"
+    picture.write_bytes(png())
     secret = server.run(server.svc.db.transaction, lambda conn: rotate_station_secret(conn, 1))
     log_in(page, *OPERATOR)
     expect(page.locator("#feed-state")).to_have_text("Feed: live")
@@ -204,12 +247,30 @@ def test_operator_sees_a_station_come_online_and_unlocks_a_spot(page: Page, serv
         station_two.get_by_role("button", name="Ping").click()
         expect(station_two.locator(".outcome")).to_contain_text("Service unavailable (503)")
         page.screenshot(path=str(ARTIFACTS / "operator-unlock.png"))
+
+        # Maintenances: open one on spot 5 from the panel, attach a picture, resolve it.
+        form = panel.locator("form.open-maintenance")
+        form.get_by_label("Target").select_option(label="spot 5")
+        form.get_by_label("Maintenance type").select_option(label="Charge fault (low)")
+        form.get_by_label("Comment").fill("Charger cover cracked")
+        form.get_by_role("button", name="Open maintenance").click()
+        opened = panel.locator("li.maintenance", has_text="Charger cover cracked")
+        expect(opened).to_contain_text("spot 5")
+        opened.get_by_label("Picture").set_input_files(str(picture))
+        opened.get_by_role("button", name="Attach picture").click()
+        expect(outcome).to_contain_text("Picture attached to maintenance")
+        opened.get_by_role("button", name="Resolve").click()
+        expect(outcome).to_contain_text("resolved")
+        expect(panel.locator("li.maintenance", has_text="Charger cover cracked")).to_have_count(0)
     finally:
         server.cancel(running)
 
 
-def test_agent_answers_a_report_and_sees_the_riders_reply(page: Page, server: ConsoleServer) -> None:
+def test_agent_answers_a_report_and_sees_the_riders_reply(page: Page, server: ConsoleServer,
+                                                          tmp_path: Path) -> None:
     """The inbox: a new report arrives live, the agent answers, the rider's feed gets it, the reply comes back."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png((30, 30, 200)))
     log_in(page, *AGENT)
     expect(page.locator("#feed-state")).to_have_text("Feed: live")
     expect(page.locator("#tab-support")).to_be_visible()
@@ -252,6 +313,19 @@ def test_agent_answers_a_report_and_sees_the_riders_reply(page: Page, server: Co
         api(server, "POST", f"/reports/{report_id}/messages", rider, json={"message": "Yes, at Gare Centrale."})
         expect(conversation.locator(".message.user").last).to_contain_text("Yes, at Gare Centrale.")
         expect(conversation.locator(".typing")).to_have_text("")
+
+        # Images both ways: the rider's shows in the console, the agent's reaches the rider's feed.
+        response = httpx.post(f"{server.base_url}{API}/reports/{report_id}/images", timeout=30,
+                              headers={"Authorization": f"Bearer {rider}"},
+                              files={"chat_image": ("scooter.png", png(), "image/png")})
+        assert response.status_code == 200, response.text
+        expect(conversation.locator(".message.user img.chat-image")).to_have_attribute("src", re.compile("^blob:"))
+        conversation.get_by_label("Image to send").set_input_files(str(photo))
+        conversation.get_by_role("button", name="Send image").click()
+        pictured = next_event(frames, lambda f: f.get("event") == "message.created"
+                              and f["data"].get("side") == "support" and f["data"].get("image"))
+        assert pictured["data"]["image"]["url"].startswith(f"{API}/reports/{report_id}/images/")
+        expect(conversation.locator(".message.support img.chat-image")).to_have_attribute("src", re.compile("^blob:"))
 
         conversation.get_by_role("button", name="Resolve").click()
         expect(conversation.locator(".report-status")).to_have_attribute("data-status", "resolved")
