@@ -6,6 +6,11 @@ import { $, debounce, el, showError, time } from "./ui.js";
 const VEHICLE_POLL_MS = 4000;
 const SEVERITIES = ["info", "low", "high"];
 
+// Leaflet puts a string tooltip in as HTML: data from the API always goes in as text.
+function tip(text) {
+  return el("span", { text });
+}
+
 function availability(c) {
   if (c.cluster_is_down) return "down";
   if (!c.available_vehicles) return "empty";
@@ -101,7 +106,7 @@ export class NetworkView {
     for (const n of networks) {
       if (n.shape && n.shape.length) {
         L.polygon(n.shape.map(([lng, lat]) => [lat, lng]), { className: "network-shape", color: "#0969da",
-          weight: 2, fillOpacity: 0.04 }).bindTooltip(n.name).addTo(this.layers.networks);
+          weight: 2, fillOpacity: 0.04 }).bindTooltip(tip(n.name)).addTo(this.layers.networks);
       }
     }
     if (this.area) {
@@ -127,11 +132,11 @@ export class NetworkView {
       for (const zone of body.speed_zones || []) {
         L.polygon(zone.shape.map(([lng, lat]) => [lat, lng]), { className: "speed-zone", color: "#bc4c00",
           weight: 1, dashArray: "4 4", fillOpacity: 0.08 })
-          .bindTooltip(`Speed zone: ${zone.max_speed} km/h`).addTo(this.layers.zones);
+          .bindTooltip(tip(`Speed zone: ${zone.max_speed} km/h`)).addTo(this.layers.zones);
       }
       for (const parking of body.parkings || []) {
         L.polygon(parking.shape.map(([lng, lat]) => [lat, lng]), { className: "parking", color: "#8250df",
-          weight: 1, fillOpacity: 0.2 }).bindTooltip(`Parking ${parking.virtual_parking_id}`)
+          weight: 1, fillOpacity: 0.2 }).bindTooltip(tip(`Parking ${parking.virtual_parking_id}`))
           .addTo(this.layers.parkings);
       }
     }
@@ -152,7 +157,7 @@ export class NetworkView {
     if (this.map) {
       entry.marker = this.L.circleMarker([c.latitude, c.longitude], { radius: 9, weight: 2, fillOpacity: 0.85,
         className: `cluster-marker cluster-${c.cluster_id}` })
-        .bindTooltip(() => `${entry.data.name}: ${entry.data.available_vehicles} vehicles, ${entry.data.free_spots} free spots`)
+        .bindTooltip(() => tip(`${entry.data.name}: ${entry.data.available_vehicles} vehicles, ${entry.data.free_spots} free spots`))
         .on("click", () => this.openCluster(c.cluster_id))
         .addTo(this.layers.clusters);
     }
@@ -223,11 +228,11 @@ export class NetworkView {
       if (!marker) {
         marker = this.L.circleMarker([v.latitude, v.longitude], { radius: 4, weight: 1, color: "#fff",
           fillColor: "#0969da", fillOpacity: 0.9, className: `vehicle-marker vehicle-${v.vehicle_id}` })
-          .bindTooltip(label).addTo(this.layers.vehicles);
+          .bindTooltip(tip(label)).addTo(this.layers.vehicles);
         this.vehicleMarkers.set(v.vehicle_id, marker);
       } else {
         marker.setLatLng([v.latitude, v.longitude]);
-        marker.setTooltipContent(label);
+        marker.setTooltipContent(tip(label));
       }
     }
     for (const [id, marker] of this.vehicleMarkers) {
