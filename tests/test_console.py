@@ -41,6 +41,7 @@ OPERATOR = ("operator@knot.demo", "knot-demo-operator")
 AGENT = ("support@knot.demo", "knot-demo-support")
 RIDER = ("rider@knot.demo", "knot-demo-rider")
 PASSWORD = "correct horse battery"
+ACCESS_SECONDS = 20  # short access tokens: the console refreshes them (at 80% of their life) while a test runs
 
 expect.set_options(timeout=TIMEOUT * 1000)
 
@@ -50,7 +51,8 @@ expect.set_options(timeout=TIMEOUT * 1000)
 
 @pytest.fixture(scope="module")
 def server(pg_server_url: str, template_url: str) -> Iterator[ConsoleServer]:
-    with module_database(pg_server_url, template_url) as url, console_server(url) as live:
+    with module_database(pg_server_url, template_url) as url, \
+            console_server(url, access_token_seconds=ACCESS_SECONDS) as live:
         yield live
 
 
@@ -397,7 +399,7 @@ def test_bad_password_a_cut_feed_then_an_expired_session(page: Page, server: Con
     expect(page.locator("#feed-state")).to_have_text("Feed: off")
 
 
-def test_second_factor_and_logout(page: Page, server: ConsoleServer) -> None:
+def test_second_factor_a_refreshed_session_and_logout(page: Page, server: ConsoleServer) -> None:
     email = "twofa@example.com"
     server.run(lambda: server.make.user(email, PASSWORD, perms=[("support", True)], networks=[1]))
     token = api_login(server, email, PASSWORD)
@@ -414,6 +416,16 @@ def test_second_factor_and_logout(page: Page, server: ConsoleServer) -> None:
     page.press("#mfa-code", "Enter")
     expect(page.locator("#view-support")).to_be_visible()
     expect(page.locator("#who")).to_have_text(email)
+
+    # Before the access token expires the console refreshes it, and gives the feed the new one: still live.
+    stored = "() => JSON.parse(sessionStorage.getItem('knot-console-session')).token"
+    first = page.evaluate(stored)
+    page.wait_for_function(f"(old) => ({stored})() !== old", arg=first, timeout=(ACCESS_SECONDS + TIMEOUT) * 1000)
+    expect(page.locator("#feed-state")).to_have_text("Feed: live")
+    rider = api_login(server, *RIDER)
+    report_id = api(server, "POST", "/reports", rider, json={"message": "The bell is missing.",
+                                                          "cluster_id": 1})["data"]["report_id"]
+    expect(page.locator(f'.report-item[data-report="{report_id}"]')).to_contain_text("The bell is missing.")
 
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#login-view")).to_be_visible()
