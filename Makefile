@@ -62,4 +62,4 @@ openapi: $(STAMP)
 	$(BIN)/knot-rt openapi
 
 clean:
-	rm -rf $(VENV) .knot-data .pytest_cache
+	rm -rf $(VENV) .knot-data .pytest_cache node_modules test-artifacts
