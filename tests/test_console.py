@@ -261,6 +261,7 @@ def test_operator_sees_a_station_come_online_and_unlocks_a_spot(page: Page, serv
         opened.get_by_label("Picture").set_input_files(str(picture))
         opened.get_by_role("button", name="Attach picture").click()
         expect(outcome).to_contain_text("Picture attached to maintenance")
+        expect(opened.locator("img.maintenance-picture")).to_have_attribute("src", re.compile("^blob:"))
         opened.get_by_role("button", name="Resolve").click()
         expect(outcome).to_contain_text("resolved")
         expect(panel.locator("li.maintenance", has_text="Charger cover cracked")).to_have_count(0)

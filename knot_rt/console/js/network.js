@@ -342,6 +342,7 @@ class StationPanel {
     this.networkId = networkId;
     this.stopFeed = null;
     this.waiting = new Map(); // unlock id -> spot
+    this.pictures = new Map(); // maintenance id -> picture URLs attached here
     this.reload = debounce(() => this.load().catch(() => {}), 500);
     this.reloadMaintenances = debounce(() => this.loadMaintenances().catch(() => {}), 300);
     this.canCommand = this.session.can("stations", { write: true, networkId });
@@ -540,6 +541,11 @@ class StationPanel {
       el("strong", { text: `${m.type_name || m.maintenance_type}` }), ` · ${where} · ${m.severity} · `,
       `since ${time(m.start_date)} by ${m.started_by}`,
       m.comment ? el("p", { class: "comment", text: m.comment }) : null);
+    for (const url of this.pictures.get(m.maintenance_id) || []) {  // those attached from this panel
+      const img = el("img", { class: "maintenance-picture", alt: `Picture of maintenance ${m.maintenance_id}` });
+      item.append(img);
+      this.session.blobUrl(url).then((blob) => { img.src = blob; }, () => { img.alt = "picture unavailable"; });
+    }
     if (!this.canWriteMaintenance) return item;
     const comment = el("input", { type: "text", value: m.comment || "", maxlength: "2000", "aria-label": "Comment" });
     const severity = el("select", { "aria-label": "Severity" },
@@ -567,7 +573,10 @@ class StationPanel {
         if (!picture.files.length) return "Choose a picture first";
         const form = new FormData();
         form.append("maintenance_picture", picture.files[0]);
-        await this.session.call("POST", `/maintenances/${m.maintenance_id}/pictures`, undefined, { form });
+        const body = await this.session.call("POST", `/maintenances/${m.maintenance_id}/pictures`, undefined, { form });
+        const urls = this.pictures.get(m.maintenance_id) || [];
+        urls.push(body.data.url);
+        this.pictures.set(m.maintenance_id, urls);
         return `Picture attached to maintenance ${m.maintenance_id}`;
       })));
     return item;
