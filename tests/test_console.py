@@ -333,7 +333,11 @@ def test_agent_answers_a_report_and_sees_the_riders_reply(page: Page, server: Co
         conversation.get_by_role("button", name="Resolve").click()
         expect(conversation.locator(".report-status")).to_have_attribute("data-status", "resolved")
         page.get_by_role("button", name="Resolved").click()
-        expect(page.locator(f'.report-item[data-report="{report_id}"]')).to_be_visible()
+        expect(page.locator(f'.report-item[data-report="{report_id}"]')).to_have_attribute("data-status", "resolved")
+        expect(page.locator('.report-item[data-status="open"]')).to_have_count(0)
+        expect(conversation.get_by_role("button", name="Resolve")).to_be_hidden()
+        conversation.get_by_role("button", name="Reopen").click()
+        expect(conversation.locator(".report-status")).to_have_attribute("data-status", "open")
         page.screenshot(path=str(ARTIFACTS / "agent-inbox.png"))
     finally:
         server.cancel(following)

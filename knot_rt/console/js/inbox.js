@@ -46,11 +46,14 @@ export class Inbox {
   }
 
   async load() {
+    this.generation = (this.generation || 0) + 1;
+    const generation = this.generation;
     const [shown, open, resolved] = await Promise.all([
       this.session.call("GET", `/support/reports?status=${this.status}&limit=100`),
       this.session.call("GET", "/support/reports?status=open&limit=100"),
       this.session.call("GET", "/support/reports?status=resolved&limit=100"),
     ]);
+    if (generation !== this.generation) return; // a later load (another status, a newer event) wins
     this.reports = shown.data;
     const unread = (rows) => rows.reduce((sum, r) => sum + (r.unread_count || 0), 0);
     const counts = { open: unread(open.data), resolved: unread(resolved.data) };
@@ -113,11 +116,14 @@ class Conversation {
 
   async start() {
     const root = $("conversation");
+    this.buttons = {
+      assign: this.action("Assign to me", () => this.session.call("PUT", `/support/reports/${this.id}/assign`, { agent_id: this.session.userId })),
+      release: this.action("Release", () => this.session.call("PUT", `/support/reports/${this.id}/assign`, { agent_id: null })),
+      resolve: this.action("Resolve", () => this.session.call("PUT", `/support/reports/${this.id}/resolve`)),
+      reopen: this.action("Reopen", () => this.session.call("PUT", `/support/reports/${this.id}/reopen`)),
+    };
     const actions = el("div", { class: "report-actions", role: "group", "aria-label": "Report actions" },
-      this.action("Assign to me", () => this.session.call("PUT", `/support/reports/${this.id}/assign`, { agent_id: this.session.userId })),
-      this.action("Release", () => this.session.call("PUT", `/support/reports/${this.id}/assign`, { agent_id: null })),
-      this.action("Resolve", () => this.session.call("PUT", `/support/reports/${this.id}/resolve`)),
-      this.action("Reopen", () => this.session.call("PUT", `/support/reports/${this.id}/reopen`)));
+      ...Object.values(this.buttons));
     const form = el("form", { class: "composer" }, this.text,
       el("div", { class: "row" }, el("button", { type: "submit" }, "Send"), this.image,
         el("button", { type: "button", onclick: () => this.sendImage() }, "Send image")));
@@ -177,6 +183,12 @@ class Conversation {
     const assigned = s.assigned_to ? (s.assigned_to === this.session.userId ? "you" : `agent ${s.assigned_to}`) : "nobody";
     this.status.textContent = `Status: ${status} · assigned to ${assigned}`;
     this.status.dataset.status = status;
+    if (this.buttons) {  // what makes sense now; the API still decides
+      this.buttons.assign.hidden = s.assigned_to === this.session.userId;
+      this.buttons.release.hidden = !s.assigned_to;
+      this.buttons.resolve.hidden = status === "resolved";
+      this.buttons.reopen.hidden = status !== "resolved";
+    }
   }
 
   reportChanged(data) {
