@@ -243,6 +243,10 @@ def test_operator_sees_a_station_come_online_and_unlocks_a_spot(page: Page, serv
         expect(kleber).to_have_attribute("data-available", "3")
         expect(page.locator("#panel .cluster-head .counts")).to_contain_text("3 vehicles available")
 
+        # The station refuses to unlock an open spot: the refusal is shown with its status and reason.
+        panel.get_by_role("button", name="Unlock spot 2 of station 1").click()
+        expect(outcome).to_contain_text("Conflict (409): station 1 rejected the unlock (code 41)")
+
         # A command the station cannot obey now is refused with its reason, shown (station 2 is offline: 503).
         station_two = page.locator('#panel .station[data-station="2"]')
         expect(station_two.locator(".badge")).to_have_text("offline")
@@ -370,6 +374,18 @@ def test_what_a_user_sees_follows_their_permissions(page: Page, server: ConsoleS
     map_box, side_box = page.locator("#map").bounding_box(), page.locator("#view-network .side").bounding_box()
     assert map_box is not None and side_box is not None
     assert side_box["y"] >= map_box["y"] + map_box["height"] - 1 and side_box["width"] > 700
+
+    # Station rights on one cluster (Gare Centrale, 2): its stations have commands, Place Kléber's none.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.get_by_role("button", name="Log out").click()
+    server.run(lambda: server.make.user("gare@example.com", PASSWORD, perms=[("stations", True)], clusters=[2]))
+    log_in(page, "gare@example.com", PASSWORD)
+    page.locator('.cluster-item[data-cluster="1"]').click()
+    expect(page.locator('#panel .station[data-station="1"]')).to_contain_text("You have no station rights here.")
+    expect(page.locator("#panel .commands")).to_have_count(0)
+    page.locator('.cluster-item[data-cluster="2"]').click()
+    expect(page.locator("#panel .station .commands").first).to_be_visible()
+    expect(page.locator("#panel .station button.unlock").first).to_be_visible()
 
 
 def test_bad_password_a_cut_feed_then_an_expired_session(page: Page, server: ConsoleServer) -> None:

@@ -168,10 +168,11 @@ export class Session {
     return this.permissions;
   }
 
-  // May the user use `key` (write or read) anywhere / on `networkId`? The API decides; this only hides.
-  can(key, { write = false, networkId = null } = {}) {
+  // May the user use `key` (write or read) anywhere, on `networkId`, on `clusterId` of it? The API decides;
+  // this only hides what it would refuse.
+  can(key, { write = false, networkId = null, clusterId = null } = {}) {
     return this.permissions.some((p) => p.perm_key === key && (p.write || !write) &&
-      (networkId === null || covers(p.ou, networkId)));
+      covers(p.ou, networkId, clusterId));
   }
 
   networksFor(key) {
@@ -208,8 +209,14 @@ export class Session {
   }
 }
 
-function covers(ou, networkId) {
-  return (ou.networks || []).includes(networkId) || (ou.clusters || []).some((c) => c.network === networkId);
+// As services/permissions.py: an OU covers an object when it lists its network, its cluster or its organisation.
+// The API does not tell a network's organisation: an organisation-wide OU is taken to cover (a refusal then shows).
+function covers(ou, networkId, clusterId) {
+  if (networkId === null && clusterId === null) return true;
+  if ((ou.organizations || []).length) return true;
+  if (networkId !== null && (ou.networks || []).includes(networkId)) return true;
+  if (clusterId !== null) return (ou.clusters || []).some((c) => c.id === clusterId);
+  return (ou.clusters || []).some((c) => c.network === networkId);
 }
 
 async function raw(method, path, token, json, form = null) {

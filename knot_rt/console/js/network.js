@@ -304,7 +304,7 @@ export class NetworkView {
       stations.replaceChildren();
       if (!stationIds.length) stations.append(el("p", { class: "hint", text: "No station in this cluster." }));
       for (const stationId of stationIds) {
-        const view = new StationPanel(this, stationId, entry ? entry.data.network_id : null);
+        const view = new StationPanel(this, stationId, entry ? entry.data.network_id : null, id);
         stations.append(view.root);
         this.panelStops.push(() => view.stop());
         view.start();
@@ -335,7 +335,7 @@ export class NetworkView {
 
 // One station of the open cluster: live state, spots, commands with their outcome, maintenances.
 class StationPanel {
-  constructor(view, stationId, networkId) {
+  constructor(view, stationId, networkId, clusterId) {
     this.view = view;
     this.session = view.session;
     this.id = stationId;
@@ -345,10 +345,11 @@ class StationPanel {
     this.pictures = new Map(); // maintenance id -> picture URLs attached here
     this.reload = debounce(() => this.load().catch(() => {}), 500);
     this.reloadMaintenances = debounce(() => this.loadMaintenances().catch(() => {}), 300);
-    this.canCommand = this.session.can("stations", { write: true, networkId });
-    this.canRead = this.session.can("stations", { networkId }) || this.session.can("maintenance", { networkId });
-    this.canMaintain = this.session.can("maintenance", { networkId });
-    this.canWriteMaintenance = this.session.can("maintenance", { write: true, networkId });
+    const where = { networkId, clusterId };
+    this.canCommand = this.session.can("stations", { write: true, ...where });
+    this.canRead = this.session.can("stations", where) || this.session.can("maintenance", where);
+    this.canMaintain = this.session.can("maintenance", where);
+    this.canWriteMaintenance = this.session.can("maintenance", { write: true, ...where });
     this.state = el("span", { class: "badge", text: "…" });
     this.seen = el("span", { class: "seen" });
     this.outcome = el("p", { class: "outcome", role: "status", "aria-live": "polite" });
