@@ -179,6 +179,8 @@ def png(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
 
 def test_console_is_served_with_a_strict_policy(server: ConsoleServer, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
+    moved = httpx.get(f"{server.base_url}/console", timeout=30)
+    assert (moved.status_code, moved.headers["location"]) == (302, "/console/")
     page = httpx.get(f"{server.base_url}/console/", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     policy = page.headers["content-security-policy"]
