@@ -4,13 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test fuzz lint bench bench-rents bench-chat openapi clean
+.PHONY: run serve test fuzz lint bench bench-rents bench-chat openapi clean console-assets
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	$(MAKE) --no-print-directory console-assets
 	touch $(STAMP)
+
+# The console's map library (Leaflet), pinned by package-lock.json, into node_modules/ (served at /console/vendor/;
+# never a CDN). Without npm the console still serves and says the map library is missing.
+console-assets:
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund --silent || echo "*** WARNING: npm ci failed: the console runs without its map library"; \
+	else \
+	  echo "*** WARNING: npm not found: the console (/console/) runs without its map library (Leaflet)"; \
+	fi
 
 # The demo city alive: knot-rt serve --demo, and the city's stations through knot-rt simulate (a child of this
 # launcher, never of the server); Ctrl-C stops both. See knot_rt/launcher.py.
@@ -24,6 +34,8 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check knot_rt actors protocols tests bench
 	$(BIN)/mypy
+	@test -x "$${KNOT_CHROMIUM:-/usr/bin/chromium}" || echo "*** WARNING: no Chromium at $${KNOT_CHROMIUM:-/usr/bin/chromium}: \
+	the console's browser tests (tests/test_console.py) are SKIPPED (apt-get install chromium chromium-driver)"
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # The schemathesis stage alone (make test runs it too); FUZZ_EXAMPLES=<n> cases per operation.
@@ -50,4 +62,4 @@ openapi: $(STAMP)
 	$(BIN)/knot-rt openapi
 
 clean:
-	rm -rf $(VENV) .knot-data .pytest_cache
+	rm -rf $(VENV) .knot-data .pytest_cache node_modules test-artifacts

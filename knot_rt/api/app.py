@@ -17,6 +17,7 @@ from protocols.errors import error_table
 
 from .. import __version__
 from ..context import Services
+from ..web.console import bp as console_bp
 from ..web.errors import install_error_handlers
 from ..web.feed import bp as feed_bp
 from ..web.inputs import INT64_MAX, IdConverter, check_query_string
@@ -88,5 +89,6 @@ def create_app(svc: Services | None = None) -> Quart:
         app.register_blueprint(blueprint)
     app.register_blueprint(feed_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(console_bp)  # the ops console's static files at /console/ (hidden from OpenAPI)
 
     return app
