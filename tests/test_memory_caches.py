@@ -10,6 +10,7 @@ what the cross-process link calls for changes made by other processes.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -18,7 +19,10 @@ import pytest
 from trio_websocket import ConnectionClosed
 
 from knot_rt.accounts.sessions import SessionCache
+from knot_rt.errors import ApiError
 from knot_rt.services.permissions import grant
+from knot_rt.services.tokens import AccessClaims, TokenSigner
+from protocols.errors import ErrorCode
 from tests.feed_client import open_feed
 from tests.support import Harness, SmtpSink, bearer, open_test_session, token_in
 
@@ -227,3 +231,19 @@ async def test_forgetting_a_users_access_reads_it_again(harness: Harness) -> Non
     await harness.db.execute("DELETE FROM user_permissions WHERE user_id = $1", user)
     harness.svc.access.forget_all()
     assert (await get(harness, f"/clusters/{cluster}", token)).status_code == 404
+
+
+# access tokens -------------------------------------------------------------------------------------------
+
+
+def test_an_access_token_read_before_is_still_refused_once_expired() -> None:
+    signer = TokenSigner("test-secret-" + "x" * 32, access_seconds=1)
+    session_id = uuid.uuid4()
+    token = signer.access_token(7, session_id)
+    assert signer.read_access(token) == signer.read_access(token) == AccessClaims(7, session_id)
+    time.sleep(2.1)  # past the token's one-second lifetime, whatever the second it was made in
+    with pytest.raises(ApiError) as refused:
+        signer.read_access(token)
+    assert refused.value.code == ErrorCode.INVALID_TOKEN
+    with pytest.raises(ApiError):
+        signer.read_access(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))  # a forged signature
