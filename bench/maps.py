@@ -28,7 +28,8 @@ the limit), and each route's rate against the bare ASGI app's beside its goal
 loopback addresses are used; every loop is bounded in time.
 
 ``--profile FILE`` runs the server with cProfile switched on for the measure only
-(``bench/profiled_serve.py``) and measures the logged-in street view only: it
+(``bench/profiled_serve.py``) and measures one street view only (the logged-in
+one, or the public one with ``--profile-route public``): it
 prints the profile's top lines and the database calls the server made per
 request (asyncpg's ``fetch``/``fetchrow``/``fetchval``/``execute`` calls over the
 requests answered).
@@ -266,7 +267,7 @@ def area(lowercase: bool, centre: tuple[float, float], size: tuple[float, float]
 
 
 async def measure_knot(base_url: str, clients: int, duration: float, kind: str,
-                       profiled: subprocess.Popen[bytes] | None = None) -> list[Result]:
+                       profiled: subprocess.Popen[bytes] | None = None, profiled_route: str = "user") -> list[Result]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         login = await client.post("/api/application/login", json={
             "email": RIDER[0], "password": RIDER[1], "scope": "app", "app_label": "knot"})
@@ -276,8 +277,10 @@ async def measure_knot(base_url: str, clients: int, duration: float, kind: str,
     has_areas = "/api/application/clusters/areas" in paths
     public = {"app_label": "knot", "lang": "fr"}
     if profiled is not None:
-        user_map = ("GET /map  street view (demo rider)", base_url, "/api/application/map",
-                    {**area(True, KLEBER, STREET), "lang": "fr"}, rider, clients)
+        user_map = (("GET /map  street view (demo rider)", base_url, "/api/application/map",
+                     {**area(True, KLEBER, STREET), "lang": "fr"}, rider, clients) if profiled_route == "user" else
+                    ("GET /map/public  street view", base_url, "/api/application/map/public",
+                     {**area(False, KLEBER, STREET), **public}, {}, clients))
         await closed_loop(*user_map, min(duration, 2.0), kind)  # warm-up, not profiled
         profiled.send_signal(signal.SIGUSR1)
         try:
@@ -352,7 +355,9 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx")
     parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="run the server under cProfile into FILE; measure the logged-in street view only")
+                        help="run the server under cProfile into FILE; measure one street view only")
+    parser.add_argument("--profile-route", choices=("user", "public"), default="user",
+                        help="the street view profiled: logged-in (default) or public")
     args = parser.parse_args()
 
     with database() as url:
@@ -365,7 +370,7 @@ def main() -> None:
                 server.start()
             try:
                 knot = trio.run(measure_knot, server.base_url, args.clients, args.duration, args.client,
-                                server.process if args.profile is not None else None)
+                                server.process if args.profile is not None else None, args.profile_route)
             finally:
                 server.stop()
         finally:
