@@ -21,18 +21,30 @@ generator shares the CPUs with the server. Routes:
   else) served by hypercorn's trio worker in its own process, measured the
   same way in the same run: the ceiling of this server.
 
-It prints requests/s, p50 and p99 latency, the response size, and the CPU the
+It prints requests/s, p50 and p99 latency, the response size, the CPU the
 load generator itself used (near 100 % means the client, not the server, is
-the limit). Only loopback addresses are used; every loop is bounded in time.
+the limit), and each route's rate against the bare ASGI app's beside its goal
+(issue 14: the public street view >= 0.8x, the logged-in one >= 0.6x). Only
+loopback addresses are used; every loop is bounded in time.
+
+``--profile FILE`` runs the server with cProfile switched on for the measure only
+(``bench/profiled_serve.py``) and measures one street view only (the logged-in
+one, or the public one with ``--profile-route public``): it
+prints the profile's top lines and the database calls the server made per
+request (asyncpg's ``fetch``/``fetchrow``/``fetchval``/``execute`` calls over the
+requests answered).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +60,12 @@ KLEBER = (48.5834, 7.7458)
 STREET = (0.01, 0.015)  # degrees: about 1.1 x 1.1 km, a phone's street-level view
 CITY = (0.12, 0.16)  # the whole network
 RIDER = ("rider@knot.demo", "knot-demo-rider")
+
+#: Issue 14's goals: a route's rate over the bare ASGI app's, served the same way in the same run.
+GOALS = {
+    "GET /map/public  street view": 0.8,
+    "GET /map  street view (demo rider)": 0.6,
+}
 
 BARE_BODY = b'{"code":0}'
 
@@ -109,12 +127,17 @@ class Result:
     def rate(self) -> float:
         return len(self.latencies) / self.seconds
 
-    def row(self) -> str:
+    def row(self, bare: Result | None = None) -> str:
         if not self.latencies:
             return f"  {self.name:<44} {'-':>8} {'-':>9} {'-':>9} {'-':>9} {'-':>7}  {self.note}"
+        versus = ""
+        if bare is not None and bare is not self and bare.latencies:
+            versus = f"{self.rate / bare.rate:5.2f}x bare"
+            if self.name in GOALS:
+                versus += f" (goal >= {GOALS[self.name]:g}x)"
         return (f"  {self.name:<44} {self.rate:8.0f} {statistics.median(self.latencies) * 1000:9.2f}"
                 f" {percentile(self.latencies, 0.99) * 1000:9.2f} {self.size / 1024:9.1f}"
-                f" {self.client_cpu * 100:6.0f}%  {self.note}")
+                f" {self.client_cpu * 100:6.0f}%  {versus}{self.note}")
 
 
 class RawClient:
@@ -243,7 +266,8 @@ def area(lowercase: bool, centre: tuple[float, float], size: tuple[float, float]
     return {"lat": centre[0], "lng": centre[1], lat_key: size[0], lng_key: size[1]}
 
 
-async def measure_knot(base_url: str, clients: int, duration: float, kind: str) -> list[Result]:
+async def measure_knot(base_url: str, clients: int, duration: float, kind: str,
+                       profiled: subprocess.Popen[bytes] | None = None, profiled_route: str = "user") -> list[Result]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         login = await client.post("/api/application/login", json={
             "email": RIDER[0], "password": RIDER[1], "scope": "app", "app_label": "knot"})
@@ -252,6 +276,18 @@ async def measure_knot(base_url: str, clients: int, duration: float, kind: str) 
         paths = (await client.get("/openapi.json")).json()["paths"]
     has_areas = "/api/application/clusters/areas" in paths
     public = {"app_label": "knot", "lang": "fr"}
+    if profiled is not None:
+        user_map = (("GET /map  street view (demo rider)", base_url, "/api/application/map",
+                     {**area(True, KLEBER, STREET), "lang": "fr"}, rider, clients) if profiled_route == "user" else
+                    ("GET /map/public  street view", base_url, "/api/application/map/public",
+                     {**area(False, KLEBER, STREET), **public}, {}, clients))
+        await closed_loop(*user_map, min(duration, 2.0), kind)  # warm-up, not profiled
+        profiled.send_signal(signal.SIGUSR1)
+        try:
+            return [await closed_loop(*user_map, duration, kind)]
+        finally:
+            profiled.send_signal(signal.SIGUSR2)
+            await trio.sleep(2)  # the profile is written
     results = [
         await closed_loop("GET /map/public  street view", base_url, "/api/application/map/public",
                           {**area(False, KLEBER, STREET), **public}, {}, clients, duration, kind),
@@ -281,6 +317,36 @@ def seed(server: Server, scale: int) -> tuple[float, dict[str, Any]]:
     return time.monotonic() - started, json.loads(done.stdout)["city"]
 
 
+def start_profiled(server: Server, path: Path) -> None:
+    """``knot-rt serve`` with a profiler that SIGUSR1 starts and SIGUSR2 stops (``bench/profiled_serve.py``)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**server.env, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "bench.profiled_serve", str(path)], env=env, cwd=root,
+        stdout=subprocess.DEVNULL, stderr=open(server.data / "server.log", "wb"),
+    )
+    if not wait_until_up(f"{server.base_url}/health", 60):
+        raise RuntimeError("the server did not start: " + (server.data / "server.log").read_text()[-2000:])
+
+
+DB_CALLS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
+
+
+def print_profile(path: Path, requests: int, lines: int = 15) -> None:
+    stats = pstats.Stats(str(path))
+    calls = {
+        name: count for (file, _, name), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
+        if name in DB_CALLS and file.endswith("asyncpg/connection.py")
+    }
+    print(f"\nasyncpg calls in the server per request answered ({requests} requests):")
+    for name, count in sorted(calls.items()):
+        print(f"  {name:<12} {count / max(requests, 1):8.3f}")
+    print(f"\ntop {lines} by own time:")
+    stats.sort_stats("tottime").print_stats(lines)
+    print(f"top {lines} by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=33, help="demo city scale (33: about 10,000 vehicles)")
@@ -288,19 +354,32 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per route")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="run the server under cProfile into FILE; measure one street view only")
+    parser.add_argument("--profile-route", choices=("user", "public"), default="user",
+                        help="the street view profiled: logged-in (default) or public")
     args = parser.parse_args()
 
     with database() as url:
         server = Server(url)
         try:
             seconds, city = seed(server, args.scale)
-            server.start()
+            if args.profile is not None:
+                start_profiled(server, args.profile)
+            else:
+                server.start()
             try:
-                knot = trio.run(measure_knot, server.base_url, args.clients, args.duration, args.client)
+                knot = trio.run(measure_knot, server.base_url, args.clients, args.duration, args.client,
+                                server.process if args.profile is not None else None, args.profile_route)
             finally:
                 server.stop()
         finally:
             shutil.rmtree(server.data, ignore_errors=True)
+    if args.profile is not None:
+        for result in knot:
+            print(result.row())
+        print_profile(args.profile, sum(len(r.latencies) + r.errors for r in knot) + args.clients)
+        return
     bare_server = BareServer()
     bare_server.start()
     try:
@@ -316,7 +395,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs shared by server, client and PostgreSQL\n")
     print(f"  {'route':<44} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'KiB':>9} {'client':>7}")
     for result in [*knot, bare]:
-        print(result.row())
+        print(result.row(bare))
     errors = sum(r.errors for r in [*knot, bare])
     if errors:
         print(f"\n  {errors} non-200 answers (not counted)")

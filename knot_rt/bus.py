@@ -27,6 +27,9 @@ import asyncpg
 import trio
 
 from protocols.feed import EventName, Topic
+from protocols.feed import ephemeral as wire_ephemeral
+from protocols.feed import event as wire_event
+from protocols.feed import resync as wire_resync
 
 from .db import Database, repeat
 
@@ -39,6 +42,19 @@ class FeedEvent:
     seq: int
     event: str
     data: dict[str, Any]
+    # The frame as sent (client topic, text): encoded once for every subscriber of the topic.
+    _frame: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def frame(self, client_topic: str) -> str:
+        """The event frame on ``client_topic`` (the bus topic, or ``user`` for a user's own topic), encoded on
+        the first call and handed as is to every subscriber after it. Raises ValueError for an event the
+        contract does not list on that topic."""
+        cached = self._frame
+        if cached is not None and cached[0] == client_topic:
+            return cached[1]
+        text = wire_event(client_topic, self.seq, self.event, self.data)
+        object.__setattr__(self, "_frame", (client_topic, text))
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +65,16 @@ class Ephemeral:
     topic: str
     event: str
     data: dict[str, Any]
+    _frame: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def frame(self, client_topic: str) -> str:
+        """Like ``FeedEvent.frame``, without ``seq``."""
+        cached = self._frame
+        if cached is not None and cached[0] == client_topic:
+            return cached[1]
+        text = wire_ephemeral(client_topic, self.event, self.data)
+        object.__setattr__(self, "_frame", (client_topic, text))
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +84,16 @@ class Resync:
 
     topic: str
     seq: int
+    _frame: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def frame(self, client_topic: str) -> str:
+        """The ``resync`` frame on ``client_topic``, encoded once."""
+        cached = self._frame
+        if cached is not None and cached[0] == client_topic:
+            return cached[1]
+        text = wire_resync(client_topic, self.seq)
+        object.__setattr__(self, "_frame", (client_topic, text))
+        return text
 
 
 _APPEND = """WITH t AS (INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)

@@ -151,7 +151,8 @@ class Services:
             catalog_service=catalog_service,
             access=access,
             accounts=AccountService(
-                db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub
+                db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub,
+                access=access,
             ),
             content=ContentService(db, work),
             rents=rents,

@@ -78,6 +78,20 @@ def _is_connection_failure(error: BaseException, conn: asyncpg.Connection | None
     return isinstance(error, asyncpg.InterfaceError) and conn is not None and conn.is_closed()
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pooled connection handed back without asyncpg's reset query (advisory unlock, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``): that is one more round trip per unit of work, on every request. An open
+    transaction is still rolled back and listeners dropped (asyncpg does that before the query).
+
+    The rule it needs: no session state is left on a pooled connection. A session advisory lock is
+    released before the unit ends (``apply_migrations``), ``SET`` is ``SET LOCAL``, ``LISTEN`` and
+    long-held locks use a connection of their own, outside the pool.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -106,7 +120,7 @@ class Database:
         async def create() -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=connect_timeout,
-                command_timeout=command_timeout,
+                command_timeout=command_timeout, connection_class=PooledConnection,
             )
 
         try:

@@ -71,6 +71,7 @@ class Site:
     late_station: tuple[int, str]  # connects during the outage
     simulated_station: tuple[int, str]  # the station simulator, resending what got InternalError
     operator_token: str
+    unused_token: str  # a session opened before the outage, never used: this process has not checked it
 
 
 async def make_site(harness: Harness) -> Site:
@@ -85,8 +86,9 @@ async def make_site(harness: Harness) -> Site:
     await harness.create_user("operator@example.com", PASSWORD, perms=[("stations", True), ("clusters", True)],
                               networks=[network])
     login = await harness.login("operator@example.com")
+    unused = await harness.login("operator@example.com", device_id="tablet")
     return Site(network, cluster, (station.station_id, station.secret), (late.station_id, late.secret),
-                (simulated.station_id, simulated.secret), login["token"])
+                (simulated.station_id, simulated.secret), login["token"], unused["token"])
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -196,9 +198,13 @@ async def outage_scenario(harness: Harness, cluster: PgCluster, smtp_sink: SmtpS
         # A reload the database cannot serve is postponed, not failed: the catalog retries it by itself.
         assert await harness.svc.catalog.reload() is False
 
-        # The feed: a new connection cannot be authenticated, a subscription cannot be checked.
+        # The feed: a session this process checked before is known from memory (no revocation can
+        # commit while the database is away), so a new connection with its token opens; one it never
+        # checked cannot be authenticated; a subscription that needs the database cannot be checked.
         with trio.fail_after(OUTAGE_ANSWER):
-            async with open_feed(harness.base_url, site.operator_token) as other:
+            async with open_feed(harness.base_url, site.operator_token) as known:
+                assert (await known.request({"type": "ping"}))["type"] == "pong"
+            async with open_feed(harness.base_url, site.unused_token) as other:
                 with pytest.raises(ConnectionClosed) as closed:
                     await other.receive()
                 assert closed.value.reason.code == 1013

@@ -40,15 +40,17 @@ from ..config import Settings
 from ..content import store as content_store
 from ..db import Database
 from ..errors import ApiError
+from ..services.access import AccessCache
 from ..services.mail import MailSender
 from ..services.passwords import Passwords
-from ..services.permissions import grant, load_permissions
+from ..services.permissions import grant, load_permissions, revoke
 from ..services.secrets import SecretBox
 from ..services.social import SocialIdentity
 from ..services.tokens import PURPOSE_CONFIRM, PURPOSE_MFA, PURPOSE_UNSUBSCRIBE, TokenSigner
 from ..uow import UnitOfWork, Work
 from . import store
 from .notifications import Mail, Notifications
+from .sessions import SessionCache
 from .store import ACCOUNT_CHANGES, Account, Credentials, Device, Purpose
 from .totp import Step, TotpSetup, locked_error
 
@@ -114,6 +116,7 @@ class AccountService:
         box: SecretBox,
         mail: MailSender,
         hub: FeedHub,
+        access: AccessCache | None = None,
     ) -> None:
         self.db = db
         self.work = work
@@ -122,6 +125,9 @@ class AccountService:
         self.box = box
         self.mail = mail
         self.hub = hub
+        # The users' permissions and access, forgotten here when a write of this service changes them.
+        self.access = access if access is not None else AccessCache()
+        self.sessions = SessionCache()  # the open sessions known from memory (``authenticate``)
         self.refresh_days = settings.refresh_token_days
         self.letters = Notifications(settings.public_url, signer, token_hours=settings.email_token_hours)
 
@@ -133,15 +139,36 @@ class AccountService:
         uow.after(self.mail.wake)
 
     def _close_sockets(self, uow: UnitOfWork, revoked: list[uuid.UUID]) -> None:
-        """The feed sockets of these revoked sessions close once the revocation committed."""
-        uow.after(lambda: self.hub.sessions_revoked(revoked))
+        """Once the revocation committed: the sessions leave the cache (their tokens are refused from then
+        on), then their feed sockets close. Every revocation of this process goes through here."""
+        uow.after(lambda: self.sessions_revoked(revoked))
+
+    def _forget_access(self, uow: UnitOfWork, user_id: int | None) -> None:
+        """Once committed, the access of ``user_id`` (None: of everyone) is read again on its next use."""
+        uow.after(self.access.forget_all if user_id is None else lambda: self.access.forget(user_id))
+
+    def sessions_revoked(self, session_ids: list[uuid.UUID]) -> None:
+        """Sessions revoked (here once committed, or by another process): their access tokens are refused
+        from now on, and their feed sockets in this process close."""
+        self.sessions.drop(session_ids)
+        self.hub.sessions_revoked(session_ids)
+
+    def forget_sessions(self) -> None:
+        """Forget every session known from memory (revocations may have been missed): each is read again
+        on its next use."""
+        self.sessions.clear()
 
     # -- who is calling ----------------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> Caller:
         """Check an access token and that its session is still open (HTTP and the feed alike)."""
         claims = self.signer.read_access(token)
-        user_id = await self.db.run(lambda conn: store.active_session_user(conn, claims.session_id))
+        user_id = self.sessions.get(claims.session_id)
+        if user_id is None:
+            generation = self.sessions.generation
+            user_id = await self.db.run(lambda conn: store.active_session_user(conn, claims.session_id))
+            if user_id is not None:
+                self.sessions.put(claims.session_id, user_id, generation)
         if user_id is None or user_id != claims.user_id:
             raise ApiError(ErrorCode.INVALID_TOKEN, "session ended")
         return Caller(claims.user_id, claims.session_id)
@@ -178,13 +205,47 @@ class AccountService:
             for key, write in perms:
                 await grant(uow.conn, user_id, key, write=write, networks=networks, clusters=clusters,
                             organizations=organizations)
+            self._forget_access(uow, user_id)
             return user_id
+
+        return await self.work.run(change)
+
+    async def grant_permission(
+        self,
+        user_id: int,
+        perm_key: str,
+        *,
+        write: bool,
+        networks: list[int] = [],  # noqa: B006 - read only
+        clusters: list[int] = [],  # noqa: B006
+        organizations: list[int] = [],  # noqa: B006
+    ) -> int:
+        """Give an existing user a permission (an operator's write); it counts from the user's next request."""
+
+        async def change(uow: UnitOfWork) -> int:
+            self._forget_access(uow, user_id)
+            return await grant(uow.conn, user_id, perm_key, write=write, networks=networks, clusters=clusters,
+                               organizations=organizations)
+
+        return await self.work.run(change)
+
+    async def revoke_permission(self, user_id: int, perm_key: str) -> int:
+        """Take a user's ``perm_key`` permissions (an operator's write); from the user's next request on."""
+
+        async def change(uow: UnitOfWork) -> int:
+            self._forget_access(uow, user_id)
+            return await revoke(uow.conn, user_id, perm_key)
 
         return await self.work.run(change)
 
     async def create_organization(self, name: str, email_domain: str | None = None) -> int:
         """An organization (an operator's write); accounts of ``email_domain`` are its members."""
-        return await self.work.run(lambda uow: store.insert_organization(uow.conn, name, email_domain))
+
+        async def change(uow: UnitOfWork) -> int:
+            self._forget_access(uow, None)  # its members' access changes
+            return await store.insert_organization(uow.conn, name, email_domain)
+
+        return await self.work.run(change)
 
     async def create_consent_type(
         self, key: str, names: dict[str, str], *, default_value: bool = False, sort_order: int = 0
@@ -272,6 +333,7 @@ class AccountService:
             old = await _account(uow.conn, found.user_id)
             new_email = found.new_email or ""
             await store.change_email(uow.conn, old.user_id, new_email)
+            self._forget_access(uow, old.user_id)  # the organisation goes with the address's domain
             # Links mailed to the old address must not act on the account any more.
             await store.revoke_email_tokens(uow.conn, old.user_id)
             await self._post(uow, self.letters.email_changed(old, new_email))

@@ -26,6 +26,7 @@ shape has no state).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -227,13 +228,14 @@ def _state(facts: VehicleFacts, state: VehicleView) -> str:
     return "rented" if state.rented else facts.state
 
 
-def _is_available(facts: VehicleFacts, state: VehicleView) -> bool:
+def _is_available(facts: VehicleFacts, state: VehicleView, in_maintenance: Callable[[int], bool]) -> bool:
     """Ready to be rented: available and not rented now, not exceptionally out of order nor out of rent for
-    an open ``high`` maintenance, battery above the auto-lock level, and for a vehicle with its own module,
-    connected (else it cannot be unlocked)."""
+    an open ``high`` maintenance (``in_maintenance``: the vehicles service's, looked up once a request),
+    battery above the auto-lock level, and for a vehicle with its own module, connected (else it cannot be
+    unlocked)."""
     return (
         _state(facts, state) == "available" and facts.out_of_order is None
-        and not services().vehicles.in_maintenance(facts.id)
+        and not in_maintenance(facts.id)
         and (state.battery_level is None or state.battery_level > facts.min_battery_to_auto_lock)
         and (state.connected or not state.has_module)
     )
@@ -255,12 +257,13 @@ def _public_vehicle(facts: VehicleFacts, state: VehicleView) -> dict[str, Any]:
     }
 
 
-def _map_vehicle(facts: VehicleFacts, state: VehicleView, usable: set[int]) -> dict[str, Any]:
+def _map_vehicle(facts: VehicleFacts, state: VehicleView, usable: set[int],
+                 in_maintenance: Callable[[int], bool]) -> dict[str, Any]:
     return {
         **_public_vehicle(facts, state),
         "state": _state(facts, state),
         "is_accessible": facts.network_id in usable,
-        "is_available": _is_available(facts, state),
+        "is_available": _is_available(facts, state, in_maintenance),
         "exceptional_out_of_order": out_of_order(facts.out_of_order),
         "has_freefloat_to_station_reward": facts.has_freefloat_to_station_reward,
     }
@@ -293,11 +296,12 @@ async def user_map(query_args: MapQuery) -> Response:
     mine = {rent["vehicle_id"] for rent in rents}
     seen = svc.catalog_service.seen_networks(access)
     layers = _Layers(area, seen, query_args.lang.lower(), _usable(access, seen))
+    in_maintenance = svc.vehicles.in_maintenance
     return _json({
         "code": 0,
         "clusters": layers.clusters(MAP_CLUSTER_KEYS, with_access=True),
         "vehicles": [
-            _map_vehicle(facts, state, layers.usable) for facts, state in layers.vehicles()
+            _map_vehicle(facts, state, layers.usable, in_maintenance) for facts, state in layers.vehicles()
             if _state(facts, state) != "rented" or facts.id in mine
         ],
         "parkings": layers.parkings(with_access=True),
@@ -320,10 +324,12 @@ async def public_map(query_args: PublicMapQuery) -> Response:
     if query_args.network_id is not None:
         seen &= {query_args.network_id}
     layers = _Layers(area, seen, query_args.lang.lower(), set())
+    in_maintenance = services().vehicles.in_maintenance
     return _json({
         "code": 0,
         "clusters": layers.clusters(PUBLIC_CLUSTER_KEYS, with_access=False),
-        "vehicle": [_public_vehicle(facts, state) for facts, state in layers.vehicles() if _is_available(facts, state)],
+        "vehicle": [_public_vehicle(facts, state) for facts, state in layers.vehicles()
+                    if _is_available(facts, state, in_maintenance)],
         "parkings": layers.parkings(with_access=False),
         "networks": layers.network_list(),
         "speed_zones": layers.speed_zones(),

@@ -348,9 +348,10 @@ class Catalog:
     def clusters_in(self, area: Area, networks: Iterable[int] | None = None) -> list[Cluster]:
         allowed = None if networks is None else set(networks)
         found = []
-        for cluster_id in self._cluster_grid.within(*area.bounds):
+        south, north, west, east = box = area.bounds  # once, not once a cluster
+        for cluster_id in self._cluster_grid.within(*box):
             cluster = self.clusters[cluster_id]
-            if area.contains(cluster.latitude, cluster.longitude) and (
+            if south <= cluster.latitude <= north and west <= cluster.longitude <= east and (
                 allowed is None or cluster.network_id in allowed
             ):
                 found.append(cluster)

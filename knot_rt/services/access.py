@@ -141,7 +141,17 @@ def anonymous(app_label_id: int | None) -> UserAccess:
     return UserAccess(None, app_label_id, frozenset(), frozenset())
 
 
-async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog[Cluster]) -> UserAccess:
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What the access of a user is made of, as the database holds it: the user's app label, the
+    organisations the user belongs to (by the domain of the email address) and the permissions."""
+
+    app_label_id: int | None
+    organization_ids: frozenset[int]
+    permissions: Permissions
+
+
+async def load_facts(conn: asyncpg.Connection, user_id: int) -> UserFacts:
     row = await conn.fetchrow(
         """SELECT u.app_label_id,
                   ARRAY(SELECT o.id FROM organizations o
@@ -149,50 +159,110 @@ async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog[C
            FROM users u WHERE u.id = $1""",
         user_id,
     )
-    permissions = await load_permissions(conn, user_id)
-    permitted = {
-        network.id for network in catalog.networks.values()
-        for p in permissions.items
-        if p.ou.covers(Scope(network_id=network.id, organization_id=network.organization_id))
-    }
-    permitted |= {n for p in permissions.items for _, n in p.ou.clusters}
-    return UserAccess(
-        user_id=user_id,
+    return UserFacts(
         app_label_id=row["app_label_id"] if row else None,
         organization_ids=frozenset(row["organizations"] if row else ()),
+        permissions=await load_permissions(conn, user_id),
+    )
+
+
+def access_from(user_id: int, facts: UserFacts, catalog: Catalog[Cluster]) -> UserAccess:
+    """The access ``facts`` give over the networks of ``catalog`` (no database)."""
+    items = facts.permissions.items
+    permitted = {
+        network.id for network in catalog.networks.values()
+        for p in items
+        if p.ou.covers(Scope(network_id=network.id, organization_id=network.organization_id))
+    }
+    permitted |= {n for p in items for _, n in p.ou.clusters}
+    return UserAccess(
+        user_id=user_id,
+        app_label_id=facts.app_label_id,
+        organization_ids=facts.organization_ids,
         permitted_networks=frozenset(permitted),
     )
 
 
+async def load_access(conn: asyncpg.Connection, user_id: int, catalog: Catalog[Cluster]) -> UserAccess:
+    return access_from(user_id, await load_facts(conn, user_id), catalog)
+
+
+class _Entry:
+    __slots__ = ("access", "at", "facts", "networks")
+
+    def __init__(self, at: float, facts: UserFacts) -> None:
+        self.at = at
+        self.facts = facts
+        self.networks: object = None  # the catalog's networks ``access`` was computed over
+        self.access: UserAccess | None = None
+
+
 class AccessCache:
-    """Users' access, kept a short while: maps are read far more often than rights change."""
+    """Users' permissions and access, from memory: maps and routes read them far more often than they change.
 
-    def __init__(self, ttl: float = 30.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[int, tuple[float, UserAccess]] = {}
+    An entry is read from the database on a miss and kept until ``max_age`` (a safety net for writes made
+    behind this process's back: a script, another process whose notice was lost) or until it is
+    forgotten: every write of this process that changes a user's permissions, organisation (email
+    address, a new organisation), or app label calls ``forget(user_id)`` (or ``forget_all()``) once it
+    committed, and so does the cross-process link on a notice from another process.
 
-    def get(self, user_id: int) -> UserAccess | None:
+    A read that raced with a forget (it started before, answered after) is not kept, so a forget is never
+    undone by an older read. The access over the networks is computed again from the facts (no database)
+    when the catalog was reloaded since (``catalog.networks`` is replaced on every reload).
+    """
+
+    def __init__(self, max_age: float = 60.0, size: int = 100_000) -> None:
+        self.max_age = max_age
+        self.size = size
+        self._entries: dict[int, _Entry] = {}
+        self._generation = 0  # bumped by every forget
+        self.loads = 0  # database reads so far (a bench or a test looks)
+
+    def _fresh(self, user_id: int) -> _Entry | None:
         entry = self._entries.get(user_id)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
+        if entry is None:
             return None
-        return entry[1]
+        if time.monotonic() - entry.at > self.max_age:
+            del self._entries[user_id]
+            return None
+        return entry
 
-    def put(self, access: UserAccess) -> None:
-        assert access.user_id is not None
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[access.user_id] = (time.monotonic(), access)
+    async def _entry(self, db: Database, user_id: int) -> _Entry:
+        entry = self._fresh(user_id)
+        if entry is not None:
+            return entry
+        generation = self._generation
+        facts = await db.run(lambda conn: load_facts(conn, user_id))
+        self.loads += 1
+        entry = _Entry(time.monotonic(), facts)
+        if generation == self._generation:
+            if len(self._entries) >= self.size and user_id not in self._entries:
+                del self._entries[next(iter(self._entries))]  # the oldest read
+            self._entries[user_id] = entry
+        return entry
+
+    async def facts(self, db: Database, user_id: int) -> UserFacts:
+        return (await self._entry(db, user_id)).facts
+
+    async def permissions(self, db: Database, user_id: int) -> Permissions:
+        """The permissions of ``user_id`` (HTTP routes, the feed, support alike)."""
+        return (await self._entry(db, user_id)).facts.permissions
 
     async def of(self, db: Database, catalog: Catalog[Cluster], user_id: int) -> UserAccess:
-        """What ``user_id`` sees and may use: kept a short while, else read (HTTP, the feed, badges alike)."""
-        access = self.get(user_id)
-        if access is None:
-            access = await db.run(lambda conn: load_access(conn, user_id, catalog))
-            self.put(access)
+        """What ``user_id`` sees and may use (HTTP, the feed, badges alike)."""
+        entry = await self._entry(db, user_id)
+        access = entry.access
+        if access is None or entry.networks is not catalog.networks:
+            access = access_from(user_id, entry.facts, catalog)
+            entry.access, entry.networks = access, catalog.networks
         return access
 
-    def forget(self, user_id: int | None = None) -> None:
-        if user_id is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(user_id, None)
+    def forget(self, user_id: int) -> None:
+        """``user_id``'s permissions, organisation or app label changed: read them again on next use."""
+        self._generation += 1
+        self._entries.pop(user_id, None)
+
+    def forget_all(self) -> None:
+        """Anyone's may have changed (a new organisation, a lost notice): read every user's again."""
+        self._generation += 1
+        self._entries.clear()

@@ -154,3 +154,13 @@ async def grant(
         user_id, perm_key, write, ou_id,
     )
     return ou_id
+
+
+async def revoke(conn: asyncpg.Connection, user_id: int, perm_key: str) -> int:
+    """Take every ``perm_key`` permission from a user; answers how many there were."""
+    removed: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM user_permissions WHERE user_id = $1 AND perm_key = $2 RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        user_id, perm_key,
+    )
+    return removed

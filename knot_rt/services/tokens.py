@@ -38,6 +38,10 @@ class TokenSigner:
     def __init__(self, secret_key: str, *, access_seconds: int = 3600) -> None:
         self._key = derive_key(secret_key, "knot-rt/jwt")
         self.access_seconds = access_seconds
+        # Access tokens read already (their signature checked): token -> (exp, claims). A client sends the
+        # same token on every request for an hour; its expiry is still checked on every use.
+        self._read: dict[str, tuple[int, AccessClaims]] = {}
+        self.read_limit = 100_000
 
     def _encode(self, claims: dict[str, Any], lifetime: int) -> str:
         now = int(time.time())
@@ -55,13 +59,23 @@ class TokenSigner:
         return self._encode({"user_id": user_id, "session_id": str(session_id)}, self.access_seconds)
 
     def read_access(self, token: str) -> AccessClaims:
+        known = self._read.get(token)
+        if known is not None:
+            if time.time() < known[0]:
+                return known[1]
+            del self._read[token]
         claims = self._decode(token)
         if "typ" in claims or "session_id" not in claims:
             raise ApiError(ErrorCode.INVALID_TOKEN)
         try:
-            return AccessClaims(int(claims["user_id"]), uuid.UUID(str(claims["session_id"])))
+            access = AccessClaims(int(claims["user_id"]), uuid.UUID(str(claims["session_id"])))
+            expires = int(claims["exp"])
         except (TypeError, ValueError) as exc:
             raise ApiError(ErrorCode.INVALID_TOKEN) from exc
+        if len(self._read) >= self.read_limit:
+            del self._read[next(iter(self._read))]  # the oldest read
+        self._read[token] = (expires, access)
+        return access
 
     def purpose_token(self, purpose: str, user_id: int, lifetime: int, **extra: Any) -> str:
         return self._encode({"user_id": user_id, "typ": purpose, **extra}, lifetime)

@@ -51,7 +51,7 @@ from protocols.feed import Topic
 from ..catalog.memory import Catalog
 from ..errors import ApiError
 from ..services.access import AccessCache
-from ..services.permissions import Scope, load_permissions
+from ..services.permissions import Scope
 from ..uow import Work
 from . import store
 from .store import NewReport, PgChatStore, Report, ReportContext
@@ -113,7 +113,7 @@ class SupportService:
         network = self.catalog.networks.get(report.network_id)
         scope = Scope(network_id=report.network_id,
                       organization_id=network.organization_id if network is not None else None)
-        permissions = await self.db.run(lambda conn: load_permissions(conn, user_id))
+        permissions = await self.access_cache.permissions(self.db, user_id)
         return Side.SUPPORT if permissions.allows(SUPPORT_PERMISSION, scope, write=write) else None
 
     async def access(self, user_id: int, report_id: int, *, write: bool = False) -> tuple[Report, Side]:
@@ -129,7 +129,7 @@ class SupportService:
 
     async def support_networks(self, user_id: int, *, write: bool = False) -> list[int]:
         """The networks whose reports ``user_id`` handles as a support agent."""
-        permissions = await self.db.run(lambda conn: load_permissions(conn, user_id))
+        permissions = await self.access_cache.permissions(self.db, user_id)
         return sorted(
             n.id for n in self.catalog.networks.values()
             if permissions.allows(SUPPORT_PERMISSION, Scope(network_id=n.id, organization_id=n.organization_id),

@@ -18,7 +18,7 @@ from ..accounts.service import Caller
 from ..context import services
 from ..errors import ApiError
 from ..services.access import UserAccess, anonymous
-from ..services.permissions import Permissions, load_permissions
+from ..services.permissions import Permissions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,22 +75,18 @@ def purpose_claims() -> dict[str, Any]:
 
 
 async def caller_permissions() -> Permissions:
-    """The caller's permissions, loaded once per request."""
-    cached: Permissions | None = g.get("permissions")
-    if cached is None:
-        user_id = current_caller().user_id
-        cached = await services().db.run(lambda conn: load_permissions(conn, user_id))
-        g.permissions = cached
-    return cached
+    """The caller's permissions (from memory: ``services/access.AccessCache``)."""
+    svc = services()
+    return await svc.access.permissions(svc.db, current_caller().user_id)
 
 
 async def caller_access() -> UserAccess:
-    """What the caller sees and may use on the map (cached a short while)."""
+    """What the caller sees and may use on the map (from memory, forgotten when it changes)."""
     return await access_of(current_caller().user_id)
 
 
 async def access_of(user_id: int) -> UserAccess:
-    """What user ``user_id`` sees and may use (cached a short while); HTTP and the feed alike."""
+    """What user ``user_id`` sees and may use (from memory); HTTP and the feed alike."""
     svc = services()
     return await svc.access.of(svc.db, svc.catalog, user_id)
 

@@ -21,7 +21,7 @@ from ..context import Services, services
 from ..db import DatabaseUnavailable
 from ..errors import ApiError
 from ..services.access import maintenance_networks, seen_cluster, support_networks, unknown_cluster
-from ..services.permissions import STATION_READERS, load_permissions
+from ..services.permissions import STATION_READERS
 from ..support.store import load_report
 from .auth import Caller, access_of, authenticate
 
@@ -50,17 +50,17 @@ async def authorize(svc: Services, caller: Caller, topic: wire.Topic) -> None:
         station_id = topic.id
         scope = await svc.stations.scope(station_id)
         if scope is not None:
-            permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+            permissions = await svc.access.permissions(svc.db, caller.user_id)
             if permissions.allows_any(STATION_READERS, scope, write=False):
                 return
     if topic.kind is wire.TopicKind.SUPPORT and topic.id is not None:
         # The network's support agents (services/access.py); any other caller is refused like for a station.
-        permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+        permissions = await svc.access.permissions(svc.db, caller.user_id)
         if topic.id in support_networks(permissions, svc.catalog):
             return
     if topic.kind is wire.TopicKind.MAINTENANCE and topic.id is not None:
         # The network's maintenance operators (services/access.py); anyone else is refused (code 13).
-        permissions = await svc.db.run(lambda conn: load_permissions(conn, caller.user_id))
+        permissions = await svc.access.permissions(svc.db, caller.user_id)
         if topic.id in maintenance_networks(permissions, svc.catalog):
             return
     if topic.kind is wire.TopicKind.REPORT and topic.id is not None:
@@ -169,18 +169,13 @@ class FeedConnection:
 
 
 def encode_item(client_topic: str, item: FeedEvent | Resync | Ephemeral) -> str | None:
-    if isinstance(item, Resync):
-        return wire.resync(client_topic, item.seq)
-    if isinstance(item, Ephemeral):
-        try:
-            return wire.ephemeral(client_topic, item.event, item.data)
-        except ValueError:
-            log.error("feed: ephemeral event %r is not one of topic %s; not sent", item.event, client_topic)
-            return None
+    """The frame of ``item`` on ``client_topic``: encoded once per item, whatever the number of subscribers."""
     try:
-        return wire.event(client_topic, item.seq, item.event, item.data)
+        return item.frame(client_topic)
     except ValueError:
-        log.error("feed: event %r is not one of topic %s; not sent", item.event, client_topic)
+        kind = "ephemeral event" if isinstance(item, Ephemeral) else "event"
+        name = "resync" if isinstance(item, Resync) else item.event
+        log.error("feed: %s %r is not one of topic %s; not sent", kind, name, client_topic)
         return None
 
 
