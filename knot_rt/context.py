@@ -125,15 +125,25 @@ class Services:
             maintenance, stations, vehicles, offline_after=settings.station_offline_maintenance_seconds
         )
         maintenance_watch.live = maintenance_live
+        accounts = AccountService(
+            db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub,
+            access=access,
+        )
         cluster = None
         if settings.cluster:
             cluster = Cluster(db, bus)
             stations.join(cluster)
             rents.join(cluster)
-            cluster.on_sessions_revoked = hub.sessions_revoked
+            cluster.on_sessions_revoked = accounts.sessions_revoked
             cluster.on_catalog_changed = catalog.changed_elsewhere
-            cluster.on_access_changed = access.forget
-            cluster.on_rejoined = lambda: access.forget(None)  # what was missed while the link was down
+            cluster.on_access_changed = lambda user_id: access.forget_all() if user_id is None else access.forget(
+                user_id)
+
+            def rejoined() -> None:  # revocations and changes told while the link was down are lost: forget all
+                accounts.forget_sessions()
+                access.forget_all()
+
+            cluster.on_rejoined = rejoined
         return cls(
             settings=settings,
             db=db,
@@ -150,10 +160,7 @@ class Services:
             catalog=catalog,
             catalog_service=catalog_service,
             access=access,
-            accounts=AccountService(
-                db, work, settings=settings, signer=signer, passwords=passwords, box=box, mail=mail, hub=hub,
-                access=access,
-            ),
+            accounts=accounts,
             content=ContentService(db, work),
             rents=rents,
             badges=badges,
