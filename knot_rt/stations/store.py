@@ -10,7 +10,7 @@ BEGIN / COMMIT (one statement is one transaction):
   write of this store forgets it, so a kept view is never older than a write;
 - ``set_online`` writes the flag, the firmware and the feed event of the change;
 - ``record`` writes the CALL id (once), the spots, the last state and the feed
-  event. Records are grouped (``_RecordQueue``): while one statement runs, the
+  event. Records are grouped (``devices/batch.py``, group commit): while one statement runs, the
   records that arrive meanwhile wait and go together in the next, one statement
   for any number of stations (a station has at most one record in flight: its
   actor waits for it). An idle store adds no delay; under load, one round trip
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -36,6 +36,7 @@ from actors.station import Changes, FeedItem, SpotView, StationView, VehicleRead
 from protocols.feed import Topic
 
 from ..bus import FeedEvent
+from ..devices.batch import GroupCommit
 from ..devices.messages import STATION_MESSAGES
 from ..uow import Work
 
@@ -139,9 +140,9 @@ SELECT i.station_id, i.station_id IN (SELECT station_id FROM message) AS new,
 FROM input i LEFT JOIN station_messages m ON m.station_id = i.station_id AND m.message_id = i.message_id"""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Record:
-    """One station's record waiting for its statement, and its outcome."""
+    """One station's record, waiting for its statement."""
 
     station_id: int
     message_id: str
@@ -150,113 +151,74 @@ class _Record:
     result: dict[str, Any]
     changes: Changes
     feed: FeedItem | None
-    wake: trio.Event = field(default_factory=trio.Event)
-    done: bool = False
-    earlier: dict[str, Any] | None = None
-    error: BaseException | None = None
 
     @property
     def topic(self) -> Topic:
         return Topic.station(self.station_id)
 
 
-class _RecordQueue:
-    """Group commit of the stations' records: one statement at a time, carrying all that waits.
+#: A record's outcome: None (new: applied), the earlier RESULT (a repeated id), or why it failed.
+_Outcome = dict[str, Any] | None | BaseException
 
-    The caller whose record finds no statement running runs one (its own record and whatever waits);
-    records arriving meanwhile wait; when it ends, the first of them leads the next. Nobody runs a
-    statement for longer than its own record takes, and nothing waits for a timer."""
 
-    def __init__(self, work: Work) -> None:
-        self._work = work
-        self._waiting: list[_Record] = []
-        self._running = False
-
-    async def submit(self, record: _Record) -> dict[str, Any] | None:
-        # Shielded like a unit of work: a record handed over is written and delivered, or fails, never
-        # half done; each database call is bounded by the pool's timeouts.
-        with trio.CancelScope(shield=True):
-            self._waiting.append(record)
-            while not record.done:
-                if not self._running:
-                    await self._lead()
-                else:
-                    await record.wake.wait()
-                    record.wake = trio.Event()
-        if record.error is not None:
-            raise record.error
-        return record.earlier
-
-    async def _lead(self) -> None:
-        self._running = True
-        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+async def _write_records(work: Work, batch: list[_Record]) -> list[_Outcome]:
+    """One statement for the batch (at most one record per station); the feed events delivered after it."""
+    bus = work.bus
+    # The topics' locks in sorted order, as ``uow.Work`` takes them (no deadlock with a unit of work).
+    locks = [bus.topic_lock(t) for t in sorted({r.topic for r in batch if r.feed is not None}, key=str)]
+    held: list[trio.Lock] = []
+    outcomes: list[_Outcome] = []
+    late: list[int] = []
+    try:
+        for lock in locks:
+            await lock.acquire()
+            held.append(lock)
+        spots = [(r.station_id, s) for r in batch for s in r.changes.spots]
+        rows = await work.db.fetch(
+            _RECORD,
+            [r.station_id for r in batch], [r.message_id for r in batch], [r.action for r in batch],
+            [r.payload for r in batch], [r.result for r in batch], [r.changes.state for r in batch],
+            [str(r.topic) if r.feed is not None else None for r in batch],
+            [str(r.feed.event) if r.feed is not None else None for r in batch],
+            [r.feed.data if r.feed is not None else None for r in batch],
+            [station for station, _ in spots], [s.number for _, s in spots], [s.vehicle for _, s in spots],
+            [s.lock for _, s in spots],
+        )
+        # Committed: from here on, no record of the batch may be told it failed as a whole.
+        by_station = {row["station_id"]: row for row in rows}
+        for index, record in enumerate(batch):
+            row = by_station[record.station_id]
+            outcomes.append(None)
+            if row["new"]:
+                if record.feed is not None:
+                    topic, event = str(record.topic), str(record.feed.event)
+                    bus.deliver(FeedEvent(topic, row["seq"], event, record.feed.data))
+            elif row["earlier"] is not None:
+                outcomes[index] = row["earlier"]
+            else:  # seen, but committed after this statement's snapshot (another process): read below
+                late.append(index)
+    finally:
+        for lock in reversed(held):
+            lock.release()
+    for index in late:  # a repeat: nothing of it is applied either way
+        record = batch[index]
         try:
-            await self._write(batch)
-        except Exception as exc:
-            for record in batch:
-                record.error = exc
-        finally:
-            self._running = False
-            for record in batch:
-                record.done = True
-                record.wake.set()
-            if self._waiting:  # the next leader
-                self._waiting[0].wake.set()
-
-    async def _write(self, batch: list[_Record]) -> None:
-        bus = self._work.bus
-        # The topics' locks in sorted order, as ``uow.Work`` takes them (no deadlock with a unit of work).
-        locks = [bus.topic_lock(t) for t in sorted({r.topic for r in batch if r.feed is not None}, key=str)]
-        held: list[trio.Lock] = []
-        try:
-            for lock in locks:
-                await lock.acquire()
-                held.append(lock)
-            spots = [(r.station_id, s) for r in batch for s in r.changes.spots]
-            rows = await self._work.db.fetch(
-                _RECORD,
-                [r.station_id for r in batch], [r.message_id for r in batch], [r.action for r in batch],
-                [r.payload for r in batch], [r.result for r in batch], [r.changes.state for r in batch],
-                [str(r.topic) if r.feed is not None else None for r in batch],
-                [str(r.feed.event) if r.feed is not None else None for r in batch],
-                [r.feed.data if r.feed is not None else None for r in batch],
-                [station for station, _ in spots], [s.number for _, s in spots], [s.vehicle for _, s in spots],
-                [s.lock for _, s in spots],
+            outcomes[index] = await work.db.fetchval(
+                "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
+                record.station_id, record.message_id,
             )
-            # Committed: from here on, no record of the batch may be told it failed as a whole.
-            by_station = {row["station_id"]: row for row in rows}
-            late: list[_Record] = []
-            for record in batch:
-                row = by_station[record.station_id]
-                if row["new"]:
-                    if record.feed is not None:
-                        topic = str(record.topic)
-                        bus.deliver(FeedEvent(topic, row["seq"], str(record.feed.event), record.feed.data))
-                elif row["earlier"] is not None:
-                    record.earlier = row["earlier"]
-                else:  # seen, but committed after this statement's snapshot (another process)
-                    late.append(record)
-        finally:
-            for lock in reversed(held):
-                lock.release()
-        for record in late:  # read it now (a repeat: nothing of it is applied either way)
-            try:
-                record.earlier = await self._work.db.fetchval(
-                    "SELECT result FROM station_messages WHERE station_id = $1 AND message_id = $2",
-                    record.station_id, record.message_id,
-                )
-            except Exception as exc:
-                record.error = exc
-
-            for lock in reversed(held):
-                lock.release()
+        except Exception as exc:
+            outcomes[index] = exc
+    return outcomes
 
 
 class PgStationStore:
     def __init__(self, work: Work) -> None:
         self._db = work.db
         self._work = work
-        self._records = _RecordQueue(work)
+        self.records: GroupCommit[_Record, dict[str, Any] | None] = GroupCommit(
+            lambda batch: _write_records(work, batch), max_batch=MAX_BATCH,
+        )
         # Views read with a secret, for the actor that starts next: station id -> (monotonic time, view).
         self._prefetched: OrderedDict[int, tuple[float, StationView]] = OrderedDict()
         # Stations whose view is being read with their secret: False once a write came meanwhile (the
@@ -279,7 +241,7 @@ class PgStationStore:
         changes: Changes, feed: FeedItem | None = None,
     ) -> dict[str, Any] | None:
         self._forget(station_id)
-        return await self._records.submit(_Record(station_id, message_id, action, payload, result, changes, feed))
+        return await self.records.submit(_Record(station_id, message_id, action, payload, result, changes, feed))
 
     async def set_online(
         self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None, feed: FeedItem | None = None,

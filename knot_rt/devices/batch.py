@@ -1,0 +1,78 @@
+"""Group commit: many callers' writes of one kind, one statement at a time, each caller answered with its own.
+
+The caller whose item finds no statement running runs one, with its item and
+whatever else waits; items arriving meanwhile wait, and when the statement ends
+the first of them leads the next. So an idle store adds no delay (no timer), and
+under load one round trip carries many items. A caller returns once the
+statement holding its item has committed (write first, then answer), with its
+own outcome: ``write(batch)`` returns one outcome per item, in order, an
+exception standing for that item's failure; an exception out of ``write`` fails
+the whole batch (nothing of it was written).
+
+Submitting is shielded from cancellation, like a unit of work: an item handed
+over is written and its outcome delivered, or it fails, never half done (each
+database call is bounded by the pool's timeouts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import trio
+
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
+
+
+class _Waiting(Generic[I, O]):
+    __slots__ = ("done", "item", "outcome", "wake")
+
+    def __init__(self, item: I) -> None:
+        self.item = item
+        self.wake = trio.Event()
+        self.done = False
+        self.outcome: O | BaseException | None = None
+
+
+class GroupCommit(Generic[I, O]):
+    def __init__(self, write: Callable[[list[I]], Awaitable[Sequence[O | BaseException]]], *,
+                 max_batch: int = 500) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting[I, O]] = []
+        self._running = False
+        self.statements = 0  # how many statements ran (for tests and benches)
+
+    async def submit(self, item: I) -> O:
+        waiting: _Waiting[I, O] = _Waiting(item)
+        with trio.CancelScope(shield=True):
+            self._waiting.append(waiting)
+            while not waiting.done:
+                if not self._running:
+                    await self._lead()
+                else:
+                    await waiting.wake.wait()
+                    waiting.wake = trio.Event()
+        if isinstance(waiting.outcome, BaseException):
+            raise waiting.outcome
+        return waiting.outcome  # type: ignore[return-value]
+
+    async def _lead(self) -> None:
+        self._running = True
+        batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch:]
+        try:
+            self.statements += 1
+            outcomes = await self._write([w.item for w in batch])
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                waiting.outcome = outcome
+        except Exception as exc:
+            for waiting in batch:
+                waiting.outcome = exc
+        finally:
+            self._running = False
+            for waiting in batch:
+                waiting.done = True
+                waiting.wake.set()
+            if self._waiting:  # the next leader
+                self._waiting[0].wake.set()
