@@ -89,8 +89,8 @@ class VehicleMover:
     """Delivers a station's changes to its vehicles' actors, and waits until they took them.
 
     The station's event is already recorded (its spots are the truth of where a
-    vehicle is); the messages are asked of the vehicles' actors, each vehicle's
-    in order, the vehicles side by side, each ask bounded by ``timeout``. So when the station's listener
+    vehicle is); the messages are asked of the vehicles' actors one after the
+    other, in order, each bounded by ``timeout``. So when the station's listener
     returns (before the station is answered and before its view and cluster
     totals change), its vehicles' rows and live states show the report: a reader
     never sees a station and its vehicles disagree, and what the station was
@@ -98,14 +98,15 @@ class VehicleMover:
     stops meanwhile (idle) fails and is sent again to a fresh one, where a plain
     send would have been dropped with its mailbox.
 
-    The cost: a report waits for the saves of the vehicles it changes (a
-    report that changes nothing of a vehicle saves nothing). The vehicles side
-    by side, because the vehicles' store groups their loads and saves
-    (``PgVehicleStore``, group commit): a station's vehicles, and a storm of
-    reconnecting stations' vehicles, share one statement per flush instead of
-    a round trip each, and ask no more of the pool than one vehicle did. A
-    vehicle that fails or is slow is logged and skipped after ``timeout``,
-    never failing its station.
+    The cost: a report waits for the saves of the vehicles it changes (one
+    round trip each; a report that changes nothing of a vehicle saves nothing).
+    One vehicle at a time, not all at once: a storm of reconnecting stations
+    asks no more of the database pool at once than it did when the vehicles
+    followed in the background (then each start, a load, was awaited in turn
+    too); side by side, a storm exhausted the pool (each start also reads the
+    vehicle's rent). The vehicles' store groups the loads and saves of many
+    stations' vehicles into one statement per flush (``PgVehicleStore``). A vehicle that fails or is slow is logged and skipped after
+    ``timeout``, never failing its station.
 
     ``members(station_id, ids)`` tells which ids are vehicles of the station's
     network (asked once per id and station: a vehicle does not change network
@@ -128,19 +129,7 @@ class VehicleMover:
         messages = vehicle_messages(before, after, cause)
         if self._members is not None:
             messages = await self._of_the_network(after, messages)
-        by_vehicle: dict[int, list[VehicleMessage]] = {}
         for vehicle_id, message in messages:
-            by_vehicle.setdefault(vehicle_id, []).append(message)
-        if len(by_vehicle) <= 1:
-            for vehicle_id, message in messages:
-                await self._deliver(vehicle_id, message)
-            return
-        async with trio.open_nursery() as nursery:
-            for vehicle_id, its_messages in by_vehicle.items():
-                nursery.start_soon(self._deliver_all, vehicle_id, its_messages)
-
-    async def _deliver_all(self, vehicle_id: int, messages: list[VehicleMessage]) -> None:
-        for message in messages:
             await self._deliver(vehicle_id, message)
 
     async def _of_the_network(
