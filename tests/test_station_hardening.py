@@ -21,6 +21,7 @@ from protocols import station as wire
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, booted_station, state_payload, station_socket
 from tests.support import Harness, eventually, open_test_session
+from tests.tcp_proxy import TcpProxy
 from tests.test_station_cli import knot_rt, printed
 from tests.test_stations import Site, make_site, unlock_by_operator
 
@@ -303,6 +304,27 @@ async def test_handshake_and_connection_caps(harness: Harness) -> None:
     await eventually(lambda: gateway.sockets == 0)
     async with station_socket(harness.station_url, *site.stations[2]) as third:
         assert (await third.boot())[0] == 3
+
+
+async def test_a_station_that_stops_answering_pings_is_dropped_and_one_that_answers_stays(harness: Harness) -> None:
+    gateway = harness.svc.stations.gateway
+    gateway.ping_interval = 0.3
+    site = await make_site(harness, stations=2)
+    port = int(harness.station_url.split(":")[2].split("/")[0])
+    (mute_id, mute_secret), (alive_id, alive_secret) = site.stations[:2]
+    async with trio.open_nursery() as nursery:
+        proxy = TcpProxy(port)
+        proxy_port = await nursery.start(proxy.run)
+        proxied = harness.station_url.replace(f":{port}/", f":{proxy_port}/")
+        async with booted_station(proxied, mute_id, mute_secret) as mute, \
+                booted_station(harness.station_url, alive_id, alive_secret) as alive:
+            await trio.sleep(1.5)  # five intervals: both answered their pings
+            assert (await mute.state({1: None}))[0] == 3
+            proxy.hold_downstream = True  # the server's pings no longer reach it: no pongs
+            await eventually(lambda: not harness.svc.stations.live.station(mute_id).online)
+            assert harness.svc.stations.live.station(alive_id).online
+            assert (await alive.state({1: None}))[0] == 3
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_silent_handshake_is_dropped_after_the_time_limit(harness: Harness) -> None:

@@ -515,9 +515,8 @@ class DeviceGateway:
         One task for all connections (not one sleeping per connection, which cost each connection a task
         and a cancel scope for its whole life): it wakes a few times per interval and starts a short task
         for each connection whose ping is due, that lives until the pong (or the drop)."""
-        tick = min(1.0, self.ping_interval / 8)
         while True:
-            await trio.sleep(tick)
+            await trio.sleep(min(1.0, self.ping_interval / 8))
             now = trio.current_time()
             for door in self.doors.values():
                 for connection in door.links.connections():
