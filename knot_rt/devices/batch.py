@@ -9,9 +9,10 @@ own outcome: ``write(batch)`` returns one outcome per item, in order, an
 exception standing for that item's failure; an exception out of ``write`` fails
 the whole batch (nothing of it was written).
 
-Submitting is shielded from cancellation, like a unit of work: an item handed
-over is written and its outcome delivered, or it fails, never half done (each
-database call is bounded by the pool's timeouts).
+Submitting a write is shielded from cancellation, like a unit of work: an item
+handed over is written and its outcome delivered, or it fails, never half done
+(each database call is bounded by the pool's timeouts). A read (``shield=False``)
+may be cancelled while it waits; the statement it leads is not.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class _Waiting(Generic[I, O]):
 
 class GroupCommit(Generic[I, O]):
     def __init__(self, write: Callable[[list[I]], Awaitable[Sequence[O | BaseException]]], *,
-                 max_batch: int = 500) -> None:
+                 max_batch: int = 500, shield: bool = True) -> None:
         self._write = write
+        self._shield = shield
         self._max_batch = max_batch
         self._waiting: list[_Waiting[I, O]] = []
         self._running = False
@@ -46,14 +48,22 @@ class GroupCommit(Generic[I, O]):
 
     async def submit(self, item: I) -> O:
         waiting: _Waiting[I, O] = _Waiting(item)
-        with trio.CancelScope(shield=True):
-            self._waiting.append(waiting)
+        self._waiting.append(waiting)
+        with trio.CancelScope(shield=self._shield):
             while not waiting.done:
                 if not self._running:
-                    await self._lead()
-                else:
+                    with trio.CancelScope(shield=True):  # others wait on it
+                        await self._lead()
+                    continue
+                try:
                     await waiting.wake.wait()
-                    waiting.wake = trio.Event()
+                except BaseException:  # cancelled (reads only): leave the queue, and hand on the lead
+                    if waiting in self._waiting:
+                        self._waiting.remove(waiting)
+                    if not self._running and self._waiting:
+                        self._waiting[0].wake.set()
+                    raise
+                waiting.wake = trio.Event()
         if isinstance(waiting.outcome, BaseException):
             raise waiting.outcome
         return waiting.outcome  # type: ignore[return-value]

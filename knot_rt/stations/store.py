@@ -5,10 +5,11 @@ writes is one statement (data-modifying CTEs, the spots as arrays), run without
 BEGIN / COMMIT (one statement is one transaction):
 
 - ``secret_hash`` (the gateway's auth lookup) reads the station and its spots
-  with its secret in one query and keeps the view a few seconds, for the actor
+  with its secret in one query (many stations' lookups grouped in one) and keeps the view a few seconds, for the actor
   that starts right after (``load`` takes it instead of reading again); any
   write of this store forgets it, so a kept view is never older than a write;
-- ``set_online`` writes the flag, the firmware and the feed event of the change;
+- ``set_online`` writes the flag, the firmware and the feed event of the change
+  (grouped too: a reconnecting fleet's boots share statements);
 - ``record`` writes the CALL id (once), the spots, the last state and the feed
   event. Records are grouped (``devices/batch.py``, group commit): while one statement runs, the
   records that arrive meanwhile wait and go together in the next, one statement
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ from actors.station import Changes, FeedItem, SpotView, StationView, VehicleRead
 from protocols.feed import Topic
 
 from ..bus import FeedEvent
+from ..db import Database
 from ..devices.batch import GroupCommit
 from ..devices.messages import STATION_MESSAGES
 from ..uow import Work
@@ -91,19 +95,24 @@ async def load_all_stations(conn: asyncpg.Connection) -> list[StationView]:
     return [_view(row) for row in await conn.fetch(_STATION + " ORDER BY s.id")]
 
 
-# The feed event of a write, in the write's statement: the topic's next sequence number, then the event.
-# ``$topic`` NULL: no event.
-_SET_ONLINE = """WITH station AS (
-    UPDATE stations SET online = $2, last_seen_at = now(), firmware = coalesce($3, firmware) WHERE id = $1
+# Many stations' online states in one statement (at most one per station), each with the feed event of its
+# change (``topic`` NULL: no event): the topic's next sequence number, then the event.
+_SET_ONLINE = """WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::boolean[], $3::jsonb[], $4::text[], $5::text[], $6::jsonb[])
+        AS t(station_id, online, firmware, topic, event, data)
+), station AS (
+    UPDATE stations s SET online = i.online, last_seen_at = now(), firmware = coalesce(i.firmware, s.firmware)
+    FROM input i WHERE s.id = i.station_id
 ), topic AS (
-    INSERT INTO feed_topics (topic, last_seq) SELECT $4::text, 1 WHERE $4::text IS NOT NULL
+    INSERT INTO feed_topics (topic, last_seq) SELECT topic, 1 FROM input WHERE topic IS NOT NULL
     ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
-    RETURNING last_seq
+    RETURNING topic, last_seq
 ), event AS (
-    INSERT INTO feed_events (topic, seq, event, data) SELECT $4::text, last_seq, $5::text, $6::jsonb FROM topic
-    RETURNING seq
+    INSERT INTO feed_events (topic, seq, event, data)
+    SELECT t.topic, t.last_seq, i.event, i.data FROM topic t JOIN input i ON i.topic = t.topic
+    RETURNING topic, seq
 )
-SELECT (SELECT seq FROM event)"""
+SELECT topic, seq FROM event"""
 
 # Many stations' records in one statement (at most one per station). Per record: its CALL (inserted once:
 # ``ON CONFLICT DO NOTHING``), and only when it was new, its spots, its last state and its feed event.
@@ -157,6 +166,57 @@ class _Record:
         return Topic.station(self.station_id)
 
 
+@asynccontextmanager
+async def _topics_locked(work: Work, topics: set[Topic]) -> AsyncIterator[None]:
+    """The topics' locks, in sorted order as ``uow.Work`` takes them (no deadlock with a unit of work)."""
+    held: list[trio.Lock] = []
+    try:
+        for topic in sorted(topics, key=str):
+            lock = work.bus.topic_lock(topic)
+            await lock.acquire()
+            held.append(lock)
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Online:
+    station_id: int
+    online: bool
+    firmware: dict[str, Any] | None
+    feed: FeedItem | None
+
+    @property
+    def topic(self) -> Topic:
+        return Topic.station(self.station_id)
+
+
+async def _write_online(work: Work, batch: list[_Online]) -> list[None]:
+    """One statement for the batch (at most one per station); the feed events delivered after it."""
+    async with _topics_locked(work, {o.topic for o in batch if o.feed is not None}):
+        rows = await work.db.fetch(
+            _SET_ONLINE, [o.station_id for o in batch], [o.online for o in batch], [o.firmware for o in batch],
+            [str(o.topic) if o.feed is not None else None for o in batch],
+            [str(o.feed.event) if o.feed is not None else None for o in batch],
+            [o.feed.data if o.feed is not None else None for o in batch],
+        )
+        seqs = {row["topic"]: row["seq"] for row in rows}
+        for change in batch:
+            if change.feed is not None:
+                topic = str(change.topic)
+                work.bus.deliver(FeedEvent(topic, seqs[topic], str(change.feed.event), change.feed.data))
+    return [None] * len(batch)
+
+
+async def _read_stations(db: Database, station_ids: list[int]) -> list[asyncpg.Record | None]:
+    """Many stations' rows with their spots and secret hashes, in one query, in the order asked."""
+    rows = await db.fetch(_STATION + " WHERE s.id = ANY($1::bigint[])", sorted(set(station_ids)))
+    found = {row["id"]: row for row in rows}
+    return [found.get(station_id) for station_id in station_ids]
+
+
 #: A record's outcome: None (new: applied), the earlier RESULT (a repeated id), or why it failed.
 _Outcome = dict[str, Any] | None | BaseException
 
@@ -164,15 +224,9 @@ _Outcome = dict[str, Any] | None | BaseException
 async def _write_records(work: Work, batch: list[_Record]) -> list[_Outcome]:
     """One statement for the batch (at most one record per station); the feed events delivered after it."""
     bus = work.bus
-    # The topics' locks in sorted order, as ``uow.Work`` takes them (no deadlock with a unit of work).
-    locks = [bus.topic_lock(t) for t in sorted({r.topic for r in batch if r.feed is not None}, key=str)]
-    held: list[trio.Lock] = []
     outcomes: list[_Outcome] = []
     late: list[int] = []
-    try:
-        for lock in locks:
-            await lock.acquire()
-            held.append(lock)
+    async with _topics_locked(work, {r.topic for r in batch if r.feed is not None}):
         spots = [(r.station_id, s) for r in batch for s in r.changes.spots]
         rows = await work.db.fetch(
             _RECORD,
@@ -197,9 +251,6 @@ async def _write_records(work: Work, batch: list[_Record]) -> list[_Outcome]:
                 outcomes[index] = row["earlier"]
             else:  # seen, but committed after this statement's snapshot (another process): read below
                 late.append(index)
-    finally:
-        for lock in reversed(held):
-            lock.release()
     for index in late:  # a repeat: nothing of it is applied either way
         record = batch[index]
         try:
@@ -218,6 +269,12 @@ class PgStationStore:
         self._work = work
         self.records: GroupCommit[_Record, dict[str, Any] | None] = GroupCommit(
             lambda batch: _write_records(work, batch), max_batch=MAX_BATCH,
+        )
+        self._online: GroupCommit[_Online, None] = GroupCommit(
+            lambda batch: _write_online(work, batch), max_batch=MAX_BATCH,
+        )
+        self._lookups: GroupCommit[int, asyncpg.Record | None] = GroupCommit(
+            lambda ids: _read_stations(work.db, ids), max_batch=MAX_BATCH, shield=False,
         )
         # Views read with a secret, for the actor that starts next: station id -> (monotonic time, view).
         self._prefetched: OrderedDict[int, tuple[float, StationView]] = OrderedDict()
@@ -247,14 +304,7 @@ class PgStationStore:
         self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None, feed: FeedItem | None = None,
     ) -> None:
         self._forget(station_id)
-        if feed is None:
-            await self._db.execute(_SET_ONLINE, station_id, online, firmware, None, None, None)
-            return
-        topic, event = Topic.station(station_id), str(feed.event)
-        async with self._work.bus.topic_lock(topic):
-            with trio.CancelScope(shield=True):  # as a unit of work: written, then delivered
-                seq = await self._db.fetchval(_SET_ONLINE, station_id, online, firmware, str(topic), event, feed.data)
-                self._work.bus.deliver(FeedEvent(str(topic), seq, event, feed.data))
+        await self._online.submit(_Online(station_id, online, firmware, feed))
 
     async def next_unlock_id(self) -> int:
         value: int = await self._db.fetchval("SELECT nextval('station_unlock_ids')")
@@ -271,7 +321,7 @@ class PgStationStore:
         """The station's stored secret hash; the station's view is kept for its actor (``load``)."""
         self._reading[station_id] = True
         try:
-            row = await self._db.fetchrow(_STATION + " WHERE s.id = $1", station_id)
+            row = await self._lookups.submit(station_id)
         finally:
             fresh = self._reading.pop(station_id, False)
         if row is None:

@@ -102,7 +102,7 @@ class PgVehicleStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._loads: GroupCommit[int, VehicleRecord | None] = GroupCommit(lambda ids: _load_many(db, ids))
+        self._loads: GroupCommit[int, VehicleRecord | None] = GroupCommit(lambda ids: _load_many(db, ids), shield=False)
         self._saves: GroupCommit[VehicleView, None] = GroupCommit(lambda views: _save_many(db, views))
 
     async def load(self, vehicle_id: int) -> VehicleRecord | None:
