@@ -14,7 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from actors import ActorError
-from actors.station import Crash
+from actors.station import Changes, Crash
 from actors.vehicle import VEHICLE
 from knot_rt.config import Settings
 from protocols import station as wire
@@ -354,3 +354,31 @@ async def test_a_rotated_secret_closes_the_socket_that_used_the_old_one(harness:
             assert (await station.boot())[0] == 3
         assert (await other.state({1: None}))[::2] == [3, {}]  # the other station kept its socket
     assert harness.svc.stations.gateway.counters.rotated == 1
+
+
+async def test_a_record_postgresql_refuses_fails_alone_in_its_group(harness: Harness) -> None:
+    """Records arriving while one is written go together in one statement; a value PostgreSQL refuses in one
+    of them (a NUL in jsonb) fails that record only, the others are written."""
+    site = await make_site(harness, stations=3)
+    store = harness.svc.stations.store
+    (first, _), (good, _), (bad, _) = site.stations[:3]
+    outcomes: dict[int, object] = {}
+
+    async def record(station_id: int, payload: dict[str, Any]) -> None:
+        try:
+            outcomes[station_id] = await store.record(station_id, f"grouped-{station_id}", "alert", payload, {},
+                                                      Changes())
+        except Exception as exc:
+            outcomes[station_id] = exc
+
+    statements = store.records.statements
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record, first, {"n": 1})  # leads alone; the next two wait and go together
+        await trio.lowlevel.checkpoint()
+        nursery.start_soon(record, good, {"n": 2})
+        nursery.start_soon(record, bad, {"n": "nul \u0000 here"})
+    assert outcomes[first] is None and outcomes[good] is None
+    assert isinstance(outcomes[bad], Exception)
+    assert store.records.statements - statements >= 2
+    written = await harness.db.fetch("SELECT station_id FROM station_messages WHERE message_id LIKE 'grouped-%'")
+    assert sorted(r["station_id"] for r in written) == sorted([first, good])

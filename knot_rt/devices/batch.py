@@ -11,7 +11,9 @@ the whole batch (nothing of it was written).
 
 Submitting a write is shielded from cancellation, like a unit of work: an item
 handed over is written and its outcome delivered, or it fails, never half done
-(each database call is bounded by the pool's timeouts). A read (``shield=False``)
+(each database call is bounded by the pool's timeouts).
+
+``each_alone`` wraps a ``write`` so that an item PostgreSQL refuses fails alone. A read (``shield=False``)
 may be cancelled while it waits; the statement it leads is not.
 """
 
@@ -20,10 +22,35 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+import asyncpg
 import trio
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
+
+
+# What one item can cause: PostgreSQL refusing a value or a row, asyncpg refusing to encode a value.
+_REFUSED = (asyncpg.PostgresError, asyncpg.exceptions._base.DataError)
+
+
+async def each_alone(
+    write: Callable[[list[I]], Awaitable[Sequence[O | BaseException]]], batch: list[I],
+) -> Sequence[O | BaseException]:
+    """``write(batch)``; when the statement fails for what one item holds (a value PostgreSQL refuses, a row
+    gone), each item again in a statement of its own: one item never fails the others. A database that is
+    away fails them all at once (``DatabaseUnavailable``: nothing was written)."""
+    try:
+        return await write(batch)
+    except _REFUSED:
+        if len(batch) == 1:
+            raise
+    outcomes: list[O | BaseException] = []
+    for item in batch:
+        try:
+            outcomes.extend(await write([item]))
+        except _REFUSED as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 class _Waiting(Generic[I, O]):

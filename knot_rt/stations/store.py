@@ -40,7 +40,7 @@ from protocols.feed import Topic
 
 from ..bus import FeedEvent
 from ..db import Database
-from ..devices.batch import GroupCommit
+from ..devices.batch import GroupCommit, each_alone
 from ..devices.messages import STATION_MESSAGES
 from ..uow import Work
 
@@ -268,10 +268,10 @@ class PgStationStore:
         self._db = work.db
         self._work = work
         self.records: GroupCommit[_Record, dict[str, Any] | None] = GroupCommit(
-            lambda batch: _write_records(work, batch), max_batch=MAX_BATCH,
+            lambda batch: each_alone(lambda b: _write_records(work, b), batch), max_batch=MAX_BATCH,
         )
         self._online: GroupCommit[_Online, None] = GroupCommit(
-            lambda batch: _write_online(work, batch), max_batch=MAX_BATCH,
+            lambda batch: each_alone(lambda b: _write_online(work, b), batch), max_batch=MAX_BATCH,
         )
         self._lookups: GroupCommit[int, asyncpg.Record | None] = GroupCommit(
             lambda ids: _read_stations(work.db, ids), max_batch=MAX_BATCH, shield=False,

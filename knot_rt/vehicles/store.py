@@ -26,7 +26,7 @@ from protocols import vehicle as wire
 from protocols.errors import ErrorCode
 
 from ..db import Database
-from ..devices.batch import GroupCommit
+from ..devices.batch import GroupCommit, each_alone
 from ..devices.credentials import hash_device_secret, new_device_secret
 from ..devices.messages import VEHICLE_MESSAGES
 from ..errors import ApiError
@@ -103,7 +103,9 @@ class PgVehicleStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._loads: GroupCommit[int, VehicleRecord | None] = GroupCommit(lambda ids: _load_many(db, ids), shield=False)
-        self._saves: GroupCommit[VehicleView, None] = GroupCommit(lambda views: _save_many(db, views))
+        self._saves: GroupCommit[VehicleView, None] = GroupCommit(
+            lambda views: each_alone(lambda batch: _save_many(db, batch), views),
+        )
 
     async def load(self, vehicle_id: int) -> VehicleRecord | None:
         return await self._loads.submit(vehicle_id)
