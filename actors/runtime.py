@@ -302,6 +302,7 @@ async def _serve(ref: ActorRef[M, R], actor: Actor[M, R]) -> None:
             raise
         if reply is not None:
             reply.resolve(result)
+        del envelope, reply, result  # not kept alive (with the message) while the next one is awaited
 
 
 def _ask_failure(ref: ActorRef[M, R], message: object, exc: BaseException) -> Exception:

@@ -184,7 +184,12 @@ class StationStore(Protocol):
         reaches subscribers after it commits); return the earlier RESULT if the id was seen already."""
         ...
 
-    async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None: ...
+    async def set_online(
+        self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None, feed: FeedItem | None = None,
+    ) -> None:
+        """Record the online state (and ``feed``, the event of its change, in the same transaction; it reaches
+        subscribers after it commits)."""
+        ...
 
     async def next_unlock_id(self) -> int: ...
 
@@ -353,18 +358,25 @@ class StationActor(Actor[StationMessage, StationReply]):
         before = self.view
         if before.online == online and firmware is None:
             return
+        changed = before.online != online
+        feed = None
+        if changed:  # written with the state, in one transaction
+            event = EventName.STATION_ONLINE if online else EventName.STATION_OFFLINE
+            feed = FeedItem(event, {"station_id": self.station_id, "online": online})
+        recorded = True
         try:
-            await self._store.set_online(self.station_id, online, firmware=firmware)
+            await self._store.set_online(self.station_id, online, firmware=firmware, feed=feed)
         except Exception:
             if strict:
                 raise
+            recorded = False
             log.warning("station %s: recording online=%s failed; applied in memory only", self.station_id, online,
                         exc_info=True, extra={"station_id": self.station_id})
         self.view = replace(before, online=online, last_seen_ms=now_ms(), firmware=firmware or before.firmware)
-        if before.online != online:
-            event = EventName.STATION_ONLINE if online else EventName.STATION_OFFLINE
+        if feed is not None:
             try:
-                await self._listener.station_event(self.view, event, {"station_id": self.station_id, "online": online})
+                if not recorded:  # the event was not written with the state: published on its own, if it can be
+                    await self._listener.station_event(self.view, feed.event, feed.data)
                 await self._listener.station_changed(before, self.view)
             except Exception:
                 if strict:

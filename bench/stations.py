@@ -14,7 +14,12 @@ process over loopback, and prints:
   POST until the feed event arrives), p50 and p99;
 - the same round trip through a bare trio-websocket relay (operator socket ->
   station socket -> feed socket) measured in the same run: the floor of the
-  transport alone.
+  transport alone;
+- a reconnect storm (as after a restart): the first station count connecting
+  all at once to a freshly started server, how many are online after 10 s and
+  when the last came online.
+
+Each figure is printed beside the goal of issue 14 (``GOALS``).
 
 Only loopback addresses are used; every loop is bounded in count and time.
 """
@@ -53,6 +58,12 @@ from protocols import vehicle as vehicle_wire
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "bench-operator-password"
 RAMP_RATE = 50.0
+STORM_WINDOW = 10.0  # seconds: the reconnect storm's goal is every station online within this
+
+#: The goals of issue 14, printed beside the figures.
+GOAL_KIB_PER_STATION = 20.0
+GOAL_STORM_STATIONS = 1000
+GOAL_UNLOCK_P99_MS = 10.0
 
 
 def free_port() -> int:
@@ -228,10 +239,12 @@ async def connect_all(server: Server, stations: list[tuple[int, str]], spots: in
                           backoff_min=0.5, backoff_max=5.0, ramp=len(stations) / ramp_rate)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(simulator.run)
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
-            with trio.fail_after(600):
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            # Bounded: a run where some stations never come online reports how many did.
+            with trio.move_on_after(max(60.0, 3 * len(stations) / ramp_rate)):
                 while await metric(client, "knot_stations_online") < len(stations):  # noqa: ASYNC110
                     await trio.sleep(0.5)
+            simulator.online = int(await metric(client, "knot_stations_online"))  # type: ignore[attr-defined]
         task_status.started(simulator)
 
 
@@ -244,8 +257,34 @@ async def capacity(server: Server, stations: list[tuple[int, str]], spots: int) 
         await trio.sleep(2)  # let the actors settle
         after = server.rss_kib
         simulator.stop()
-    return {"stations": len(stations), "seconds": elapsed, "rss_before_mib": before / 1024,
-            "rss_after_mib": after / 1024, "kib_per_station": (after - before) / len(stations)}
+    return {"stations": len(stations), "online": simulator.online, "seconds": elapsed,
+            "rss_before_mib": before / 1024,
+            "rss_after_mib": after / 1024, "kib_per_station": (after - before) / max(1, simulator.online)}
+
+
+async def reconnect_storm(server: Server, stations: list[tuple[int, str]], spots: int,
+                          seconds: float = 120.0) -> dict[str, Any]:
+    """Every station connects at once (no ramp, as after a restart): online counts over time, polled
+    every 0.2 s, until all are online or ``seconds`` pass."""
+    simulator = Simulator(server.station_url, stations, spots=spots, vehicles=spots // 2,
+                          backoff_min=0.5, backoff_max=5.0)
+    timeline: list[tuple[float, int]] = []
+    async with trio.open_nursery() as nursery, httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        started = time.monotonic()
+        nursery.start_soon(simulator.run)
+        with trio.move_on_after(seconds):
+            while True:
+                online = int(await metric(client, "knot_stations_online"))
+                timeline.append((time.monotonic() - started, online))
+                if online >= len(stations):
+                    break
+                await trio.sleep(0.2)
+        simulator.stop()
+        nursery.cancel_scope.cancel()
+    within = max((n for t, n in timeline if t <= STORM_WINDOW), default=0)
+    last = next((t for t, n in timeline if n >= len(stations)), None)
+    return {"stations": len(stations), "online_within_window": within, "all_online_after": last,
+            "boot_timeouts": sum(s.stats.timeouts for s in simulator.stations)}
 
 
 async def login(client: httpx.AsyncClient) -> str:
@@ -351,36 +390,61 @@ def main() -> None:
     parser.add_argument("--spots", type=int, default=4)
     parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--heartbeat", type=float, default=5.0, help="state interval during the round trips (s)")
+    parser.add_argument("--only", default="capacity,storm,unlock",
+                        help="which measurements to run, comma separated (capacity, storm, unlock)")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     counts = [int(c) for c in args.stations.split(",")]
-    results = []
     with database() as url:
         server = Server(url)
         network, stations = asyncio.run(seed(url, max(counts), args.spots))
         server.create_operator(network)
-        for count in counts:
+        # Each figure is printed as soon as it is measured (a later failure keeps the earlier ones).
+        for count in counts if "capacity" in only else []:
             server.start()
             try:
-                results.append(trio.run(capacity, server, stations[:count], args.spots))
+                report_capacity(trio.run(capacity, server, stations[:count], args.spots))
             finally:
                 server.stop()
-        server.start()
-        try:
-            load = stations[: counts[0]]
-            knot = trio.run(unlock_round_trips, server, load, args.spots, args.round_trips, args.heartbeat)
-        finally:
-            server.stop()
-            shutil.rmtree(server.data, ignore_errors=True)
-    relay = trio.run(relay_round_trips, args.round_trips)
-    print("\nstations per server process (one knot-rt serve, simulator over loopback)")
-    for r in results:
-        print(f"  {r['stations']:>6} stations connected and online in {r['seconds']:6.1f} s;"
-              f" server RSS {r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB,"
-              f" {r['kib_per_station']:.1f} KiB per station (actor, vehicle actors, socket)")
-    print(f"\nunlock round trip with {counts[0]} stations connected, each reporting state every "
-          f"{args.heartbeat:g} s ({counts[0] / args.heartbeat:.0f} state events/s)")
-    print("  " + report_latency("knot_rt: POST unlock -> unlocked -> feed push", knot))
-    print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay))
+        if "storm" in only:
+            server.start()
+            try:
+                report_storm(trio.run(reconnect_storm, server, stations[: counts[0]], args.spots))
+            finally:
+                server.stop()
+        knot = None
+        if "unlock" in only:
+            server.start()
+            try:
+                load = stations[: counts[0]]
+                knot = trio.run(unlock_round_trips, server, load, args.spots, args.round_trips, args.heartbeat)
+            finally:
+                server.stop()
+        shutil.rmtree(server.data, ignore_errors=True)
+    if knot is not None:
+        relay = trio.run(relay_round_trips, args.round_trips)
+        print(f"\nunlock round trip with {counts[0]} stations connected, each reporting state every "
+              f"{args.heartbeat:g} s ({counts[0] / args.heartbeat:.0f} state events/s)")
+        print("  " + report_latency("knot_rt: POST unlock -> unlocked -> feed push", knot)
+              + f"   [goal p99 <= {GOAL_UNLOCK_P99_MS:g} ms]")
+        print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay))
+
+
+def report_capacity(r: dict[str, Any]) -> None:
+    print(f"\nstations per server process (one knot-rt serve, simulator over loopback):"
+          f" {r['online']} of {r['stations']} stations online after {r['seconds']:.1f} s"
+          f" (ramp {RAMP_RATE:g}/s); server RSS {r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB,"
+          f" {r['kib_per_station']:.1f} KiB per station (actor, vehicle actors, socket)"
+          f"   [goal <= {GOAL_KIB_PER_STATION:g} KiB]", flush=True)
+
+
+def report_storm(storm: dict[str, Any]) -> None:
+    last = storm["all_online_after"]
+    after = f"{last:.1f} s" if last is not None else "never (within the bound)"
+    print(f"\nreconnect storm: {storm['stations']} stations connecting at once to a freshly started server")
+    print(f"  online after {STORM_WINDOW:g} s: {storm['online_within_window']} of {storm['stations']};"
+          f" last online after {after}; boot timeouts {storm['boot_timeouts']}"
+          f"   [goal {GOAL_STORM_STATIONS} within {STORM_WINDOW:g} s]", flush=True)
 
 
 if __name__ == "__main__":

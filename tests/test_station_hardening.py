@@ -14,13 +14,14 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from actors import ActorError
-from actors.station import Crash
+from actors.station import Changes, Crash
 from actors.vehicle import VEHICLE
 from knot_rt.config import Settings
 from protocols import station as wire
 from tests.feed_client import open_feed
 from tests.station_client import RawStation, booted_station, state_payload, station_socket
 from tests.support import Harness, eventually, open_test_session
+from tests.tcp_proxy import TcpProxy
 from tests.test_station_cli import knot_rt, printed
 from tests.test_stations import Site, make_site, unlock_by_operator
 
@@ -305,6 +306,27 @@ async def test_handshake_and_connection_caps(harness: Harness) -> None:
         assert (await third.boot())[0] == 3
 
 
+async def test_a_station_that_stops_answering_pings_is_dropped_and_one_that_answers_stays(harness: Harness) -> None:
+    gateway = harness.svc.stations.gateway
+    gateway.ping_interval = 0.3
+    site = await make_site(harness, stations=2)
+    port = int(harness.station_url.split(":")[2].split("/")[0])
+    (mute_id, mute_secret), (alive_id, alive_secret) = site.stations[:2]
+    async with trio.open_nursery() as nursery:
+        proxy = TcpProxy(port)
+        proxy_port = await nursery.start(proxy.run)
+        proxied = harness.station_url.replace(f":{port}/", f":{proxy_port}/")
+        async with booted_station(proxied, mute_id, mute_secret) as mute, \
+                booted_station(harness.station_url, alive_id, alive_secret) as alive:
+            await trio.sleep(1.5)  # five intervals: both answered their pings
+            assert (await mute.state({1: None}))[0] == 3
+            proxy.hold_downstream = True  # the server's pings no longer reach it: no pongs
+            await eventually(lambda: not harness.svc.stations.live.station(mute_id).online)
+            assert harness.svc.stations.live.station(alive_id).online
+            assert (await alive.state({1: None}))[0] == 3
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_silent_handshake_is_dropped_after_the_time_limit(harness: Harness) -> None:
     harness_port = int(harness.station_url.split(":")[2].split("/")[0])
     stream = await trio.open_tcp_stream("127.0.0.1", harness_port)
@@ -332,3 +354,31 @@ async def test_a_rotated_secret_closes_the_socket_that_used_the_old_one(harness:
             assert (await station.boot())[0] == 3
         assert (await other.state({1: None}))[::2] == [3, {}]  # the other station kept its socket
     assert harness.svc.stations.gateway.counters.rotated == 1
+
+
+async def test_a_record_postgresql_refuses_fails_alone_in_its_group(harness: Harness) -> None:
+    """Records arriving while one is written go together in one statement; a value PostgreSQL refuses in one
+    of them (a NUL in jsonb) fails that record only, the others are written."""
+    site = await make_site(harness, stations=3)
+    store = harness.svc.stations.store
+    (first, _), (good, _), (bad, _) = site.stations[:3]
+    outcomes: dict[int, object] = {}
+
+    async def record(station_id: int, payload: dict[str, Any]) -> None:
+        try:
+            outcomes[station_id] = await store.record(station_id, f"grouped-{station_id}", "alert", payload, {},
+                                                      Changes())
+        except Exception as exc:
+            outcomes[station_id] = exc
+
+    statements = store.records.statements
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record, first, {"n": 1})  # leads alone; the next two wait and go together
+        await trio.lowlevel.checkpoint()
+        nursery.start_soon(record, good, {"n": 2})
+        nursery.start_soon(record, bad, {"n": "nul \u0000 here"})
+    assert outcomes[first] is None and outcomes[good] is None
+    assert isinstance(outcomes[bad], Exception)
+    assert store.records.statements - statements >= 2
+    written = await harness.db.fetch("SELECT station_id FROM station_messages WHERE message_id LIKE 'grouped-%'")
+    assert sorted(r["station_id"] for r in written) == sorted([first, good])

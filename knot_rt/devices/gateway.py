@@ -16,7 +16,7 @@ module's, the same for every door:
   unauthenticated peer learns nothing).
 - One live connection per device (the newest wins; the older one is closed
   with 4001). Every connection is pinged every ``ping_interval`` and dropped
-  when it misses two pongs.
+  when it misses two pongs (one task pings them all: ``_keep_alive``).
 - The device's actor hears ``Attached`` when its socket is accepted,
   ``Incoming`` for each CALL and ``Detached`` once when the socket ends
   (``actors/link.py``: the same messages for every kind of device).
@@ -100,6 +100,10 @@ UserT = TypeVar("UserT")
 class DeviceConnection:
     """One live connection of a device through a door: the ``DeviceLink`` its actor talks through."""
 
+    __slots__ = (
+        "_closed", "_ids", "_send_lock", "_waiting", "booted", "device_id", "door", "next_ping", "secret_hash",
+        "serial", "ws",
+    )
     _serial = itertools.count(1)
 
     def __init__(self, ws: WebSocketConnection, door: Door[Any], device_id: int, secret_hash: str = "") -> None:
@@ -109,6 +113,7 @@ class DeviceConnection:
         self.secret_hash = secret_hash  # the stored hash this socket authenticated against
         self.serial = next(self._serial)
         self.booted = False
+        self.next_ping: float | None = None  # when the gateway pings it next (None: not yet served, or waiting)
         self._send_lock = trio.Lock()
         self._waiting: dict[str, OneShot[dict[str, Any]]] = {}  # our CALLs by id: the RESULT payload, or the failure
         self._ids = itertools.count(1)
@@ -371,6 +376,7 @@ class DeviceGateway:
                 connect_timeout=self.handshake_timeout,
             )
             await handlers.start(server.run)
+            handlers.start_soon(self._keep_alive, handlers)
             bound: int = server.port
             for door in self.doors.values():
                 handlers.start_soon(self._close_rotated, door)
@@ -472,10 +478,8 @@ class DeviceGateway:
             actor.add_done_callback(actor_gone)
             try:
                 await actor.send(Attached(connection))
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._keep_alive, door, connection)
-                    await self._read(door, connection, actor)
-                    nursery.cancel_scope.cancel()
+                connection.next_ping = trio.current_time() + self.ping_interval  # pinged by ``_keep_alive``
+                await self._read(door, connection, actor)
             except* (ConnectionClosed, ActorStopped):
                 pass  # the device went away, or its actor did
             finally:
@@ -494,31 +498,49 @@ class DeviceGateway:
 
     async def _read(self, door: Door[Any], connection: DeviceConnection, actor: DeviceRef) -> None:
         while True:
-            text = await connection.ws.get_message()
-            door.count("frames_in")
-            try:
-                frame = door.parse_frame(text)
-            except framing.FrameError as bad:
-                door.count("malformed")
-                if bad.message_type in (framing.MessageType.RESULT, framing.MessageType.ERROR):
-                    connection.fail_call(bad.id, bad.description)  # a broken answer to our own CALL
-                else:
-                    await connection.send(bad.frame)
-                continue
-            if isinstance(frame, framing.Call):
-                await actor.send(Incoming(connection, frame))  # waits for room: backpressure on the socket
-            else:
-                connection.settle(frame)
+            # Handled in a call of its own: the frame is not kept alive while the next one is awaited.
+            await self._take(door, connection, actor, await connection.ws.get_message())
 
-    async def _keep_alive(self, door: Door[Any], connection: DeviceConnection) -> None:
-        """Ping every interval; a connection that misses two pongs is dropped."""
-        while True:
-            await trio.sleep(self.ping_interval)
-            with trio.move_on_after(self.ping_interval * framing.MISSED_PONGS_LIMIT):
-                await connection.ws.ping()
-                continue
-            log.warning("%s %s missed %s pongs: dropping it", door.kind, connection.device_id,
-                        framing.MISSED_PONGS_LIMIT)
-            await connection.close(1011, "pong timeout")
+    async def _take(self, door: Door[Any], connection: DeviceConnection, actor: DeviceRef, text: str | bytes) -> None:
+        door.count("frames_in")
+        try:
+            frame = door.parse_frame(text)
+        except framing.FrameError as bad:
+            door.count("malformed")
+            if bad.message_type in (framing.MessageType.RESULT, framing.MessageType.ERROR):
+                connection.fail_call(bad.id, bad.description)  # a broken answer to our own CALL
+            else:
+                await connection.send(bad.frame)
             return
+        if isinstance(frame, framing.Call):
+            await actor.send(Incoming(connection, frame))  # waits for room: backpressure on the socket
+        else:
+            connection.settle(frame)
+
+    async def _keep_alive(self, nursery: trio.Nursery) -> None:
+        """Ping every connection every interval; one that misses two pongs is dropped.
+
+        One task for all connections (not one sleeping per connection, which cost each connection a task
+        and a cancel scope for its whole life): it wakes a few times per interval and starts a short task
+        for each connection whose ping is due, that lives until the pong (or the drop)."""
+        while True:
+            await trio.sleep(min(1.0, self.ping_interval / 8))
+            now = trio.current_time()
+            for door in self.doors.values():
+                for connection in door.links.connections():
+                    if connection.next_ping is not None and connection.next_ping <= now:
+                        connection.next_ping = None  # until this ping is answered
+                        nursery.start_soon(self._ping, door, connection)
+
+    async def _ping(self, door: Door[Any], connection: DeviceConnection) -> None:
+        with trio.move_on_after(self.ping_interval * framing.MISSED_PONGS_LIMIT):
+            try:
+                await connection.ws.ping()
+            except (ConnectionClosed, ValueError):  # gone meanwhile: its reader ends it
+                return
+            connection.next_ping = trio.current_time() + self.ping_interval
+            return
+        log.warning("%s %s missed %s pongs: dropping it", door.kind, connection.device_id,
+                    framing.MISSED_PONGS_LIMIT)
+        await connection.close(1011, "pong timeout")
 

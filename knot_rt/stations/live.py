@@ -155,8 +155,6 @@ class LiveStations:
     # StationListener ---------------------------------------------------------
 
     async def station_event(self, view: StationView, event: EventName, data: dict[str, Any]) -> None:
-        if event in (EventName.STATION_ONLINE, EventName.STATION_OFFLINE) and self.online_changes is not None:
-            self.online_changes(view)
         await self._work.publish(Topic.station(view.station_id), event, data)
 
     async def station_reported(self, before: StationView, after: StationView, payload: wire.Payload) -> None:
@@ -166,6 +164,8 @@ class LiveStations:
     async def station_changed(self, before: StationView, after: StationView, cause: SpotEvent | None = None) -> None:
         """The vehicles first (their actors take the report), then the station's view and totals:
         whoever reads the new view or totals finds the station's vehicles where it reports them."""
+        if before.online != after.online and self.online_changes is not None:
+            self.online_changes(after)
         if self.vehicle_moves is not None:
             try:
                 await self.vehicle_moves(before, after, cause)

@@ -103,7 +103,9 @@ class VehicleMover:
     One vehicle at a time, not all at once: a storm of reconnecting stations
     asks no more of the database pool at once than it did when the vehicles
     followed in the background (then each start, a load, was awaited in turn
-    too). A vehicle that fails or is slow is logged and skipped after
+    too); side by side, a storm exhausted the pool (each start also reads the
+    vehicle's rent). The vehicles' store groups the loads and saves of many
+    stations' vehicles into one statement per flush (``PgVehicleStore``). A vehicle that fails or is slow is logged and skipped after
     ``timeout``, never failing its station.
 
     ``members(station_id, ids)`` tells which ids are vehicles of the station's

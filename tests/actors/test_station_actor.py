@@ -157,13 +157,19 @@ class MemoryStationStore:
             await self.feed_sink.station_event(view, feed.event, feed.data)
         return None
 
-    async def set_online(self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None) -> None:
+    async def set_online(
+        self, station_id: int, online: bool, *, firmware: dict[str, Any] | None = None, feed: FeedItem | None = None,
+    ) -> None:
         await trio.lowlevel.checkpoint()
         self._check()
         row = self.stations[station_id]
         row.online = online
         if firmware is not None:
             row.firmware = firmware
+        if feed is not None and self.feed_sink is not None:
+            view = self.view(station_id)
+            assert view is not None
+            await self.feed_sink.station_event(view, feed.event, feed.data)
 
     async def next_unlock_id(self) -> int:
         await trio.lowlevel.checkpoint()
