@@ -222,6 +222,17 @@ class FeedBus:
         if state.delivered is not None and state.delivered < upto:
             state.delivered = upto  # pruned meanwhile: nothing more to give
 
+    async def announce(self, written: list[FeedEvent]) -> None:
+        """Several processes: tell the others of events written by a statement of our own (the batched station
+        records, ``stations/store.py``), after its commit. One process: nothing."""
+        if self.origin is None or not written:
+            return
+        await self._db.execute(
+            "SELECT pg_notify('knot_feed', $1::text || ' ' || x.seq || ' ' || x.topic) "
+            "FROM unnest($2::text[], $3::bigint[]) AS x(topic, seq)",
+            str(self.origin()), [e.topic for e in written], [e.seq for e in written],
+        )
+
     def deliver(self, item: FeedEvent) -> None:
         """Fan an event out to local subscribers, once it is committed (in sequence order, under the topic's
         lock: ``deliver_committed`` and ``deliver_announced``)."""

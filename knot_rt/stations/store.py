@@ -25,6 +25,7 @@ table's: the statement increments ``feed_topics`` and inserts the event).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -59,6 +60,8 @@ CROSS JOIN LATERAL (
            array_agg(is_accessible ORDER BY number) AS accessible
     FROM spots WHERE station_id = s.id
 ) sp"""
+
+log = logging.getLogger(__name__)
 
 
 def _view(row: asyncpg.Record) -> StationView:
@@ -203,11 +206,21 @@ async def _write_online(work: Work, batch: list[_Online]) -> list[None]:
             [o.feed.data if o.feed is not None else None for o in batch],
         )
         seqs = {row["topic"]: row["seq"] for row in rows}
-        for change in batch:
-            if change.feed is not None:
-                topic = str(change.topic)
-                work.bus.deliver(FeedEvent(topic, seqs[topic], str(change.feed.event), change.feed.data))
+        written = [FeedEvent(str(change.topic), seqs[str(change.topic)], str(change.feed.event), change.feed.data)
+                   for change in batch if change.feed is not None]
+        for event in written:
+            await work.bus.deliver_committed(event)
+    await _announce(work, written)
     return [None] * len(batch)
+
+
+async def _announce(work: Work, written: list[FeedEvent]) -> None:
+    """Several processes: the others hear of the events (committed already: a failure loses no event, only
+    its push there; their subscribers catch up with ``since``)."""
+    try:
+        await work.bus.announce(written)
+    except Exception as exc:
+        log.warning("stations: %s feed events were not announced to the other processes: %r", len(written), exc)
 
 
 async def _read_stations(db: Database, station_ids: list[int]) -> list[asyncpg.Record | None]:
@@ -226,6 +239,7 @@ async def _write_records(work: Work, batch: list[_Record]) -> list[_Outcome]:
     bus = work.bus
     outcomes: list[_Outcome] = []
     late: list[int] = []
+    announced: list[FeedEvent] = []
     async with _topics_locked(work, {r.topic for r in batch if r.feed is not None}):
         spots = [(r.station_id, s) for r in batch for s in r.changes.spots]
         rows = await work.db.fetch(
@@ -245,12 +259,14 @@ async def _write_records(work: Work, batch: list[_Record]) -> list[_Outcome]:
             outcomes.append(None)
             if row["new"]:
                 if record.feed is not None:
-                    topic, event = str(record.topic), str(record.feed.event)
-                    bus.deliver(FeedEvent(topic, row["seq"], event, record.feed.data))
+                    written = FeedEvent(str(record.topic), row["seq"], str(record.feed.event), record.feed.data)
+                    await bus.deliver_committed(written)
+                    announced.append(written)
             elif row["earlier"] is not None:
                 outcomes[index] = row["earlier"]
             else:  # seen, but committed after this statement's snapshot (another process): read below
                 late.append(index)
+    await _announce(work, announced)
     for index in late:  # a repeat: nothing of it is applied either way
         record = batch[index]
         try:
