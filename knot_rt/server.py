@@ -92,7 +92,7 @@ async def _serve_all(
             background.start_soon(svc.payment_worker.run)
         if svc.cluster is not None:  # joined before any device connects: ownership needs the link
             node = await background.start(svc.cluster.run)
-            log.info("cluster: this process is node %s", node)
+            log.info("[cluster] this process is node %s", node)
         async with trio.open_nursery() as live:
             station_port: int = await live.start(
                 partial(svc.stations.run, fd=svc.settings.gateway_fd), svc.settings.host, svc.settings.station_port,

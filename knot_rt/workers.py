@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
+from protocols import station, vehicle
+
 from .config import Settings
 from .db import Backoff
 from .launcher import knot_rt_command
@@ -88,8 +90,8 @@ async def run_workers(settings: Settings, count: int, *, demo: bool) -> None:
             http_port, gateway_port = http.getsockname()[1], gateway.getsockname()[1]
             print(f"knot_rt API:      http://{host}:{http_port}/api/application/  ({count} workers)", flush=True)
             print(f"OpenAPI document: http://{host}:{http_port}/openapi.json", flush=True)
-            print(f"station gateway:  ws://{host}:{gateway_port}/api/stations/ws", flush=True)
-            print(f"vehicle gateway:  ws://{host}:{gateway_port}/api/vehicles/ws", flush=True)
+            print(f"station gateway:  ws://{host}:{gateway_port}{station.WS_PATH}", flush=True)
+            print(f"vehicle gateway:  ws://{host}:{gateway_port}{vehicle.WS_PATH}", flush=True)
             if demo:
                 for email, password, what in DEMO_ACCOUNTS:
                     print(f"demo account:     {email} / {password}  ({what})", flush=True)

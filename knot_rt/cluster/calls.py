@@ -118,7 +118,7 @@ class RemoteCalls:
             except ApiError as error:
                 code, message = int(error.code), error.message
             except Exception:
-                log.exception("cluster: call %s (%s) failed", call_id, row["op"])
+                log.exception("[cluster] call %s (%s) failed", call_id, row["op"])
                 code, message = int(ErrorCode.INTERNAL), "the process that holds it failed"
             await self.db.execute(
                 """WITH u AS (UPDATE cluster_calls SET answered = true, reply = $2, error_code = $3, error_message = $4
@@ -127,7 +127,7 @@ class RemoteCalls:
                 call_id, reply, code, message,
             )
         except Exception:
-            log.exception("cluster: call %s could not be served", call_id)
+            log.exception("[cluster] call %s could not be served", call_id)
 
     async def run_pruner(self, every: float = 600.0) -> None:
         """Forget calls nobody answered or took (a process died mid-call)."""
@@ -135,4 +135,4 @@ class RemoteCalls:
         async def prune() -> None:
             await self.db.execute("DELETE FROM cluster_calls WHERE created_at < now() - interval '1 hour'")
 
-        await repeat("cluster: pruning old calls", prune, every, wait_first=True)
+        await repeat("[cluster] pruning old calls", prune, every, wait_first=True)

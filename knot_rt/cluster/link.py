@@ -127,11 +127,11 @@ class ClusterLink:
                 await self._connect()
             except Exception as exc:
                 if backoff.failures == 0:
-                    log.warning("cluster: cannot connect the link (%r); retrying", exc)
+                    log.warning("[cluster] cannot connect the link (%r); retrying", exc)
                 await backoff.sleep()
                 continue
             backoff.reset()
-            log.info("cluster: joined as node %s", self.node)
+            log.info("[cluster] joined as node %s", self.node)
             if not started:
                 started = True
                 self.joined.set()
@@ -172,7 +172,7 @@ class ClusterLink:
             try:
                 handler(payload)
             except Exception:
-                log.exception("cluster: a %s notification could not be handled: %r", channel, payload[:200])
+                log.exception("[cluster] a %s notification could not be handled: %r", channel, payload[:200])
 
     async def _watch(self) -> None:
         """Return when the connection is lost."""
@@ -181,7 +181,7 @@ class ClusterLink:
             try:
                 await self.command("SELECT 1")
             except LinkLost as exc:
-                log.warning("cluster: node %s lost its link (%s): its devices are dropped", self.node, exc)
+                log.warning("[cluster] node %s lost its link (%s): its devices are dropped", self.node, exc)
                 return
 
     async def _lose(self) -> None:
@@ -193,7 +193,7 @@ class ClusterLink:
                 try:
                     await lost()
                 except Exception:
-                    log.exception("cluster: dropping what node %s owned failed", self.node)
+                    log.exception("[cluster] dropping what node %s owned failed", self.node)
         self.node = 0
 
     async def aclose(self) -> None:

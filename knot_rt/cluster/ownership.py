@@ -150,7 +150,7 @@ class Ownership:
                 holder, RELEASE, {"kind": kind, "id": actor_id, "socket": socket}, timeout=self.takeover_seconds
             )
         except ApiError as error:
-            log.warning("cluster: %s %s: process %s did not let go: %s", kind, actor_id, holder, error)
+            log.warning("[cluster] %s %s: process %s did not let go: %s", kind, actor_id, holder, error)
             return False
         return bool(released)
 
@@ -197,4 +197,4 @@ class Ownership:
             try:
                 await self.releaser(kind, actor_id, True)
             except Exception:
-                log.exception("cluster: dropping %s %s failed", kind, actor_id)
+                log.exception("[cluster] dropping %s %s failed", kind, actor_id)

@@ -20,12 +20,13 @@ from collections.abc import Callable
 
 import trio
 
+from protocols.feed import Topic, TopicError, TopicKind
+
 from ..bus import Ephemeral, FeedBus
 from .link import EPHEMERAL, FEED, ClusterLink
 
 log = logging.getLogger(__name__)
 
-STATION_PREFIX = "station:"
 MAX_PAYLOAD = 7900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
 
 
@@ -64,10 +65,13 @@ class RemoteFeed:
             return
         if int(origin) == self.link.node:
             return  # ours: delivered at commit
-        if self.on_station is not None and topic.startswith(STATION_PREFIX):
-            station = topic[len(STATION_PREFIX):]
-            if station.isdigit():
-                self.on_station(int(station))
+        if self.on_station is not None:
+            try:
+                parsed = Topic.parse(topic)
+            except TopicError:
+                parsed = None
+            if parsed is not None and parsed.kind is TopicKind.STATION and parsed.id is not None:
+                self.on_station(parsed.id)
         self._send.send_nowait((topic, int(raw_seq)))
 
     async def run(self) -> None:

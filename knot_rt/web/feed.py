@@ -174,7 +174,7 @@ def encode_item(client_topic: str, item: FeedEvent | Resync | Ephemeral) -> str 
         return item.frame(client_topic)
     except ValueError:
         kind = "ephemeral event" if isinstance(item, Ephemeral) else "event"
-        name = "resync" if isinstance(item, Resync) else item.event
+        name = wire.EventName.RESYNC.value if isinstance(item, Resync) else item.event
         log.error("feed: %s %r is not one of topic %s; not sent", kind, name, client_topic)
         return None
 
