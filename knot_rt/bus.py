@@ -109,6 +109,22 @@ _APPEND_AND_NOTIFY = _APPEND.replace(
 )
 
 
+def events_of_rows(source: str, where: str = "TRUE") -> str:
+    """Two CTE parts, ``topic`` and ``event``, for a statement that writes many feed events at once: one event
+    per row of the CTE ``source`` (columns ``topic``, ``event``, ``data``; a NULL topic is no event) that
+    matches ``where``, each topic's next sequence number taken as :func:`append_event` takes it. ``event``
+    returns ``(topic, seq)``; at most one row per topic in a statement."""
+    return f"""topic AS (
+    INSERT INTO feed_topics (topic, last_seq) SELECT topic, 1 FROM {source} WHERE topic IS NOT NULL AND {where}
+    ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
+    RETURNING topic, last_seq
+), event AS (
+    INSERT INTO feed_events (topic, seq, event, data)
+    SELECT t.topic, t.last_seq, i.event, i.data FROM topic t JOIN {source} i ON i.topic = t.topic
+    RETURNING topic, seq
+)"""
+
+
 async def append_event(
     conn: asyncpg.Connection, topic: Topic, event: EventName, data: dict[str, Any], origin: int | None = None
 ) -> FeedEvent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -38,11 +39,39 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.with_secret()
 
 
+MAX_WORKERS = 64  # processes of one ``serve --workers N``: beyond, a typo, not a machine
+
+
+def not_a_listening_socket(fd: int) -> str | None:
+    """Why ``fd`` cannot be a worker's inherited socket (a listening TCP socket), or None. A worker is
+    started by ``--workers N`` with its parent's sockets; a hand-typed fd gets a clear refusal."""
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as error:
+        return error.strerror or repr(error)
+    with probe:
+        if probe.type != socket.SOCK_STREAM or probe.family not in (socket.AF_INET, socket.AF_INET6):
+            return "not a TCP socket"
+        if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return "not listening"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .context import Services
     from .demo import DEMO_ACCOUNTS, load_demo
     from .server import run_server
 
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"knot-rt serve: --workers takes 1 to {MAX_WORKERS}", file=sys.stderr)
+        return 2
+    for flag, fd in (("--http-fd", args.http_fd), ("--gateway-fd", args.gateway_fd)):
+        if fd is not None and (why := not_a_listening_socket(fd)):
+            print(f"knot-rt serve: {flag} {fd} is not a listening TCP socket ({why})", file=sys.stderr)
+            return 2
+    if (args.http_fd is None) != (args.gateway_fd is None):
+        print("knot-rt serve: --http-fd and --gateway-fd go together", file=sys.stderr)
+        return 2
     settings = _settings(args)
     tune_gc()
     worker = args.http_fd is not None

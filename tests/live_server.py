@@ -14,12 +14,12 @@ import json
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -33,6 +33,9 @@ from knot_rt.db import Database
 from knot_rt.demo import DEMO_ACCOUNTS, load_demo
 from knot_rt.server import Bound, run_server
 from knot_rt.services.passwords import Passwords
+from tests.factory import Factory
+
+T = TypeVar("T")
 
 OPERATOR = next((email, password) for email, password, role in DEMO_ACCOUNTS if role.startswith("operator"))
 RIDER = next((email, password) for email, password, role in DEMO_ACCOUNTS if role == "rider")
@@ -61,9 +64,20 @@ def openapi_document() -> dict[str, Any]:
 
 @dataclass
 class LiveServer:
+    """The running server: its address, its services, the demo's ids, and a way to run coroutines in its Trio
+    loop (``run`` waits for the result; ``start_soon`` starts a background task, such as a simulated station or
+    a rider's feed, cancelled when the server stops)."""
+
     base_url: str
+    bound: Bound
     svc: Services
     demo: dict[str, Any]
+    token: trio.lowlevel.TrioToken
+    nursery: trio.Nursery
+
+    @property
+    def make(self) -> Factory:
+        return Factory(self.svc)
 
     def login(self, email: str, password: str) -> dict[str, Any]:
         response = httpx.post(f"{self.base_url}/api/application/login", timeout=30,
@@ -71,6 +85,27 @@ class LiveServer:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    def run(self, afn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``afn(*args)`` in the server's loop and wait for its result."""
+        return trio.from_thread.run(afn, *args, trio_token=self.token)
+
+    def start_soon(self, afn: Callable[..., Awaitable[Any]], *args: Any) -> trio.CancelScope:
+        """Start ``afn(*args)`` in the server's nursery; the returned scope cancels it."""
+        scope = trio.CancelScope()
+
+        async def task() -> None:
+            with scope:
+                await afn(*args)
+
+        def spawn() -> None:
+            self.nursery.start_soon(task)
+
+        trio.from_thread.run_sync(spawn, trio_token=self.token)
+        return scope
+
+    def cancel(self, scope: trio.CancelScope) -> None:
+        trio.from_thread.run_sync(scope.cancel, trio_token=self.token)
 
 
 def _admin(pg_server_url: str, sql: str) -> None:
@@ -98,26 +133,29 @@ def module_database(pg_server_url: str, template_url: str) -> Iterator[str]:
 
 @contextmanager
 def live_server(database_url: str, data_dir: Path, *, smtp_url: str = "smtp://127.0.0.1:9",
-                rate_limits: RateLimits | None = None) -> Iterator[LiveServer]:
-    """Serve ``database_url`` (the demo loaded) on a loopback port until the block ends."""
-    settings = Settings(
+                rate_limits: RateLimits | None = None, **settings: Any) -> Iterator[LiveServer]:
+    """Serve ``database_url`` (the demo loaded) on loopback ports until the block ends (``settings``: more
+    ``Settings`` fields)."""
+    config = Settings(
         host="127.0.0.1", port=0, station_port=0, database_url=database_url, smtp_url=smtp_url,
         secret_key="test-secret-" + uuid.uuid4().hex, data_dir=data_dir, public_url="http://knot.test",
-        rate_limits=rate_limits or RateLimits(), mail_retry_seconds=5.0,
+        rate_limits=rate_limits or RateLimits(), mail_retry_seconds=5.0, **settings,
     )
-    started: queue.Queue[tuple[Bound, trio.lowlevel.TrioToken, trio.Event, Services, dict[str, Any]] | BaseException]
-    started = queue.Queue()
+    started: queue.Queue[Any] = queue.Queue()
 
     async def serve() -> None:
         async with trio_asyncio.open_loop():
             db = await Database.connect(database_url, min_size=1, max_size=10)
             try:
                 demo = await load_demo(db)
-                svc = Services.build(settings, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
+                svc = Services.build(config, db, passwords=Passwords(time_cost=1, memory_cost=8192, parallelism=1))
                 shutdown = trio.Event()
                 async with trio.open_nursery() as nursery:
                     bound = await nursery.start(partial(run_server, svc, shutdown=shutdown))
-                    started.put((bound, trio.lowlevel.current_trio_token(), shutdown, svc, demo))
+                    async with trio.open_nursery() as tasks:  # background tasks of the tests
+                        started.put((bound, trio.lowlevel.current_trio_token(), shutdown, svc, demo, tasks))
+                        await shutdown.wait()
+                        tasks.cancel_scope.cancel()
             finally:
                 await db.close()
 
@@ -132,9 +170,9 @@ def live_server(database_url: str, data_dir: Path, *, smtp_url: str = "smtp://12
     outcome = started.get(timeout=START_TIMEOUT)
     if isinstance(outcome, BaseException):
         raise RuntimeError("the live server did not start") from outcome
-    bound, token, shutdown, svc, demo = outcome
+    bound, token, shutdown, svc, demo, tasks = outcome
     try:
-        yield LiveServer(base_url=bound.base_url, svc=svc, demo=demo)
+        yield LiveServer(base_url=bound.base_url, bound=bound, svc=svc, demo=demo, token=token, nursery=tasks)
     finally:
         trio.from_thread.run_sync(shutdown.set, trio_token=token)
         thread.join(timeout=30)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -98,3 +99,32 @@ async def booted_station(url: str, station_id: int, secret: str, *, spots: int =
     async with station_socket(url, station_id, secret) as station:
         assert (await station.boot(spots=spots))[0] == 3
         yield station
+
+
+async def next_call(device: RawDevice) -> list[Any]:
+    """The next CALL of the backend (answers to the device's own CALLs are skipped)."""
+    while True:
+        frame = await device.receive()
+        if frame[0] == 2:
+            return frame
+
+
+async def unlock_by_operator(
+    base_url: str, token: str, station: RawDevice, station_id: int, spot: int
+) -> tuple[list[Any], httpx.Response]:
+    """``POST /spots/unlock/admin`` to the server at ``base_url``, answered ``accepted`` by the station (wherever
+    it is connected): (the station's CALL, the HTTP answer)."""
+    answers: list[httpx.Response] = []
+
+    async def operator() -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            answers.append(await client.post("/api/application/spots/unlock/admin",
+                                             json={"station_id": station_id, "spot": spot},
+                                             headers={"Authorization": f"Bearer {token}"}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        command = await next_call(station)
+        assert command[2] == "unlock" and command[3]["spot"] == spot, command
+        await station.answer(command, {"status": "accepted"})
+    return command, answers[0]

@@ -16,7 +16,7 @@ from knot_rt.badges.service import UnlockRefused
 from knot_rt.config import Settings
 from knot_rt.simulator.station import SimulatedStation
 from tests.feed_client import FeedClient, open_feed, rider_seeing
-from tests.station_client import RawStation, station_socket
+from tests.station_client import RawStation, next_call, station_socket
 from tests.support import Harness, bearer, eventually, open_test_session, serving, wait_station_online
 
 UID = "04A1B2C3D4E5F6"  # a 7-byte ISO 14443A UID
@@ -88,14 +88,6 @@ async def user_feed(harness: Harness, token: str) -> AsyncIterator[FeedClient]:
     async with open_feed(harness.base_url, token) as feed:
         assert (await feed.subscribe("user"))["code"] == 0
         yield feed
-
-
-async def next_call(socket: RawStation) -> list[Any]:
-    """The next CALL of the backend (answers to the station's own CALLs are skipped)."""
-    while True:
-        frame = await socket.receive()
-        if frame[0] == 2:
-            return frame
 
 
 async def feedback(socket: RawStation) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -25,10 +26,10 @@ from knot_rt.config import Settings
 from knot_rt.launcher import knot_rt_command
 from tests.feed_client import FeedClient, open_feed
 from tests.server_processes import ServerProcess, server_env, server_process
-from tests.station_client import RawStation, station_socket
+from tests.station_client import next_call, station_socket, unlock_by_operator
 from tests.support import Harness, bearer, eventually, open_test_session
 from tests.test_reports import make_world, open_report
-from tests.test_stations import Site, make_site, next_call
+from tests.test_stations import Site, make_site
 
 
 @asynccontextmanager
@@ -42,23 +43,6 @@ async def post(base_url: str, path: str, token: str, body: dict[str, Any] | None
         return await client.post(f"/api/application{path}", json=body, headers=bearer(token))
 
 
-async def unlock_through(server: ServerProcess, token: str, station: RawStation, station_id: int,
-                         spot: int) -> tuple[list[Any], httpx.Response]:
-    """The operator's unlock sent to ``server``; the station (wherever it is connected) accepts it."""
-    answers: list[httpx.Response] = []
-
-    async def operator() -> None:
-        answers.append(await post(server.base_url, "/spots/unlock/admin", token,
-                                  {"station_id": station_id, "spot": spot}))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(operator)
-        command = await next_call(station)
-        assert command[2] == "unlock" and command[3]["spot"] == spot, command
-        await station.answer(command, {"status": "accepted"})
-    return command, answers[0]
-
-
 async def test_an_unlock_through_one_process_reaches_a_station_on_the_other(
     harness: Harness, settings: Settings, tmp_path: Path
 ) -> None:
@@ -70,7 +54,7 @@ async def test_an_unlock_through_one_process_reaches_a_station_on_the_other(
             assert (await feed.subscribe(f"station:{station_id}"))["code"] == 0
             await station.boot()
             await station.state({1: 101, 2: None, 3: 102, 4: None})
-            command, response = await unlock_through(b, site.operator_token, station, station_id, 1)
+            command, response = await unlock_by_operator(b.base_url, site.operator_token, station, station_id, 1)
             assert response.status_code == 200, response.text
             assert response.json()["data"]["unlock"] == command[3]["unlock"]
             await station.call("unlocked", {"spot": 1, "unlock": command[3]["unlock"], "vehicle": 101})
@@ -296,3 +280,33 @@ async def test_a_chat_between_a_rider_and_an_agent_on_two_processes(
         seen_by_agent = await messages(agent_feed)
     assert [text for _, text in seen_by_rider] == ["On my way", "Thanks"]
     assert seen_by_agent == seen_by_rider
+
+
+async def test_serve_refuses_worker_arguments_it_cannot_use(settings: Settings, tmp_path: Path) -> None:
+    """The hidden worker flags take only inherited listening TCP sockets, and --workers a sane count: anything
+    else is one clear line and exit code 2, never a traceback or a fork bomb."""
+    bound = socket.socket()  # bound, never listening
+    bound.bind(("127.0.0.1", 0))
+    unix, _ = socket.socketpair()
+    cases = {
+        ("--http-fd", "999", "--gateway-fd", "998"): "--http-fd 999 is not a listening TCP socket",
+        ("--http-fd", str(bound.fileno()), "--gateway-fd", str(bound.fileno())): "not listening",
+        ("--http-fd", str(unix.fileno()), "--gateway-fd", str(unix.fileno())): "not a TCP socket",
+        ("--http-fd", "0", "--gateway-fd", "0"): "--http-fd 0 is not a listening TCP socket",
+        ("--workers", "0"): "--workers takes 1 to",
+        ("--workers", "100000"): "--workers takes 1 to",
+    }
+    try:
+        for arguments, expected in cases.items():
+            with trio.fail_after(60):
+                result = await trio.run_process(
+                    [*knot_rt_command(), "serve", *arguments], env=server_env(settings, tmp_path),
+                    capture_stdout=True, capture_stderr=True, check=False, stdin=subprocess.DEVNULL,
+                    pass_fds=(bound.fileno(), unix.fileno()),
+                )
+            stderr = result.stderr.decode()
+            assert result.returncode == 2, (arguments, stderr)
+            assert expected in stderr and "Traceback" not in stderr, (arguments, stderr)
+    finally:
+        bound.close()
+        unix.close()

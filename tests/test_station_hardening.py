@@ -19,11 +19,11 @@ from actors.vehicle import VEHICLE
 from knot_rt.config import Settings
 from protocols import station as wire
 from tests.feed_client import open_feed
-from tests.station_client import RawStation, booted_station, state_payload, station_socket
+from tests.station_client import RawStation, booted_station, state_payload, station_socket, unlock_by_operator
 from tests.support import Harness, eventually, open_test_session
 from tests.tcp_proxy import TcpProxy
 from tests.test_station_cli import knot_rt, printed
-from tests.test_stations import Site, make_site, unlock_by_operator
+from tests.test_stations import Site, make_site
 
 INNOCENTS = 100
 
@@ -111,7 +111,7 @@ async def test_a_poison_station_disturbs_none_of_100_innocent_stations(harness: 
             assert (await station.state({1: None, 2: None}))[::2] == [3, {}], index
         # An operator unlock of an innocent station works end to end.
         target_id = innocents[-1][0]
-        _, response = await unlock_by_operator(harness, site.operator_token, sockets[-1], target_id, 1)
+        _, response = await unlock_by_operator(harness.base_url, site.operator_token, sockets[-1], target_id, 1)
         assert response.status_code == 200, response.text
     health = await harness.client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
 import pytest
 import trio
 import trio.testing
@@ -16,7 +15,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from actors.station import Crash
 from knot_rt.config import Settings
 from tests.feed_client import FeedClient, open_feed, rider_seeing
-from tests.station_client import RawStation, state_payload, station_socket
+from tests.station_client import RawStation, next_call, state_payload, station_socket, unlock_by_operator
 from tests.support import Harness, bearer, eventually, open_test_session, wait_station_online
 
 
@@ -55,33 +54,6 @@ async def two_booted(harness: Harness, site: Site) -> AsyncIterator[tuple[RawSta
 
 async def booted(harness: Harness, station: tuple[int, str]) -> Any:
     return station_socket(harness.station_url, *station)
-
-
-async def next_call(station: RawStation) -> list[Any]:
-    while True:
-        frame = await station.receive()
-        if frame[0] == 2:
-            return frame
-
-
-async def unlock_by_operator(
-    harness: Harness, token: str, station: RawStation, station_id: int, spot: int
-) -> tuple[list[Any], httpx.Response]:
-    """``POST /spots/unlock/admin``, answered ``accepted`` by the station: (the station's CALL, the HTTP answer)."""
-    answers: list[httpx.Response] = []
-
-    async def operator() -> None:
-        answers.append(await harness.client.post(
-            "/api/application/spots/unlock/admin", json={"station_id": station_id, "spot": spot},
-            headers=bearer(token),
-        ))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(operator)
-        command = await next_call(station)
-        assert command[2] == "unlock" and command[3]["spot"] == spot, command
-        await station.answer(command, {"status": "accepted"})
-    return command, answers[0]
 
 
 async def test_boot_state_and_live_details(harness: Harness) -> None:
@@ -213,7 +185,7 @@ async def test_operator_unlock_round_trip_reaches_station_and_cluster_subscriber
             (docked,) = await rider_feed.events(1)
             totals = (docked["data"]["available_vehicles"], docked["data"]["free_spots"])
         assert (await operator_feed.subscribe(f"station:{station_id}"))["code"] == 0
-        command, response = await unlock_by_operator(harness, site.operator_token, station, station_id, 1)
+        command, response = await unlock_by_operator(harness.base_url, site.operator_token, station, station_id, 1)
         assert response.status_code == 200
         assert response.json()["data"] == {"station_id": station_id, "spot": 1, "unlock": command[3]["unlock"]}
         unlocked = await station.call("unlocked", {"spot": 1, "unlock": command[3]["unlock"], "vehicle": 101})

@@ -36,6 +36,7 @@ from .link import ClusterLink, node_channel
 log = logging.getLogger(__name__)
 
 Operation = Callable[[dict[str, Any]], Awaitable[Any]]
+EARLY_KEPT = 1024
 
 
 class RemoteCalls:
@@ -44,7 +45,9 @@ class RemoteCalls:
         self.link = link
         self._operations: dict[str, Operation] = {}
         self._waiting: dict[int, OneShot[None]] = {}
-        self._early: set[int] = set()  # answers that arrived before their caller started waiting
+        # Answers that arrived before their caller started waiting (bounded: a reply nobody waits for is
+        # forgotten after EARLY_KEPT others)
+        self._early: dict[int, None] = {}
         link.listen_own(self._notified)
 
     def handle(self, op: str, operation: Operation) -> None:
@@ -64,7 +67,7 @@ class RemoteCalls:
         self._waiting[call_id] = answered
         try:
             if call_id in self._early:
-                self._early.discard(call_id)
+                del self._early[call_id]
             else:
                 with trio.move_on_after(timeout):
                     await answered.wait()
@@ -97,7 +100,9 @@ class RemoteCalls:
             if waiting is not None:
                 waiting.resolve(None)
             else:
-                self._early.add(call_id)
+                self._early[call_id] = None
+                if len(self._early) > EARLY_KEPT:
+                    del self._early[next(iter(self._early))]
 
     async def _serve(self, call_id: int) -> None:
         me = self.link.node
@@ -114,6 +119,8 @@ class RemoteCalls:
             try:
                 if operation is None:
                     raise ApiError(ErrorCode.INTERNAL, f"unknown operation {row['op']!r}")
+                if not isinstance(row["args"], dict):
+                    raise ApiError(ErrorCode.INTERNAL, f"malformed call: the arguments of {row['op']!r} are not an object")
                 reply = await operation(row["args"])
             except ApiError as error:
                 code, message = int(error.code), error.message

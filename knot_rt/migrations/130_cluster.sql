@@ -17,83 +17,74 @@ CREATE TABLE cluster_calls (
 );
 CREATE INDEX cluster_calls_created ON cluster_calls (created_at);
 
--- A session revoked (logout, password change, refresh token reused) or deleted with its account: every
--- process drops it from its session cache and closes its feed sockets. Sent at commit, never on a rollback.
-CREATE FUNCTION knot_session_revoked() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One trigger function for every notification below. TG_ARGV[0] is the channel; TG_ARGV[1] the payload:
+-- ':<column>' for that column of the row (OLD's on DELETE, NEW's otherwise), '%table' for the table's
+-- name, any other text as it is. A notification is sent at commit, never on a rollback.
+CREATE FUNCTION knot_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    payload text := TG_ARGV[1];
 BEGIN
-    PERFORM pg_notify('knot_sessions', OLD.id::text);
+    IF payload = '%table' THEN
+        payload := TG_TABLE_NAME;
+    ELSIF left(payload, 1) = ':' THEN
+        IF TG_OP = 'DELETE' THEN
+            payload := to_jsonb(OLD) ->> substr(payload, 2);
+        ELSE
+            payload := to_jsonb(NEW) ->> substr(payload, 2);
+        END IF;
+    END IF;
+    PERFORM pg_notify(TG_ARGV[0], payload);
     RETURN NULL;
 END $$;
+
+-- A session revoked (logout, password change, refresh token reused) or deleted with its account: every
+-- process drops it from its session cache and closes its feed sockets.
 CREATE TRIGGER sessions_revoked AFTER UPDATE OF revoked_at ON sessions
     FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
-    EXECUTE FUNCTION knot_session_revoked();
+    EXECUTE FUNCTION knot_notify('knot_sessions', ':id');
 CREATE TRIGGER sessions_deleted AFTER DELETE ON sessions
-    FOR EACH ROW EXECUTE FUNCTION knot_session_revoked();
+    FOR EACH ROW EXECUTE FUNCTION knot_notify('knot_sessions', ':id');
 
 -- The catalog's tables changed (by any process, a CLI command or a script): every process reads it again.
-CREATE FUNCTION knot_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('knot_catalog', TG_TABLE_NAME);
-    RETURN NULL;
-END $$;
 CREATE TRIGGER networks_changed AFTER INSERT OR UPDATE OR DELETE ON networks
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER network_app_labels_changed AFTER INSERT OR UPDATE OR DELETE ON network_app_labels
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER clusters_changed AFTER INSERT OR UPDATE OR DELETE ON clusters
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER virtual_parkings_changed AFTER INSERT OR UPDATE OR DELETE ON virtual_parkings
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER speed_zones_changed AFTER INSERT OR UPDATE OR DELETE ON speed_zones
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER vehicle_models_changed AFTER INSERT OR UPDATE OR DELETE ON vehicle_models
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER app_labels_changed AFTER INSERT OR UPDATE OR DELETE ON app_labels
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 CREATE TRIGGER exceptional_out_of_orders_changed AFTER INSERT OR UPDATE OR DELETE ON exceptional_out_of_orders
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 -- Vehicles: only their static facts (the live columns change at every report and are the actors').
 CREATE TRIGGER vehicles_added AFTER INSERT OR DELETE ON vehicles
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
-CREATE TRIGGER vehicles_facts_changed AFTER UPDATE OF serial_number, model_id, network_id, exceptional_out_of_order_id, avg_max_range,
-    has_freefloat_to_station_reward, free_floating ON vehicles
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_catalog_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
+CREATE TRIGGER vehicles_facts_changed AFTER UPDATE OF serial_number, model_id, network_id, exceptional_out_of_order_id,
+    avg_max_range, has_freefloat_to_station_reward, free_floating ON vehicles
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_catalog', '%table');
 
 -- What a user sees and may use changed (``services/access.py``): every process forgets its cached access
 -- of that user ('*': of every user, when an organisational unit or an organisation changed).
-CREATE FUNCTION knot_user_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('knot_access', OLD.user_id::text);
-    ELSE
-        PERFORM pg_notify('knot_access', NEW.user_id::text);
-    END IF;
-    RETURN NULL;
-END $$;
 CREATE TRIGGER user_permissions_changed AFTER INSERT OR UPDATE OR DELETE ON user_permissions
-    FOR EACH ROW EXECUTE FUNCTION knot_user_access_changed();
-CREATE FUNCTION knot_user_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('knot_access', NEW.id::text);
-    RETURN NULL;
-END $$;
+    FOR EACH ROW EXECUTE FUNCTION knot_notify('knot_access', ':user_id');
 CREATE TRIGGER users_access_changed AFTER UPDATE OF email, app_label_id ON users
-    FOR EACH ROW EXECUTE FUNCTION knot_user_changed();
-CREATE FUNCTION knot_all_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('knot_access', '*');
-    RETURN NULL;
-END $$;
+    FOR EACH ROW EXECUTE FUNCTION knot_notify('knot_access', ':id');
 CREATE TRIGGER organizations_changed AFTER INSERT OR UPDATE OR DELETE ON organizations
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 CREATE TRIGGER ou_networks_changed AFTER INSERT OR UPDATE OR DELETE ON ou_networks
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 CREATE TRIGGER ou_clusters_changed AFTER INSERT OR UPDATE OR DELETE ON ou_clusters
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 CREATE TRIGGER ou_app_labels_changed AFTER INSERT OR UPDATE OR DELETE ON ou_app_labels
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 CREATE TRIGGER ou_organizations_changed AFTER INSERT OR UPDATE OR DELETE ON ou_organizations
-    FOR EACH STATEMENT EXECUTE FUNCTION knot_all_access_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 
 -- Rate limits counted by every process together (``services/ratelimit.py``, the cluster mode): hits per
 -- key in fixed windows; rows of past windows are pruned.

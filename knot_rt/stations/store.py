@@ -39,7 +39,7 @@ import trio
 from actors.station import Changes, FeedItem, SpotView, StationView, VehicleReading
 from protocols.feed import Topic
 
-from ..bus import FeedEvent
+from ..bus import FeedEvent, events_of_rows
 from ..db import Database
 from ..devices.batch import GroupCommit, each_alone
 from ..devices.messages import STATION_MESSAGES
@@ -106,15 +106,7 @@ _SET_ONLINE = """WITH input AS (
 ), station AS (
     UPDATE stations s SET online = i.online, last_seen_at = now(), firmware = coalesce(i.firmware, s.firmware)
     FROM input i WHERE s.id = i.station_id
-), topic AS (
-    INSERT INTO feed_topics (topic, last_seq) SELECT topic, 1 FROM input WHERE topic IS NOT NULL
-    ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
-    RETURNING topic, last_seq
-), event AS (
-    INSERT INTO feed_events (topic, seq, event, data)
-    SELECT t.topic, t.last_seq, i.event, i.data FROM topic t JOIN input i ON i.topic = t.topic
-    RETURNING topic, seq
-)
+), """ + events_of_rows("input") + """
 SELECT topic, seq FROM event"""
 
 # Many stations' records in one statement (at most one per station). Per record: its CALL (inserted once:
@@ -137,16 +129,7 @@ _RECORD = """WITH input AS (
 ), station AS (
     UPDATE stations s SET last_state = coalesce(i.state, s.last_state), last_seen_at = now()
     FROM input i WHERE s.id = i.station_id AND i.station_id IN (SELECT station_id FROM message)
-), topic AS (
-    INSERT INTO feed_topics (topic, last_seq)
-    SELECT topic, 1 FROM input WHERE topic IS NOT NULL AND station_id IN (SELECT station_id FROM message)
-    ON CONFLICT (topic) DO UPDATE SET last_seq = feed_topics.last_seq + 1
-    RETURNING topic, last_seq
-), event AS (
-    INSERT INTO feed_events (topic, seq, event, data)
-    SELECT t.topic, t.last_seq, i.event, i.data FROM topic t JOIN input i ON i.topic = t.topic
-    RETURNING topic, seq
-)
+), """ + events_of_rows("input", "station_id IN (SELECT station_id FROM message)") + """
 SELECT i.station_id, i.station_id IN (SELECT station_id FROM message) AS new,
        (SELECT e.seq FROM event e WHERE e.topic = i.topic) AS seq, m.result AS earlier
 FROM input i LEFT JOIN station_messages m ON m.station_id = i.station_id AND m.message_id = i.message_id"""
