@@ -44,7 +44,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,18 +316,6 @@ def seed(server: Server, scale: int) -> tuple[float, dict[str, Any]]:
     return time.monotonic() - started, json.loads(done.stdout)["city"]
 
 
-def start_profiled(server: Server, path: Path) -> None:
-    """``knot-rt serve`` with a profiler that SIGUSR1 starts and SIGUSR2 stops (``bench/profiled_serve.py``)."""
-    root = Path(__file__).resolve().parent.parent
-    env = {**server.env, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "bench.profiled_serve", str(path)], env=env, cwd=root,
-        stdout=subprocess.DEVNULL, stderr=open(server.data / "server.log", "wb"),
-    )
-    if not wait_until_up(f"{server.base_url}/health", 60):
-        raise RuntimeError("the server did not start: " + (server.data / "server.log").read_text()[-2000:])
-
-
 DB_CALLS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
 
 
@@ -365,7 +352,7 @@ def main() -> None:
         try:
             seconds, city = seed(server, args.scale)
             if args.profile is not None:
-                start_profiled(server, args.profile)
+                server.start_profiled(args.profile)
             else:
                 server.start()
             try:

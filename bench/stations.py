@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,6 +215,22 @@ class Server:
         if not wait_until_up(f"{self.base_url}/health", 60):
             raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
 
+    def start_profiled(self, path: Path, *, memory: bool = False) -> None:
+        """``knot-rt serve`` with a profiler that SIGUSR1 starts and SIGUSR2 stops and writes to ``path``
+        (``bench/profiled_serve.py``: cProfile, or tracemalloc with ``memory``)."""
+        root = Path(__file__).resolve().parent.parent
+        env = {**self.env, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.profiled_serve", *(["--memory"] if memory else []), str(path)],
+            env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(self.data / "server.log", "wb"),
+        )
+        if not wait_until_up(f"{self.base_url}/health", 60):
+            raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
     def stop(self) -> None:
         stop_process(self.process, 30)
 
@@ -248,14 +265,25 @@ async def connect_all(server: Server, stations: list[tuple[int, str]], spots: in
         task_status.started(simulator)
 
 
-async def capacity(server: Server, stations: list[tuple[int, str]], spots: int) -> dict[str, Any]:
+async def capacity(server: Server, stations: list[tuple[int, str]], spots: int,
+                   memory_profile: Path | None = None) -> dict[str, Any]:
+    """Stations connected over the ramp, and the server's memory per station. With ``memory_profile`` (a
+    server started by ``start_profiled(memory=True)``), what the stations left allocated is traced and
+    written there."""
     before = server.rss_kib
     started = time.monotonic()
+    if memory_profile is not None:
+        server.signal(signal.SIGUSR1)
     async with trio.open_nursery() as nursery:
         simulator = await nursery.start(connect_all, server, stations, spots)
         elapsed = time.monotonic() - started
         await trio.sleep(2)  # let the actors settle
         after = server.rss_kib
+        if memory_profile is not None:
+            server.signal(signal.SIGUSR2)
+            with trio.fail_after(120):  # the snapshot appears whole (written aside, then renamed)
+                while not await trio.Path(memory_profile).exists():  # noqa: ASYNC110
+                    await trio.sleep(0.5)
         simulator.stop()
     return {"stations": len(stations), "online": simulator.online, "seconds": elapsed,
             "rss_before_mib": before / 1024,
@@ -392,6 +420,10 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=5.0, help="state interval during the round trips (s)")
     parser.add_argument("--only", default="capacity,storm,unlock",
                         help="which measurements to run, comma separated (capacity, storm, unlock)")
+    parser.add_argument("--memory-profile", metavar="FILE",
+                        help="trace the server's allocations (tracemalloc) during the first capacity run, write"
+                             " the snapshot to FILE and print where the memory per station goes; the RSS figures"
+                             " of that run include the tracer's own cost")
     args = parser.parse_args()
     only = set(args.only.split(","))
     counts = [int(c) for c in args.stations.split(",")]
@@ -401,11 +433,18 @@ def main() -> None:
         server.create_operator(network)
         # Each figure is printed as soon as it is measured (a later failure keeps the earlier ones).
         for count in counts if "capacity" in only else []:
-            server.start()
+            profile = Path(args.memory_profile) if args.memory_profile and count == counts[0] else None
+            if profile is not None:
+                profile.unlink(missing_ok=True)
+                server.start_profiled(profile, memory=True)
+            else:
+                server.start()
             try:
-                report_capacity(trio.run(capacity, server, stations[:count], args.spots))
+                report_capacity(trio.run(capacity, server, stations[:count], args.spots, profile))
             finally:
                 server.stop()
+            if profile is not None:
+                report_memory_profile(profile, count)
         if "storm" in only:
             server.start()
             try:
@@ -428,6 +467,23 @@ def main() -> None:
         print("  " + report_latency("knot_rt: POST unlock -> unlocked -> feed push", knot)
               + f"   [goal p99 <= {GOAL_UNLOCK_P99_MS:g} ms]")
         print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay))
+
+
+def report_memory_profile(path: Path, stations: int, lines: int = 15) -> None:
+    """What the stations left allocated (tracemalloc), per station: by module, then by line."""
+    snapshot = tracemalloc.Snapshot.load(str(path)).filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+    ])
+    total = sum(stat.size for stat in snapshot.statistics("filename"))
+    print(f"\nmemory profile (tracemalloc, blocks still allocated after {stations} stations connected):"
+          f" {total / 1024 / stations:.1f} KiB per station traced")
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    for key in ("filename", "lineno"):
+        print(f"  by {key}:")
+        for stat in snapshot.statistics(key)[:lines]:
+            where = str(stat.traceback[0]).replace(root, "")
+            where = where.split("site-packages/")[-1]
+            print(f"    {stat.size / 1024 / stations:7.2f} KiB/station  {stat.count / stations:7.1f} blocks/station  {where}")
 
 
 def report_capacity(r: dict[str, Any]) -> None:
