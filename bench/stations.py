@@ -440,11 +440,12 @@ def main() -> None:
             else:
                 server.start()
             try:
-                report_capacity(trio.run(capacity, server, stations[:count], args.spots, profile))
+                measured = trio.run(capacity, server, stations[:count], args.spots, profile)
+                report_capacity(measured)
             finally:
                 server.stop()
             if profile is not None:
-                report_memory_profile(profile, count)
+                report_memory_profile(profile, measured["online"])
         if "storm" in only:
             server.start()
             try:
@@ -475,7 +476,8 @@ def report_memory_profile(path: Path, stations: int, lines: int = 15) -> None:
         tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
     ])
     total = sum(stat.size for stat in snapshot.statistics("filename"))
-    print(f"\nmemory profile (tracemalloc, blocks still allocated after {stations} stations connected):"
+    stations = max(1, stations)
+    print(f"\nmemory profile (tracemalloc, blocks still allocated after {stations} stations came online):"
           f" {total / 1024 / stations:.1f} KiB per station traced")
     root = str(Path(__file__).resolve().parent.parent) + os.sep
     for key in ("filename", "lineno"):

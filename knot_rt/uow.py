@@ -51,7 +51,7 @@ import trio
 
 from protocols.feed import EventName, Topic
 
-from .bus import FeedBus, FeedEvent, append_event
+from .bus import FeedBus, FeedEvent, append_event, append_events
 from .db import Database
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,22 @@ class Work:
     async def publish(self, topic: Topic, event: EventName, data: dict[str, Any]) -> FeedEvent:
         """A unit of work of one feed event."""
         return await self.run(lambda uow: uow.publish(topic, event, data), topics=[topic])
+
+    async def publish_each(self, items: list[tuple[Topic, EventName, dict[str, Any]]]) -> list[FeedEvent]:
+        """Feed events of many topics (at most one each) in one statement, one round trip for them all (the
+        coalesced ``cluster.updated`` of every cluster that changed); delivered after it, in each topic's
+        order."""
+        if not items:
+            return []
+        origin = None if self.bus.origin is None else self.bus.origin()
+        async with AsyncExitStack() as locks:
+            for topic in sorted({topic for topic, _, _ in items}, key=str):
+                await locks.enter_async_context(self.bus.topic_lock(topic))
+            with trio.CancelScope(shield=True):
+                written = await self.db.run(lambda conn: append_events(conn, items, origin))
+                for event in written:
+                    await self.bus.deliver_committed(event)
+        return written
 
 
 async def _call(effect: Effect) -> None:

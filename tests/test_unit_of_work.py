@@ -174,3 +174,28 @@ async def test_a_unique_violation_rolls_back_and_passes_on(harness: Harness) -> 
     with pytest.raises(asyncpg.UniqueViolationError):
         await harness.svc.work.run(change, topics=[TOPIC])
     assert await kept_events(harness) == []
+
+
+async def test_events_of_many_topics_in_one_statement_keep_each_topics_order(harness: Harness) -> None:
+    """``Work.publish_each`` (the coalesced ``cluster.updated`` of every cluster that changed): one statement,
+    each topic's next sequence number, delivered after it; interleaved with single publishes, no gap and no
+    duplicate."""
+    clusters = [Topic.cluster(n) for n in (1, 2, 3)]
+    subscriber = await listening(harness, *clusters)
+    work = harness.svc.work
+    await work.publish(clusters[0], EventName.CLUSTER_UPDATED, {"n": 0})
+    written = await work.publish_each([(t, EventName.CLUSTER_UPDATED, {"n": 1}) for t in clusters])
+    assert [(e.topic, e.seq) for e in written] == [("cluster:1", 2), ("cluster:2", 1), ("cluster:3", 1)]
+    await work.publish_each([(clusters[2], EventName.CLUSTER_UPDATED, {"n": 2})])
+    assert await work.publish_each([]) == []
+    expected = [("cluster:1", 1, "cluster.updated"), ("cluster:1", 2, "cluster.updated"),
+                ("cluster:2", 1, "cluster.updated"), ("cluster:3", 1, "cluster.updated"),
+                ("cluster:3", 2, "cluster.updated")]
+    got = received(subscriber)
+    assert sorted(got) == expected
+    assert {t: [seq for topic, seq, _ in got if topic == t] for t in ("cluster:1", "cluster:3")} == {
+        "cluster:1": [1, 2], "cluster:3": [1, 2]}  # in each topic's order as they arrived
+    assert await kept_events(harness) == expected
+    with pytest.raises(ValueError):  # one event per topic a statement: the order within a topic is the caller's
+        await work.publish_each([(clusters[0], EventName.CLUSTER_UPDATED, {}), (clusters[0], EventName.CLUSTER_UPDATED, {})])
+    assert await kept_events(harness) == expected

@@ -175,10 +175,11 @@ class LiveStations:
         self._update_totals(after.cluster_id)
 
     async def run(self) -> None:
-        """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes.
+        """Publish the clusters whose totals changed, gathering ``coalesce`` seconds of changes, all in one
+        statement (one round trip however many clusters changed).
 
-        A publish that fails (the database is away) leaves its cluster and the ones after
-        it to publish, retried with back-off: the event then carries the latest totals.
+        A publish that fails (the database is away) leaves its clusters to publish, retried with back-off:
+        the events then carry the latest totals.
         """
         backoff = Backoff()
         while True:
@@ -186,26 +187,23 @@ class LiveStations:
             await trio.sleep(self.coalesce)
             self._wake = trio.Event()
             dirty, self._dirty = sorted(self._dirty), set()
-            for done, cluster_id in enumerate(dirty):
-                totals = self._availability[cluster_id]
-                if totals == self._published.get(cluster_id):
-                    continue
-                try:
-                    await self._work.publish(
-                        Topic.cluster(cluster_id), EventName.CLUSTER_UPDATED,
-                        {"cluster_id": cluster_id, **totals.as_json()},
-                    )
-                except Exception as exc:
-                    if backoff.failures == 0:
-                        log.warning("stations: publishing cluster totals failed (%s); retrying", exc,
-                                    exc_info=not isinstance(exc, DatabaseUnavailable))
-                    self._dirty.update(dirty[done:])
-                    self._wake.set()
-                    await backoff.sleep()
-                    break
-                self._published[cluster_id] = totals
-            else:
-                backoff.reset()
+            changed = {cluster_id: self._availability[cluster_id] for cluster_id in dirty
+                       if self._availability[cluster_id] != self._published.get(cluster_id)}
+            try:
+                await self._work.publish_each([
+                    (Topic.cluster(cluster_id), EventName.CLUSTER_UPDATED, {"cluster_id": cluster_id, **totals.as_json()})
+                    for cluster_id, totals in changed.items()
+                ])
+            except Exception as exc:
+                if backoff.failures == 0:
+                    log.warning("stations: publishing cluster totals failed (%s); retrying", exc,
+                                exc_info=not isinstance(exc, DatabaseUnavailable))
+                self._dirty.update(dirty)
+                self._wake.set()
+                await backoff.sleep()
+                continue
+            self._published.update(changed)
+            backoff.reset()
 
     def replace_remote(self, view: StationView) -> None:
         """A station whose actor runs in another process changed (its record, read again): reads see it at
