@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pstats
 import shutil
 import signal
 import statistics
@@ -52,7 +51,16 @@ from typing import Any
 import httpx
 import trio
 
-from bench.stations import VENV_BIN, Server, database, free_port, percentile, stop_process, wait_until_up
+from bench.stations import (
+    VENV_BIN,
+    Server,
+    database,
+    free_port,
+    percentile,
+    print_profile,
+    stop_process,
+    wait_until_up,
+)
 
 CENTRE = (48.5734, 7.7521)
 KLEBER = (48.5834, 7.7458)
@@ -314,24 +322,6 @@ def seed(server: Server, scale: int) -> tuple[float, dict[str, Any]]:
     if done.returncode != 0:
         raise RuntimeError("knot-rt demo failed: " + done.stderr[-2000:])
     return time.monotonic() - started, json.loads(done.stdout)["city"]
-
-
-DB_CALLS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
-
-
-def print_profile(path: Path, requests: int, lines: int = 15) -> None:
-    stats = pstats.Stats(str(path))
-    calls = {
-        name: count for (file, _, name), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
-        if name in DB_CALLS and file.endswith("asyncpg/connection.py")
-    }
-    print(f"\nasyncpg calls in the server per request answered ({requests} requests):")
-    for name, count in sorted(calls.items()):
-        print(f"  {name:<12} {count / max(requests, 1):8.3f}")
-    print(f"\ntop {lines} by own time:")
-    stats.sort_stats("tottime").print_stats(lines)
-    print(f"top {lines} by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(lines)
 
 
 def main() -> None:

@@ -21,6 +21,10 @@ process over loopback, and prints:
 
 Each figure is printed beside the goal of issue 14 (``GOALS``).
 
+``--memory-profile FILE`` traces the server's allocations (tracemalloc) during the first capacity run and
+prints where the memory per station goes; ``--profile FILE`` runs the unlock phase's server under cProfile
+(the round trips only) and prints its database calls per round trip and its top functions.
+
 Only loopback addresses are used; every loop is bounded in count and time.
 """
 
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import random
 import shutil
 import signal
@@ -323,8 +328,9 @@ async def login(client: httpx.AsyncClient) -> str:
 
 
 async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], spots: int, count: int,
-                             heartbeat: float) -> list[float]:
-    """Operator POST unlock -> station `unlocked` -> the feed event, ``count`` times, under state load."""
+                             heartbeat: float, profiled: bool = False) -> list[float]:
+    """Operator POST unlock -> station `unlocked` -> the feed event, ``count`` times, under state load
+    (``profiled``: the server's profiler runs for the round trips only)."""
     latencies: list[float] = []
     async with trio.open_nursery() as nursery:
         simulator = await nursery.start(connect_all, server, stations, spots, heartbeat)
@@ -338,6 +344,8 @@ async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], sp
                                                         "ref": ref}))
                     while json.loads(await feed.get_message()).get("type") != "reply":
                         pass
+                if profiled:
+                    server.signal(signal.SIGUSR1)
                 with trio.fail_after(300):
                     for station_id, _ in targets:
                         station = simulator.station(station_id)
@@ -356,6 +364,8 @@ async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], sp
                         latencies.append(time.perf_counter() - started)
                         assert vehicle is not None
                         await station.return_vehicle(spot, vehicle)  # keep the station full for the next turn
+                if profiled:
+                    server.signal(signal.SIGUSR2)
         simulator.stop()
     return latencies
 
@@ -407,6 +417,26 @@ async def relay_round_trips(count: int) -> list[float]:
     return latencies
 
 
+DB_CALLS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
+
+
+def print_profile(path: Path, requests: int, lines: int = 15, what: str = "request") -> None:
+    """A cProfile dump of the server (``Server.start_profiled``): its database calls per ``what``, then its top
+    functions."""
+    stats = pstats.Stats(str(path))
+    calls = {
+        name: count for (file, _, name), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
+        if name in DB_CALLS and file.endswith("asyncpg/connection.py")
+    }
+    print(f"\nasyncpg calls in the server per {what} ({requests} of them):")
+    for name, count in sorted(calls.items()):
+        print(f"  {name:<12} {count / max(requests, 1):8.3f}")
+    print(f"\ntop {lines} by own time:")
+    stats.sort_stats("tottime").print_stats(lines)
+    print(f"top {lines} by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(lines)
+
+
 def report_latency(name: str, values: list[float]) -> str:
     return (f"{name:<48} n={len(values):<5} p50 {statistics.median(values) * 1000:8.2f} ms"
             f"   p99 {percentile(values, 0.99) * 1000:8.2f} ms")
@@ -424,6 +454,9 @@ def main() -> None:
                         help="trace the server's allocations (tracemalloc) during the first capacity run, write"
                              " the snapshot to FILE and print where the memory per station goes; the RSS figures"
                              " of that run include the tracer's own cost")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the unlock phase's server under cProfile (for the round trips only), write the"
+                             " profile to FILE and print its top")
     args = parser.parse_args()
     only = set(args.only.split(","))
     counts = [int(c) for c in args.stations.split(",")]
@@ -454,10 +487,15 @@ def main() -> None:
                 server.stop()
         knot = None
         if "unlock" in only:
-            server.start()
+            if args.profile:
+                Path(args.profile).unlink(missing_ok=True)
+                server.start_profiled(Path(args.profile))
+            else:
+                server.start()
             try:
                 load = stations[: counts[0]]
-                knot = trio.run(unlock_round_trips, server, load, args.spots, args.round_trips, args.heartbeat)
+                knot = trio.run(unlock_round_trips, server, load, args.spots, args.round_trips, args.heartbeat,
+                                bool(args.profile))
             finally:
                 server.stop()
         shutil.rmtree(server.data, ignore_errors=True)
@@ -468,6 +506,8 @@ def main() -> None:
         print("  " + report_latency("knot_rt: POST unlock -> unlocked -> feed push", knot)
               + f"   [goal p99 <= {GOAL_UNLOCK_P99_MS:g} ms]")
         print("  " + report_latency("baseline: bare trio-websocket relay, 3 hops", relay))
+        if args.profile:
+            print_profile(Path(args.profile), len(knot), what="unlock round trip (with the state load meanwhile)")
 
 
 def report_memory_profile(path: Path, stations: int, lines: int = 15) -> None:
