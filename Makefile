@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test fuzz lint bench bench-rents bench-chat openapi clean console-assets
+.PHONY: run serve test fuzz lint bench bench-rents bench-chat bench-fanout openapi clean console-assets
 
 $(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench-rents: $(STAMP)
 # A message posted -> the other side's feed push with 1,000 open chats, beside a bare relay; see bench/chat.py.
 bench-chat: $(STAMP)
 	$(BIN)/python -m bench.chat
+
+# Cluster events to 1,000 and 10,000 feed subscribers while 20 stations change state, beside a bare
+# trio-websocket broadcast to the same clients (about three minutes); see bench/fanout.py.
+bench-fanout: $(STAMP)
+	$(BIN)/python -m bench.fanout
 
 openapi: $(STAMP)
 	$(BIN)/knot-rt openapi
