@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test fuzz lint bench bench-rents bench-chat openapi clean console-assets
+.PHONY: run serve test fuzz lint bench bench-rents bench-chat bench-scale openapi clean console-assets
 
 $(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench-rents: $(STAMP)
 # A message posted -> the other side's feed push with 1,000 open chats, beside a bare relay; see bench/chat.py.
 bench-chat: $(STAMP)
 	$(BIN)/python -m bench.chat
+
+# One server process, then two (serve --workers 2) on the same database: HTTP throughput of the street-view maps
+# and stations held, each with the ratio 2/1 (about three minutes); see bench/scale.py.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 openapi: $(STAMP)
 	$(BIN)/knot-rt openapi
