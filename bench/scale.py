@@ -349,19 +349,24 @@ def report(one: Phase, two: Phase, args: argparse.Namespace, city: dict[str, Any
     print(f"{cpus} CPUs for everything: the server processes, PostgreSQL, the load generator and whatever else"
           f" runs on the machine (with 2 workers, every CPU the others take is taken from the workers:"
           f" the ratio is capped below 2x by it)\n")
-    print(f"  {'figure':<46} {one.label:>16} {two.label:>16} {'2/1':>8}   goal")
+    w = max(16, len(one.label), len(two.label))  # the width of a phase's column
+    print(f"  {'figure':<46} {one.label:>{w}} {two.label:>{w}} {'2/1':>8}   goal")
     for a, b in zip(one.http, two.http, strict=True):
-        print(f"  {a.name + '  req/s':<46} {a.rate:16.0f} {b.rate:16.0f} {_ratio(b.rate, a.rate)}"
+        print(f"  {a.name + '  req/s':<46} {a.rate:{w}.0f} {b.rate:{w}.0f} {_ratio(b.rate, a.rate)}"
               f"   >= {GOAL_HTTP_RATIO:g}x  {'(reached)' if b.rate >= GOAL_HTTP_RATIO * a.rate else '(not reached)'}")
-        print(f"  {'    p50 / p99 ms':<46} {a.p50 * 1000:7.2f} /{a.p99 * 1000:7.2f} {b.p50 * 1000:7.2f} /"
-              f"{b.p99 * 1000:7.2f}")
+        latency_a, latency_b = (f"{x.p50 * 1000:.2f} / {x.p99 * 1000:.2f}" for x in (a, b))
+        print(f"  {'    p50 / p99 ms':<46} {latency_a:>{w}} {latency_b:>{w}}")
     s1, s2 = one.stations, two.stations
-    print(f"  {f'stations online (of {args.stations})':<46} {s1.online:16d} {s2.online:16d}"
+    print(f"  {f'stations online (of {args.stations})':<46} {s1.online:{w}d} {s2.online:{w}d}"
           f" {_ratio(s2.online, s1.online)}")
-    print(f"  {'    seconds until all online (ramp included)':<46} {s1.seconds:16.1f} {s2.seconds:16.1f}"
-          f" {_ratio(s2.seconds, s1.seconds)}   (ramp alone {args.stations / args.ramp_rate:.1f} s)")
+    def until(s: StationFigure) -> str:
+        return f"{s.seconds:.1f}" if s.online >= s.stations else f"> {s.seconds:.1f}"  # the bound ran out
+
+    print(f"  {'    seconds until all online (ramp included)':<46} {until(s1):>{w}} {until(s2):>{w}}"
+          f" {_ratio(s2.seconds, s1.seconds)}   (ramp alone {args.stations / args.ramp_rate:.1f} s;"
+          f" lower is better)")
     rss1, rss2 = sum(s1.rss_after.values()) / 1024, sum(s2.rss_after.values()) / 1024
-    print(f"  {'    server RSS with the stations, MiB (all)':<46} {rss1:16.0f} {rss2:16.0f} {_ratio(rss2, rss1)}")
+    print(f"  {'    server RSS with the stations, MiB (all)':<46} {rss1:{w}.0f} {rss2:{w}.0f} {_ratio(rss2, rss1)}")
 
     for phase in (one, two):
         names = {pid: f"pid {pid}" for pid in phase.pids}
@@ -373,7 +378,8 @@ def report(one: Phase, two: Phase, args: argparse.Namespace, city: dict[str, Any
                   f" rest of the machine {f.other_cpu * 100:.0f}%; client connections: {split}"
                   + (f"; {f.errors} non-200 answers (not counted)" if f.errors else ""))
         s = phase.stations
-        print(f"  stations: {s.online} of {s.stations} online after {s.seconds:.1f} s; the simulator (this"
+        bound = "" if s.online >= s.stations else " (the bound ran out first)"
+        print(f"  stations: {s.online} of {s.stations} online after {s.seconds:.1f} s{bound}; the simulator (this"
               f" process) used {s.simulator_cpu * 100:.0f}% of a core meanwhile")
         for pid in s.rss_before:
             role = "parent" if pid == phase.parent else names[pid]
