@@ -324,6 +324,11 @@ def run_phase(url: str, workers: int, cluster: bool, args: argparse.Namespace, p
             raise
         finally:
             server.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in ("server.out", "server.log"):
+                    if (server.data / log).exists():
+                        shutil.copy(server.data / log, args.logs / f"{workers}-{log}")
     finally:
         shutil.rmtree(server.data, ignore_errors=True)
 
@@ -410,6 +415,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per route and phase")
     parser.add_argument("--plain-single", action="store_true",
                         help="phase 1 without the cluster mode (as one process is deployed alone)")
+    parser.add_argument("--logs", type=Path, metavar="DIR", help="keep each phase's server logs in DIR")
     args = parser.parse_args()
     if not 1 <= args.client_procs <= args.clients:
         parser.error("--client-procs takes 1 to --clients")
