@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test fuzz lint bench bench-rents bench-chat bench-fanout openapi clean console-assets
+.PHONY: run serve test fuzz lint bench bench-rents bench-chat bench-fanout bench-scale openapi clean console-assets
 
 $(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ bench-chat: $(STAMP)
 # trio-websocket broadcast to the same clients (about three minutes); see bench/fanout.py.
 bench-fanout: $(STAMP)
 	$(BIN)/python -m bench.fanout
+
+# One server process, then two (serve --workers 2) on the same database: HTTP throughput of the street-view maps
+# and stations held, each with the ratio 2/1 (about three minutes); see bench/scale.py.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 openapi: $(STAMP)
 	$(BIN)/knot-rt openapi

@@ -203,6 +203,12 @@ class RawClient:
             await self.aclose()
         return int(head[0].split(" ", 2)[1]), body
 
+    @property
+    def local_port(self) -> int | None:
+        """This end's port of the open connection (None when closed): which server process holds the other
+        end is told by the kernel (``bench/scale.py``)."""
+        return None if self._stream is None else int(self._stream.socket.getsockname()[1])
+
     async def aclose(self) -> None:
         if self._stream is not None:
             await self._stream.aclose()

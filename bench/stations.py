@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -180,15 +180,20 @@ async def seed(url: str, count: int, spots: int) -> tuple[int, list[tuple[int, s
 
 
 class Server:
-    """``knot-rt serve`` in its own process."""
+    """``knot-rt serve`` in its own process; with ``workers`` > 1, ``knot-rt serve --workers N`` (a parent
+    process and N worker processes sharing the ports, always in the cluster mode); ``cluster``: the cluster
+    mode for one process too (``KNOT_CLUSTER=1``)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, workers: int = 1, cluster: bool = False) -> None:
         self.port = free_port()
         self.station_port = free_port()
+        self.workers = workers
         self.data = Path(tempfile.mkdtemp(prefix="knot-bench-data-"))
         env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
                "KNOT_STATION_PORT": str(self.station_port), "KNOT_DATA_DIR": str(self.data),
                "KNOT_SECRET_KEY": new_device_secret() * 2}
+        if cluster:
+            env["KNOT_CLUSTER"] = "1"
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -213,12 +218,19 @@ class Server:
         )
 
     def start(self) -> None:
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "knot-rt"), "serve"], env=self.env, stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "server.log", "wb"),
+            [str(VENV_BIN / "knot-rt"), "serve", *workers], env=self.env,
+            stdout=open(self.data / "server.out", "wb"), stderr=open(self.data / "server.log", "wb"),
         )
         if not wait_until_up(f"{self.base_url}/health", 60):
             raise RuntimeError("the server did not start: " + (self.data / "server.log").read_text()[-2000:])
+        # With workers, the first ready one answers /health; the parent's banner says that all are.
+        deadline = time.monotonic() + 120
+        while self.workers > 1 and "knot_rt API:" not in (self.data / "server.out").read_text():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the workers did not start: " + (self.data / "server.log").read_text()[-2000:])
+            time.sleep(0.1)
 
     def start_profiled(self, path: Path, *, memory: bool = False) -> None:
         """``knot-rt serve`` with a profiler that SIGUSR1 starts and SIGUSR2 stops and writes to ``path``
@@ -245,18 +257,28 @@ class Server:
         return rss_kib(self.process.pid)
 
 
-async def metric(client: httpx.AsyncClient, name: str) -> float:
-    text = (await client.get("/metrics")).text
+def metric_in(text: str, name: str) -> float:
+    """The value of the unlabelled metric ``name`` in a /metrics page (0 when absent)."""
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
 
 
+async def metric(client: httpx.AsyncClient, name: str) -> float:
+    return metric_in((await client.get("/metrics")).text, name)
+
+
+async def stations_online(client: httpx.AsyncClient) -> float:
+    return await metric(client, "knot_stations_online")
+
+
 async def connect_all(server: Server, stations: list[tuple[int, str]], spots: int, heartbeat: float | None = None,
-                      ramp_rate: float = RAMP_RATE, *, task_status: trio.TaskStatus[Simulator]) -> None:
+                      ramp_rate: float = RAMP_RATE, online: Callable[[httpx.AsyncClient], Awaitable[float]] = (
+                          stations_online), *, task_status: trio.TaskStatus[Simulator]) -> None:
     # Stations come up over a ramp (as a fleet does after a network outage, with its backoff),
-    # ramp_rate connections a second.
+    # ramp_rate connections a second. ``online``: the stations online in the server (several processes: the
+    # sum of theirs).
     simulator = Simulator(server.station_url, stations, spots=spots, vehicles=spots // 2, heartbeat=heartbeat,
                           backoff_min=0.5, backoff_max=5.0, ramp=len(stations) / ramp_rate)
     async with trio.open_nursery() as nursery:
@@ -264,9 +286,9 @@ async def connect_all(server: Server, stations: list[tuple[int, str]], spots: in
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             # Bounded: a run where some stations never come online reports how many did.
             with trio.move_on_after(max(60.0, 3 * len(stations) / ramp_rate)):
-                while await metric(client, "knot_stations_online") < len(stations):  # noqa: ASYNC110
+                while await online(client) < len(stations):  # noqa: ASYNC110
                     await trio.sleep(0.5)
-            simulator.online = int(await metric(client, "knot_stations_online"))  # type: ignore[attr-defined]
+            simulator.online = int(await online(client))  # type: ignore[attr-defined]
         task_status.started(simulator)
 
 

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 
@@ -57,7 +58,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 @dataclass
 class Worker:
     index: int
-    process: trio.Process | None = None
+    process: subprocess.Popen[bytes] | None = None
     ready: trio.Event = field(default_factory=trio.Event)
 
 
@@ -109,7 +110,11 @@ async def _keep_running(worker: Worker, command: list[str], env: dict[str, str],
     while not stopping.is_set():
         receive, send = os.pipe()
         try:
-            process = await trio.lowlevel.open_process(
+            # Forked from this thread (trio's), on purpose, not with trio's ``open_process``: Linux sends the
+            # parent-death signal (``_end_with_parent``) when the *thread* that forked the child ends, and
+            # ``open_process`` forks in a thread of trio's cache, which ends after 10 s idle: every worker
+            # got SIGTERM 10 s after its start. A fork takes a few milliseconds of the loop, at start only.
+            process = subprocess.Popen(  # noqa: ASYNC220 -- on purpose, see above
                 command, env=env, stdout=send, pass_fds=_inherited(command), preexec_fn=_end_with_parent,
             )
         finally:
@@ -117,15 +122,22 @@ async def _keep_running(worker: Worker, command: list[str], env: dict[str, str],
         worker.process = process
         async with trio.lowlevel.FdStream(receive) as stream:
             await _read_banner(worker, stream)
-            await process.wait()
+            await _wait(process)
         if stopping.is_set():
             return
         log.warning("worker %s (pid %s) ended with %s; restarting it", worker.index, process.pid, process.returncode)
         await backoff.sleep()
 
 
+async def _wait(process: subprocess.Popen[bytes]) -> None:
+    """Until ``process`` has ended (waited for in a thread, left behind if cancelled: it ends with the child)."""
+    await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+
+
 def _end_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies, however it dies (Linux; elsewhere nothing)."""
+    """In the child, before exec: SIGTERM when the parent dies, however it dies (Linux; elsewhere nothing).
+    Linux ties it to the thread that forks: the child must be forked by a thread that lives as long as the
+    parent (see ``_keep_running``)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -160,8 +172,8 @@ async def _stop_all(workers: list[Worker]) -> None:
         process.send_signal(signal.SIGTERM)
     with trio.move_on_after(STOP_SECONDS):
         for process in running:
-            await process.wait()
+            await _wait(process)
     for process in running:
         if process.returncode is None:
             process.kill()
-            await process.wait()
+            await _wait(process)
