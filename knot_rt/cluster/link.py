@@ -93,14 +93,24 @@ class ClusterLink:
     # -- the connection's commands -----------------------------------------------------------------
 
     async def command(self, sql: str, *args: Any) -> Any:
-        """One command on the link's own connection (for the advisory locks); raises ``LinkLost``."""
+        """One command on the link's own connection (for the advisory locks): its first value; raises
+        ``LinkLost``."""
+        return await self._on_link(lambda conn: conn.fetchval(sql, *args, timeout=self.connect_timeout))
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One query on the link's own connection: its rows; raises ``LinkLost``."""
+        rows: list[asyncpg.Record] = await self._on_link(
+            lambda conn: conn.fetch(sql, *args, timeout=self.connect_timeout))
+        return rows
+
+    async def _on_link(self, query: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         async with self._lock:
             conn = self._conn
             if conn is None or conn.is_closed():
                 raise LinkLost("the cluster link is down")
 
             async def run() -> Any:
-                return await conn.fetchval(sql, *args, timeout=self.connect_timeout)
+                return await query(conn)
 
             try:
                 return await self.db.on_loop(run)()

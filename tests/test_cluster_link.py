@@ -1,6 +1,7 @@
 """What the database itself tells every server process (the triggers of migration 130), heard through a real
 cluster link: a session revoked, the catalog changed, a user's access changed, and nothing for a change that
-was rolled back; and calls between processes under malformed rows and notifications.
+was rolled back; calls between processes under malformed rows and notifications; a storm of claims of
+devices' locks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import trio
 
 from knot_rt.cluster.calls import RemoteCalls
 from knot_rt.cluster.link import ACCESS, CATALOG, SESSIONS, ClusterLink, node_channel
+from knot_rt.cluster.ownership import Ownership
 from knot_rt.errors import ApiError
 from knot_rt.services.permissions import grant
 from protocols.errors import ErrorCode
@@ -106,4 +108,37 @@ async def test_calls_between_processes_survive_malformed_rows_and_notifications(
         assert row["error_code"] == int(ErrorCode.INTERNAL) and "not an object" in row["error_message"]
 
         assert await calls_a.call(b.node, "double", {"x": 5}, timeout=10) == {"x": 10}
+        nursery.cancel_scope.cancel()
+
+
+async def advisory_locks_held(harness: Harness, pid: int) -> int:
+    count: int = await harness.db.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1", pid)
+    return count
+
+
+async def test_a_storm_of_claims_takes_each_lock_once_in_a_few_statements(harness: Harness) -> None:
+    """500 stations claimed at once, each twice (a socket and an operator's command racing): a handful of
+    statements on the link, every device held once, and after they stop, every lock given back (a lock taken
+    twice by a session would need two unlocks, and would stay held)."""
+    link = ClusterLink(harness.db)
+    ownership = Ownership(link, RemoteCalls(harness.db, link))
+    ids = range(1, 501)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        nursery.start_soon(ownership.run)
+        async with trio.open_nursery() as claims:
+            for station_id in [*ids, *ids]:
+                claims.start_soon(partial(ownership.claim, "station", station_id, socket=True))
+        assert all(ownership.holds("station", station_id) for station_id in ids)
+        assert await advisory_locks_held(harness, link.node) == 500
+        assert ownership._locks.statements < 100
+        for station_id in ids:
+            ownership.left("station", str(station_id))
+        node = link.node
+
+        async def all_given_back() -> bool:
+            return await advisory_locks_held(harness, node) == 0
+
+        await eventually(all_given_back)
         nursery.cancel_scope.cancel()
