@@ -96,6 +96,10 @@ class VehicleIds:
             self._ids.pop(vehicle_id, None)
             self.version += 1
 
+    def rented(self) -> frozenset[int]:
+        """The vehicles last seen rented."""
+        return frozenset(self._rented)
+
     def public_id(self, vehicle_id: int) -> str:
         found = self._ids.get(vehicle_id)
         if found is None:

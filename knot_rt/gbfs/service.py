@@ -323,9 +323,10 @@ class GbfsService:
         return True
 
     def watch(self) -> None:
-        """Note which free-floating vehicles are rented now (a trip's end replaces the vehicle's id)."""
-        for facts in self.catalog.vehicles.values():
-            self.ids.observe(facts.id, self.vehicles.state(facts.id).rented)
+        """Note which vehicles are rented now, and which rented ones are free again (a trip's end replaces the
+        vehicle's id): the rented ones only, not every vehicle of the catalog."""
+        for vehicle_id in self.vehicles.rented() | self.ids.rented():
+            self.ids.observe(vehicle_id, self.vehicles.state(vehicle_id).rented)
 
     async def run(self) -> None:
         while True:

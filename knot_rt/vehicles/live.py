@@ -39,6 +39,7 @@ class LiveVehicles:
         # Out of rent for maintenance (an open ``high`` one), written by ``knot_rt.maintenance.live`` after
         # the maintenance's commit; not part of a ``VehicleView`` (the actor's), kept beside it.
         self._in_maintenance: set[int] = set()
+        self._rented: set[int] = set()  # vehicles whose actor reported a current rent
 
     # reads -------------------------------------------------------------------
 
@@ -46,6 +47,10 @@ class LiveVehicles:
         """The vehicle's current state; ``VehicleView.unknown`` for one never saved nor reported."""
         found = self._views.get(vehicle_id)
         return found if found is not None else VehicleView.unknown(vehicle_id)
+
+    def rented(self) -> frozenset[int]:
+        """The vehicles rented now (as their actors last reported)."""
+        return frozenset(self._rented)
 
     def known(self, vehicle_id: int) -> bool:
         return vehicle_id in self._views
@@ -108,7 +113,7 @@ class LiveVehicles:
         return view if old is None or old.rent is None else dataclasses.replace(view, rent=old.rent)
 
     def _replace(self, views: Iterable[VehicleView]) -> None:
-        self._views, self._free, self._docked = {}, MovingGrid(), {}
+        self._views, self._free, self._docked, self._rented = {}, MovingGrid(), {}, set()
         for view in views:
             self._put(view)
 
@@ -116,6 +121,10 @@ class LiveVehicles:
         vehicle_id = view.vehicle_id
         old = self._views.get(vehicle_id)
         self._views[vehicle_id] = view
+        if view.rented:
+            self._rented.add(vehicle_id)
+        else:
+            self._rented.discard(vehicle_id)
         if old is not None and old.station_id is not None and old.spot_number is not None:
             spots = self._docked.get(old.station_id, {})
             if spots.get(old.spot_number) == vehicle_id:

@@ -115,6 +115,10 @@ class VehicleService:
         """The vehicle's live state (``VehicleView.unknown`` for one never saved nor reported)."""
         return self.live.state(vehicle_id)
 
+    def rented(self) -> frozenset[int]:
+        """The vehicles rented now (as their actors last reported)."""
+        return self.live.rented()
+
     def free_floating_in(self, south: float, north: float, west: float, east: float) -> list[VehicleView]:
         return self.live.free_floating_in(south, north, west, east)
 
