@@ -79,7 +79,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from bench.maps import DB_CALLS, start_profiled
-from bench.stations import Server, database, login, metric, seed
+from bench.stations import Server, cpu_seconds, database, login, metric, seed
 from knot_rt.simulator.fleet import Fleet
 from knot_rt.simulator.outbox import Delivery
 from knot_rt.simulator.station import SimulatedStation, default_vehicles
@@ -450,12 +450,6 @@ class Changers(Fleet[ChangingStation]):
 
 # ----------------------------------------------------------------------------------------------------------
 # The server side's figures.
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

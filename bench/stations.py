@@ -109,6 +109,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -370,6 +376,8 @@ async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], sp
                         pass
                 if profiled:
                     server.signal(signal.SIGUSR1)
+                assert server.process is not None
+                server_cpu, own_cpu, started_all = cpu_seconds(server.process.pid), time.process_time(), time.monotonic()
                 with trio.fail_after(300):
                     for station_id, _ in targets:
                         station = simulator.station(station_id)
@@ -390,6 +398,10 @@ async def unlock_round_trips(server: Server, stations: list[tuple[int, str]], sp
                         latencies.append(time.perf_counter() - started)
                         assert vehicle is not None
                         await station.return_vehicle(spot, vehicle)  # keep the station full for the next turn
+                elapsed = time.monotonic() - started_all
+                print(f"unlock round trips: server CPU {(cpu_seconds(server.process.pid) - server_cpu) / elapsed:.0%},"
+                      f" this process (simulator of every station, operator, feed client)"
+                      f" {(time.process_time() - own_cpu) / elapsed:.0%} of a core", flush=True)
                 if profiled:
                     server.signal(signal.SIGUSR2)
         simulator.stop()
