@@ -78,8 +78,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from bench.maps import DB_CALLS, start_profiled
-from bench.stations import Server, cpu_seconds, database, login, metric, seed
+from bench.stations import DB_CALLS, Server, cpu_seconds, database, login, metric, seed
 from knot_rt.simulator.fleet import Fleet
 from knot_rt.simulator.outbox import Delivery
 from knot_rt.simulator.station import SimulatedStation, default_vehicles
@@ -811,7 +810,7 @@ def main() -> None:
                 topics = [topic_names[i % len(topic_names)] for i in range(count)]
                 profiled = args.profile is not None and n == 0
                 if profiled:
-                    start_profiled(server, args.profile)
+                    server.start_profiled(args.profile)
                 else:
                     server.start()
                 try:
