@@ -1,9 +1,11 @@
 """``knot-rt serve --workers N``: N server processes on one machine, sharing the HTTP port and the device
 gateway's port.
 
-The parent binds both listening sockets once and hands them to N ``knot-rt serve`` children (inherited
-file descriptors: every child accepts on the same sockets, the kernel gives each connection to one of
-them). The children run in the cluster mode (``knot_rt/cluster``): a device's actor lives in the child
+The parent binds one HTTP and one gateway listening socket per child, all on the same two ports with
+SO_REUSEPORT, and hands each child its own pair (inherited file descriptors). The kernel spreads new
+connections over the children's sockets by a hash of their addresses, so a burst of connections does not
+all land on whichever child happened to wake first (as with one shared socket, where one child took all
+of a benchmark's 8 keep-alive clients). The children run in the cluster mode (``knot_rt/cluster``): a device's actor lives in the child
 that accepted its socket, its ownership is a PostgreSQL advisory lock, and requests, feed events,
 revocations and catalog changes cross children through PostgreSQL. Nothing else is shared.
 
@@ -13,8 +15,11 @@ the banners once every child is ready, restarts a child that dies (after a back-
 30 s; a crashed child's stations reconnect to the others meanwhile), and on SIGINT/SIGTERM stops them
 all (SIGTERM, then SIGKILL after ``STOP_SECONDS``).
 
-Choices: inherited sockets rather than SO_REUSEPORT, so that port 0 works and no other process can
-join the port group; the price is no kernel load balancing by hash (an idle child accepts more).
+Choices: the parent binds every socket (rather than each child binding its own), so that port 0 works
+(the first socket picks the port, the others join it), a child restarted after a crash gets the same
+socket back (the parent keeps a copy open: connections the kernel gave it meanwhile wait in its queue, not
+refused), and no other process can join the group unnoticed. The price of hashing: a spread of a few
+long-lived connections is uneven by chance; it evens out with many.
 """
 
 from __future__ import annotations
@@ -45,14 +50,24 @@ STOP_SECONDS = 20.0
 PR_SET_PDEATHSIG = 1
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (SO_REUSEPORT; port 0: the first one's), to be inherited."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.set_inheritable(True)
-    return sock
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, sockets[0].getsockname()[1] if len(sockets) > 1 else port))
+            sock.listen(4096)
+            sock.set_inheritable(True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 @dataclass
@@ -71,24 +86,25 @@ async def run_workers(settings: Settings, count: int, *, demo: bool) -> None:
         async with open_database(settings) as db:  # migrated once, here
             if demo:
                 await load_demo(db)
-        http = listening_socket(settings.host, settings.port)
-        gateway = listening_socket(settings.host, settings.station_port)
+        http = listening_sockets(settings.host, settings.port, count)
+        gateway = listening_sockets(settings.host, settings.station_port, count)
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": url, "KNOT_CLUSTER": "1", "KNOT_SECRET_KEY": settings.secret_key,
             "KNOT_DATA_DIR": str(settings.data_dir), "KNOT_HOST": settings.host,
             "KNOT_PUBLIC_URL": settings.public_url,
         })
-        command = [*knot_rt_command(), "serve", "--http-fd", str(http.fileno()), "--gateway-fd", str(gateway.fileno())]
         workers = [Worker(i) for i in range(count)]
         async with trio.open_nursery() as nursery:
             for worker in workers:
+                command = [*knot_rt_command(), "serve", "--http-fd", str(http[worker.index].fileno()),
+                           "--gateway-fd", str(gateway[worker.index].fileno())]
                 nursery.start_soon(_keep_running, worker, command, env, stopper.shutdown)
             with trio.move_on_after(READY_SECONDS):
                 for worker in workers:
                     await worker.ready.wait()
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
-            http_port, gateway_port = http.getsockname()[1], gateway.getsockname()[1]
+            http_port, gateway_port = http[0].getsockname()[1], gateway[0].getsockname()[1]
             print(f"knot_rt API:      http://{host}:{http_port}/api/application/  ({count} workers)", flush=True)
             print(f"OpenAPI document: http://{host}:{http_port}/openapi.json", flush=True)
             print(f"station gateway:  ws://{host}:{gateway_port}{station.WS_PATH}", flush=True)
@@ -101,8 +117,8 @@ async def run_workers(settings: Settings, count: int, *, demo: bool) -> None:
             with trio.CancelScope(shield=True):
                 await _stop_all(workers)
             nursery.cancel_scope.cancel()
-        http.close()
-        gateway.close()
+        for sock in (*http, *gateway):
+            sock.close()
 
 
 async def _keep_running(worker: Worker, command: list[str], env: dict[str, str], stopping: trio.Event) -> None:
