@@ -65,6 +65,10 @@ class LiveStations:
         self._work = work
         self._views: dict[int, StationView] = {}
         self._by_cluster: defaultdict[int, set[int]] = defaultdict(set)
+        # Each station's share of its cluster's totals (available, free, total, online), and the clusters'
+        # sums: a change costs its own station's count, not a pass over the cluster's stations.
+        self._shares: dict[int, tuple[int, int, int, int]] = {}
+        self._sums: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         self._availability: dict[int, ClusterAvailability] = {}
         self._published: dict[int, ClusterAvailability] = {}
         self._dirty: set[int] = set()
@@ -94,20 +98,28 @@ class LiveStations:
         return len(added)
 
     def _remember(self, view: StationView) -> None:
-        previous = self._views.get(view.station_id)
-        if previous is not None and previous.cluster_id != view.cluster_id:
-            self._by_cluster[previous.cluster_id].discard(view.station_id)
-        self._views[view.station_id] = view
-        self._by_cluster[view.cluster_id].add(view.station_id)
+        """Keep ``view`` and its share of its cluster's totals (the previous share taken out first)."""
+        station_id = view.station_id
+        previous = self._views.get(station_id)
+        if previous is not None:
+            if previous.cluster_id != view.cluster_id:
+                self._by_cluster[previous.cluster_id].discard(station_id)
+            self._add(previous.cluster_id, self._shares[station_id], -1)
+        self._views[station_id] = view
+        self._by_cluster[view.cluster_id].add(station_id)
+        share = (self.available_vehicles(view), view.free_spots, view.total_spots, 1 if view.online else 0)
+        self._shares[station_id] = share
+        self._add(view.cluster_id, share, 1)
+
+    def _add(self, cluster_id: int, share: tuple[int, int, int, int], sign: int) -> None:
+        sums = self._sums[cluster_id]
+        for index, value in enumerate(share):
+            sums[index] += sign * value
 
     def _compute(self, cluster_id: int) -> ClusterAvailability:
-        views = [self._views[s] for s in self._by_cluster.get(cluster_id, ())]
-        return ClusterAvailability(
-            available_vehicles=sum(self.available_vehicles(v) for v in views),
-            free_spots=sum(v.free_spots for v in views),
-            total_spots=sum(v.total_spots for v in views),
-            cluster_is_down=not any(v.online for v in views),
-        )
+        available, free, total, online = self._sums.get(cluster_id, (0, 0, 0, 0))
+        return ClusterAvailability(available_vehicles=available, free_spots=free, total_spots=total,
+                                   cluster_is_down=online == 0)
 
     def available_vehicles(self, view: StationView) -> int:
         """``view.available_vehicles`` less the vehicles out of rent for maintenance."""
@@ -124,6 +136,7 @@ class LiveStations:
         maintenance); ``cluster.updated`` follows when they changed."""
         view = self._views.get(station_id)
         if view is not None:
+            self._remember(view)  # its share again, with the vehicles' maintenance as it is now
             self._update_totals(view.cluster_id)
 
     def _update_totals(self, cluster_id: int) -> None:
@@ -172,6 +185,8 @@ class LiveStations:
             except Exception:  # the vehicles' trouble never keeps the station's view behind
                 log.exception("station %s: moving its vehicles failed", after.station_id)
         self._remember(after)
+        if before.cluster_id != after.cluster_id:  # moved: the cluster it left changed too
+            self._update_totals(before.cluster_id)
         self._update_totals(after.cluster_id)
 
     async def run(self) -> None:
