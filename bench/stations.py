@@ -344,7 +344,8 @@ async def reconnect_storm(server: Server, stations: list[tuple[int, str]], spots
         nursery.cancel_scope.cancel()
     within = max((n for t, n in timeline if t <= STORM_WINDOW), default=0)
     last = next((t for t, n in timeline if n >= len(stations)), None)
-    return {"stations": len(stations), "online_within_window": within, "all_online_after": last,
+    marks = [next((n for t, n in reversed(timeline) if t <= second), 0) for second in range(1, int(STORM_WINDOW) + 6)]
+    return {"stations": len(stations), "online_within_window": within, "all_online_after": last, "marks": marks,
             "boot_timeouts": sum(s.stats.timeouts for s in simulator.stations)}
 
 
@@ -584,6 +585,7 @@ def report_storm(storm: dict[str, Any]) -> None:
     print(f"  online after {STORM_WINDOW:g} s: {storm['online_within_window']} of {storm['stations']};"
           f" last online after {after}; boot timeouts {storm['boot_timeouts']}"
           f"   [goal {GOAL_STORM_STATIONS} within {STORM_WINDOW:g} s]", flush=True)
+    print("  online after 1, 2, 3 ... s: " + ", ".join(str(n) for n in storm["marks"]), flush=True)
 
 
 if __name__ == "__main__":

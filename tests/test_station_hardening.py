@@ -279,6 +279,7 @@ async def test_repeated_auth_failures_from_an_address_are_throttled(harness: Har
 async def test_handshake_and_connection_caps(harness: Harness) -> None:
     gateway = harness.svc.stations.gateway
     gateway.max_handshakes = 2
+    gateway.handshake_wait = 0.3
     site = await make_site(harness, stations=3)
     port = int(harness.station_url.split(":")[2].split("/")[0])
     silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]  # connect, send nothing
@@ -304,6 +305,34 @@ async def test_handshake_and_connection_caps(harness: Harness) -> None:
     await eventually(lambda: gateway.sockets == 0)
     async with station_socket(harness.station_url, *site.stations[2]) as third:
         assert (await third.boot())[0] == 3
+
+
+async def test_a_station_over_the_handshake_cap_waits_for_a_slot_and_gets_in(harness: Harness) -> None:
+    """A burst past ``max_handshakes`` (a fleet reconnecting at once) waits, unread, for a handshake to end,
+    instead of being closed: the station gets in as soon as a slot frees."""
+    gateway = harness.svc.stations.gateway
+    gateway.max_handshakes = 2
+    gateway.handshake_wait = 30.0
+    site = await make_site(harness, stations=1)
+    port = int(harness.station_url.split(":")[2].split("/")[0])
+    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]  # connect, send nothing
+    await eventually(lambda: gateway.handshakes == 2)
+    booted: list[Any] = []
+
+    async def station() -> None:
+        async with station_socket(harness.station_url, *site.stations[0], connect_timeout=20) as socket:
+            booted.append(await socket.boot())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(station)
+        await eventually(lambda: gateway.sockets == 3)  # it waits: counted, not in a handshake, not closed
+        await trio.sleep(0.3)
+        assert booted == [] and gateway.handshakes == 2 and gateway.counters.busy == 0
+        await silent[0].aclose()  # a slot frees
+    assert booted[0][0] == 3
+    assert gateway.counters.busy == 0
+    await silent[1].aclose()
+    await eventually(lambda: gateway.handshakes == 0 and gateway.sockets == 0)
 
 
 async def test_a_station_that_stops_answering_pings_is_dropped_and_one_that_answers_stays(harness: Harness) -> None:

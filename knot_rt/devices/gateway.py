@@ -29,9 +29,13 @@ module's, the same for every door:
 Hardening (one peer never hurts another):
 
 - Caps: at most ``max_connections`` open sockets and ``max_handshakes`` sockets
-  not yet authenticated, over all doors; a socket past either cap is closed at
-  once, before a byte is read (cheapest for us under a flood; the device
-  retries). A handshake has ``handshake_timeout`` seconds to send its upgrade
+  not yet authenticated, over all doors. A socket past the first cap is closed
+  at once, before a byte is read (cheapest for us under a flood; the device
+  retries). A socket past the second waits, unread, up to ``handshake_wait``
+  seconds for a handshake to end (first come, first served), then is closed:
+  a fleet reconnecting at once after a restart gets in within seconds, instead
+  of half of it retrying after its back-off; a flood of silent sockets still
+  holds no more than the cap in handshakes. A handshake has ``handshake_timeout`` seconds to send its upgrade
   request, and as long again to be authenticated (else 503).
 - Auth failures are counted per door and address (a ``limits`` moving
   window): past ``auth_failures``, that address gets 429 at that door without
@@ -300,6 +304,7 @@ class _Handshake:
         if self._open:
             self._open = False
             self._gateway.handshakes -= 1
+            self._gateway.handshake_slots.unpark()  # the first socket waiting for a slot, if any
 
 
 # The handshake of the socket the current task serves (trio-websocket calls the handler in that task).
@@ -315,19 +320,29 @@ class _CappedServer(WebSocketServer):
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
         gateway = self._gateway
-        if gateway.sockets >= gateway.max_connections or gateway.handshakes >= gateway.max_handshakes:
+        if gateway.sockets >= gateway.max_connections:
             gateway.counters.busy += 1
             await trio.aclose_forcefully(stream)
             return
         gateway.sockets += 1
-        handshake = _Handshake(gateway)
-        token = _HANDSHAKE.set(handshake)
         try:
-            await super()._handle_connection(stream)
+            if gateway.handshakes >= gateway.max_handshakes:
+                with trio.move_on_after(gateway.handshake_wait):
+                    while gateway.handshakes >= gateway.max_handshakes:
+                        await gateway.handshake_slots.park()
+                if gateway.handshakes >= gateway.max_handshakes:
+                    gateway.counters.busy += 1
+                    await trio.aclose_forcefully(stream)
+                    return
+            handshake = _Handshake(gateway)
+            token = _HANDSHAKE.set(handshake)
+            try:
+                await super()._handle_connection(stream)
+            finally:
+                handshake.finish()
+                _HANDSHAKE.reset(token)
         finally:
-            handshake.finish()
             gateway.sockets -= 1
-            _HANDSHAKE.reset(token)
 
 
 class DeviceGateway:
@@ -340,6 +355,7 @@ class DeviceGateway:
         ping_interval: float = framing.DEFAULT_PING_INTERVAL,
         max_connections: int = 20_000,
         max_handshakes: int = 512,
+        handshake_wait: float = 5.0,
         handshake_timeout: float = 10.0,
         auth_failures: str = "20/minute",
         secret_check_interval: float = 15.0,
@@ -353,6 +369,8 @@ class DeviceGateway:
         self.ping_interval = ping_interval
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
+        self.handshake_wait = handshake_wait
+        self.handshake_slots = trio.lowlevel.ParkingLot()  # sockets waiting for a handshake to end
         self.handshake_timeout = handshake_timeout
         self.secret_check_interval = secret_check_interval
         self._failures = MovingWindowRateLimiter(MemoryStorage())
