@@ -58,7 +58,6 @@ import asyncio
 import base64
 import json
 import os
-import pstats
 import resource
 import selectors
 import shutil
@@ -78,7 +77,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from bench.stations import DB_CALLS, Server, cpu_seconds, database, login, metric, seed
+from bench.stations import Server, cpu_seconds, database, login, metric, print_profile, seed
 from knot_rt.simulator.fleet import Fleet
 from knot_rt.simulator.outbox import Delivery
 from knot_rt.simulator.station import SimulatedStation, default_vehicles
@@ -723,21 +722,6 @@ def report(knot: Phase, bare: Phase, args: argparse.Namespace, clusters: int, ac
         print(f"  bare: sockets closed: {b.closes}")
 
 
-def print_profile(path: Path, published: int, lines: int = 20) -> None:
-    stats = pstats.Stats(str(path))
-    calls = {
-        name: count for (file, _, name), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
-        if name in DB_CALLS and file.endswith("asyncpg/connection.py")
-    }
-    print(f"\nasyncpg calls in the server per cluster.updated published ({published} events):")
-    for name, count in sorted(calls.items()):
-        print(f"  {name:<12} {count / max(published, 1):8.3f}")
-    print(f"\ntop {lines} by own time:")
-    stats.sort_stats("tottime").print_stats(lines)
-    print(f"top {lines} by cumulative time:")
-    stats.sort_stats("cumulative").print_stats(lines)
-
-
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -821,7 +805,7 @@ def main() -> None:
                 bare = run_bare(frames, topics, args)
                 report(knot, bare, args, len(cluster_ids), active)
                 if profiled:
-                    print_profile(args.profile, sum(knot.published.values()))
+                    print_profile(args.profile, sum(knot.published.values()), 20, what="cluster.updated published")
         finally:
             shutil.rmtree(server.data, ignore_errors=True)
 

@@ -470,7 +470,8 @@ def print_profile(path: Path, requests: int, lines: int = 15, what: str = "reque
         name: count for (file, _, name), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
         if name in DB_CALLS and file.endswith("asyncpg/connection.py")
     }
-    print(f"\nasyncpg calls in the server per {what} ({requests} of them):")
+    print(f"\nasyncpg calls in the server per {what} ({requests} of them; cProfile counts a coroutine once per"
+          " resumption, so a query may count more than once):")
     for name, count in sorted(calls.items()):
         print(f"  {name:<12} {count / max(requests, 1):8.3f}")
     print(f"\ntop {lines} by own time:")
