@@ -19,7 +19,10 @@ generator shares the CPUs with the server. Routes:
   server has that route (skipped with a note otherwise);
 - the baseline: a bare ASGI app (``bare_app`` below: a small JSON, nothing
   else) served by hypercorn's trio worker in its own process, measured the
-  same way in the same run: the ceiling of this server.
+  same way in the same run: the ceiling of this server;
+- a second baseline: a Quart-trio route answering the public street view's
+  body (recorded from the server) with no work (``quart_floor_app``): the
+  framework's own ceiling, so that what our routes cost shows apart from it.
 
 It prints requests/s, p50 and p99 latency, the response size, the CPU the
 load generator itself used (near 100 % means the client, not the server, is
@@ -43,6 +46,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +98,31 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BARE_BODY})
 
 
-class BareServer:
-    """``hypercorn --worker-class trio bench.maps:bare_app`` in its own process."""
+def quart_floor_app() -> Any:
+    """A second baseline, to tell the framework's cost from ours: a Quart-trio app (the framework the API runs
+    on) with one route answering the public street view's body, recorded once from the real server
+    (``QUART_FLOOR_BODY``), with no work per request."""
+    from quart import Response
+    from quart_trio import QuartTrio
 
-    def __init__(self) -> None:
+    app = QuartTrio("quart_floor")
+    body = Path(os.environ["QUART_FLOOR_BODY"]).read_bytes()
+
+    @app.get("/")
+    async def floor() -> Response:
+        return Response(body, content_type="application/json")
+
+    return app
+
+
+class BareServer:
+    """``hypercorn --worker-class trio bench.maps:bare_app`` in its own process (or ``app``: another factory,
+    e.g. ``bench.maps:quart_floor_app()``)."""
+
+    def __init__(self, app: str = "bench.maps:bare_app", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.app = app
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -107,10 +131,10 @@ class BareServer:
 
     def start(self) -> None:
         root = Path(__file__).resolve().parent.parent
-        env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "hypercorn"), "--worker-class", "trio", "--bind", f"127.0.0.1:{self.port}",
-             "bench.maps:bare_app"],
+            [str(VENV_BIN / "hypercorn"), "--worker-class", "trio", "--bind", f"127.0.0.1:{self.port}", self.app],
             env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         if not wait_until_up(self.base_url + "/", 30):
@@ -354,6 +378,8 @@ def main() -> None:
             try:
                 knot = trio.run(measure_knot, server.base_url, args.clients, args.duration, args.client,
                                 server.process if args.profile is not None else None, args.profile_route)
+                street_body = httpx.get(f"{server.base_url}/api/application/map/public", timeout=30, params={
+                    **area(False, KLEBER, STREET), "app_label": "knot", "lang": "fr"}).content
             finally:
                 server.stop()
         finally:
@@ -370,6 +396,16 @@ def main() -> None:
                         args.clients, args.duration, args.client)
     finally:
         bare_server.stop()
+    body_file = Path(tempfile.mkstemp(prefix="knot-floor-", suffix=".json")[1])
+    body_file.write_bytes(street_body)
+    floor_server = BareServer("bench.maps:quart_floor_app()", {"QUART_FLOOR_BODY": str(body_file)})
+    floor_server.start()
+    try:
+        floor = trio.run(closed_loop, "Quart-trio route, same body, no work", floor_server.base_url, "/", {}, {},
+                         args.clients, args.duration, args.client)
+    finally:
+        floor_server.stop()
+        body_file.unlink(missing_ok=True)
 
     print(f"\ndemo city at scale {args.scale}: {city['clusters']} clusters, {city['stations']} stations,"
           f" {city['spots']} spots, {city['vehicles']} vehicles ({city['free_floating_vehicles']} free-floating),"
@@ -377,9 +413,11 @@ def main() -> None:
     print(f"{args.clients} closed-loop {args.client} clients over loopback, {args.duration:g} s per route; "
           f"{os.cpu_count()} CPUs shared by server, client and PostgreSQL\n")
     print(f"  {'route':<44} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'KiB':>9} {'client':>7}")
-    for result in [*knot, bare]:
+    for result in [*knot, floor, bare]:
         print(result.row(bare))
-    errors = sum(r.errors for r in [*knot, bare])
+    print("  (the Quart-trio route answers the public street view's body with no work: the framework's ceiling"
+          " on this machine, beside which our routes' own cost shows)")
+    errors = sum(r.errors for r in [*knot, floor, bare])
     if errors:
         print(f"\n  {errors} non-200 answers (not counted)")
 
