@@ -276,14 +276,22 @@ async def test_repeated_auth_failures_from_an_address_are_throttled(harness: Har
     assert gateway.counters.throttled == 3
 
 
-async def test_handshake_and_connection_caps(harness: Harness) -> None:
+async def handshakes_taken(harness: Harness, wait: float) -> list[trio.SocketStream]:
+    """The gateway's handshake cap lowered to 2 and both taken by silent sockets (connected, sending nothing);
+    a socket past it waits ``wait`` seconds for a slot."""
     gateway = harness.svc.stations.gateway
     gateway.max_handshakes = 2
-    gateway.handshake_wait = 0.3
-    site = await make_site(harness, stations=3)
+    gateway.handshake_wait = wait
     port = int(harness.station_url.split(":")[2].split("/")[0])
-    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]  # connect, send nothing
+    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
     await eventually(lambda: gateway.handshakes == 2)
+    return silent
+
+
+async def test_handshake_and_connection_caps(harness: Harness) -> None:
+    gateway = harness.svc.stations.gateway
+    site = await make_site(harness, stations=3)
+    silent = await handshakes_taken(harness, wait=0.3)
     with pytest.raises(Exception):  # noqa: B017 - closed during the handshake, however it shows
         async with station_socket(harness.station_url, *site.stations[0], connect_timeout=2) as station:
             await station.boot()
@@ -311,12 +319,8 @@ async def test_a_station_over_the_handshake_cap_waits_for_a_slot_and_gets_in(har
     """A burst past ``max_handshakes`` (a fleet reconnecting at once) waits, unread, for a handshake to end,
     instead of being closed: the station gets in as soon as a slot frees."""
     gateway = harness.svc.stations.gateway
-    gateway.max_handshakes = 2
-    gateway.handshake_wait = 30.0
     site = await make_site(harness, stations=1)
-    port = int(harness.station_url.split(":")[2].split("/")[0])
-    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]  # connect, send nothing
-    await eventually(lambda: gateway.handshakes == 2)
+    silent = await handshakes_taken(harness, wait=30.0)
     booted: list[Any] = []
 
     async def station() -> None:
