@@ -129,7 +129,21 @@ class VehicleMover:
         messages = vehicle_messages(before, after, cause)
         if self._members is not None:
             messages = await self._of_the_network(after, messages)
+        # Each vehicle's messages in order; the vehicles side by side (their saves then share a group commit:
+        # one wait for the database per station report, not one per vehicle).
+        by_vehicle: dict[int, list[VehicleMessage]] = {}
         for vehicle_id, message in messages:
+            by_vehicle.setdefault(vehicle_id, []).append(message)
+        if len(by_vehicle) == 1:
+            [(vehicle_id, its)] = by_vehicle.items()
+            await self._deliver_all(vehicle_id, its)
+        elif by_vehicle:
+            async with trio.open_nursery() as nursery:
+                for vehicle_id, its in by_vehicle.items():
+                    nursery.start_soon(self._deliver_all, vehicle_id, its)
+
+    async def _deliver_all(self, vehicle_id: int, messages: list[VehicleMessage]) -> None:
+        for message in messages:
             await self._deliver(vehicle_id, message)
 
     async def _of_the_network(
