@@ -354,6 +354,15 @@ def seed(server: Server, scale: int) -> tuple[float, dict[str, Any]]:
     return time.monotonic() - started, json.loads(done.stdout)["city"]
 
 
+def measure_baseline(server: BareServer, name: str, args: argparse.Namespace) -> Result:
+    """A baseline server started, measured at its ``/`` like the routes, and stopped."""
+    server.start()
+    try:
+        return trio.run(closed_loop, name, server.base_url, "/", {}, {}, args.clients, args.duration, args.client)
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=33, help="demo city scale (33: about 10,000 vehicles)")
@@ -389,22 +398,13 @@ def main() -> None:
             print(result.row())
         print_profile(args.profile, sum(len(r.latencies) + r.errors for r in knot) + args.clients)
         return
-    bare_server = BareServer()
-    bare_server.start()
-    try:
-        bare = trio.run(closed_loop, "bare ASGI app, hypercorn trio worker", bare_server.base_url, "/", {}, {},
-                        args.clients, args.duration, args.client)
-    finally:
-        bare_server.stop()
+    bare = measure_baseline(BareServer(), "bare ASGI app, hypercorn trio worker", args)
     body_file = Path(tempfile.mkstemp(prefix="knot-floor-", suffix=".json")[1])
     body_file.write_bytes(street_body)
-    floor_server = BareServer("bench.maps:quart_floor_app()", {"QUART_FLOOR_BODY": str(body_file)})
-    floor_server.start()
     try:
-        floor = trio.run(closed_loop, "Quart-trio route, same body, no work", floor_server.base_url, "/", {}, {},
-                         args.clients, args.duration, args.client)
+        floor = measure_baseline(BareServer("bench.maps:quart_floor_app()", {"QUART_FLOOR_BODY": str(body_file)}),
+                                 "Quart-trio route, same body, no work", args)
     finally:
-        floor_server.stop()
         body_file.unlink(missing_ok=True)
 
     print(f"\ndemo city at scale {args.scale}: {city['clusters']} clusters, {city['stations']} stations,"

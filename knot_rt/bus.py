@@ -103,9 +103,16 @@ _APPEND = """WITH t AS (INSERT INTO feed_topics (topic, last_seq) VALUES ($1, 1)
                     SELECT $1::text, t.last_seq, $2::text, $3::jsonb FROM t RETURNING seq)
          SELECT seq FROM e"""
 
-# The same, also telling the other server processes (``knot_feed``: "<origin> <seq> <topic>", at commit).
+
+def _announcement(origin: str, seq: str, topic: str) -> str:
+    """The SQL that tells the other server processes of an event, at commit: ``knot_feed`` with
+    "<origin> <seq> <topic>" (read by ``cluster/remote_feed.py``); the arguments are SQL expressions."""
+    return f"pg_notify('knot_feed', {origin} || ' ' || {seq} || ' ' || {topic})"
+
+
+# The same, also telling the other server processes.
 _APPEND_AND_NOTIFY = _APPEND.replace(
-    "SELECT seq FROM e", "SELECT e.seq FROM e, pg_notify('knot_feed', $4::text || ' ' || e.seq || ' ' || $1::text)"
+    "SELECT seq FROM e", "SELECT e.seq FROM e, " + _announcement("$4::text", "e.seq", "$1::text")
 )
 
 
@@ -144,7 +151,7 @@ _APPEND_MANY = """WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3
 SELECT topic, seq FROM event"""
 _APPEND_MANY_AND_NOTIFY = _APPEND_MANY.replace(
     "SELECT topic, seq FROM event",
-    "SELECT e.topic, e.seq FROM event e, pg_notify('knot_feed', $4::text || ' ' || e.seq || ' ' || e.topic)",
+    "SELECT e.topic, e.seq FROM event e, " + _announcement("$4::text", "e.seq", "e.topic"),
 )
 
 
@@ -270,8 +277,8 @@ class FeedBus:
         if self.origin is None or not written:
             return
         await self._db.execute(
-            "SELECT pg_notify('knot_feed', $1::text || ' ' || x.seq || ' ' || x.topic) "
-            "FROM unnest($2::text[], $3::bigint[]) AS x(topic, seq)",
+            "SELECT " + _announcement("$1::text", "x.seq", "x.topic")
+            + " FROM unnest($2::text[], $3::bigint[]) AS x(topic, seq)",
             str(self.origin()), [e.topic for e in written], [e.seq for e in written],
         )
 

@@ -5,8 +5,8 @@ The parent binds one HTTP and one gateway listening socket per child, all on the
 SO_REUSEPORT, and hands each child its own pair (inherited file descriptors). The kernel spreads new
 connections over the children's sockets by a hash of their addresses, so a burst of connections does not
 all land on whichever child happened to wake first (as with one shared socket, where one child took all
-of a benchmark's 8 keep-alive clients). The children run in the cluster mode (``knot_rt/cluster``): a device's actor lives in the child
-that accepted its socket, its ownership is a PostgreSQL advisory lock, and requests, feed events,
+of a benchmark's 8 keep-alive clients). The children run in the cluster mode (``knot_rt/cluster``): a
+device's actor lives in the child that accepted its socket, its ownership is a PostgreSQL advisory lock, and requests, feed events,
 revocations and catalog changes cross children through PostgreSQL. Nothing else is shared.
 
 The parent itself serves nothing: it migrates the database and loads the demo data once (so that the

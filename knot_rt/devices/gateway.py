@@ -35,8 +35,9 @@ Hardening (one peer never hurts another):
   seconds for a handshake to end (first come, first served), then is closed:
   a fleet reconnecting at once after a restart gets in within seconds, instead
   of half of it retrying after its back-off; a flood of silent sockets still
-  holds no more than the cap in handshakes. A handshake has ``handshake_timeout`` seconds to send its upgrade
-  request, and as long again to be authenticated (else 503).
+  holds no more than the cap in handshakes. A handshake has
+  ``handshake_timeout`` seconds to send its upgrade request, and as long again
+  to be authenticated (else 503).
 - Auth failures are counted per door and address (a ``limits`` moving
   window): past ``auth_failures``, that address gets 429 at that door without
   a database lookup, even with a right secret, until the window moves.

@@ -87,7 +87,8 @@ CREATE TRIGGER ou_organizations_changed AFTER INSERT OR UPDATE OR DELETE ON ou_o
     FOR EACH STATEMENT EXECUTE FUNCTION knot_notify('knot_access', '*');
 
 -- Rate limits counted by every process together (``services/ratelimit.py``, the cluster mode): hits per
--- key in fixed windows; rows of past windows are pruned.
+-- key and window, read with the previous window's (a sliding window counter); a row is kept two periods,
+-- then pruned.
 CREATE UNLOGGED TABLE rate_counts (
     namespace     text NOT NULL,
     key           text NOT NULL,
